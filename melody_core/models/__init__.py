@@ -1,0 +1,1 @@
+"""The MeLoDy model family. Component table: `melody_core.config.COMPONENTS`."""

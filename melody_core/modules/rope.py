@@ -1,0 +1,41 @@
+"""Rotary position embeddings (RoPE, Su et al. 2021) at arbitrary, possibly fractional, positions.
+
+Positions are explicit so that queries and keys may live on a shared physical time axis, e.g.
+DPD cross-attention puts segment centres (latent frames / 250 Hz) and semantic tokens (25 Hz) on
+one axis measured in seconds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Produces (cos, sin) tables for given positions; `head_dim` must be even."""
+
+    def __init__(self, head_dim: int, base: float = 10_000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos: (T,) or (B, T) float/int -> cos, sin: (..., T, head_dim)."""
+        angles = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq  # (..., T, hd/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (..., T, hd)
+        return angles.cos(), angles.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, hd); cos/sin: (T, hd) or (B, T, hd) -> rotated x, same dtype as x."""
+    if cos.dim() == 3:  # (B, T, hd) -> (B, 1, T, hd)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + _rotate_half(x) * sin
