@@ -1,0 +1,1 @@
+"""MeLoDy Studio desktop app (PySide6 + pyqtgraph). Imports melody_core, never the reverse."""
