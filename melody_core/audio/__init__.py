@@ -1,0 +1,53 @@
+"""Audio I/O (soundfile + soxr) and spectral features (torch.stft); no torchaudio."""
+
+from melody_core.audio.features import (
+    MelSpectrogram,
+    mel_distance,
+    mel_filterbank,
+    multi_resolution_stft_loss,
+    si_sdr,
+    stft_magnitude,
+)
+from melody_core.audio.io import (
+    AudioError,
+    AudioInfo,
+    AudioNotFoundError,
+    AudioTooLongError,
+    CorruptAudioError,
+    EmptyAudioError,
+    InvalidSampleRateError,
+    MetadataError,
+    NonFiniteAudioError,
+    NotAudioError,
+    UnsupportedFormatError,
+    audio_info,
+    load_audio,
+    read_metadata,
+    resample,
+    save_audio,
+)
+
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "AudioNotFoundError",
+    "AudioTooLongError",
+    "CorruptAudioError",
+    "EmptyAudioError",
+    "InvalidSampleRateError",
+    "MelSpectrogram",
+    "MetadataError",
+    "NonFiniteAudioError",
+    "NotAudioError",
+    "UnsupportedFormatError",
+    "audio_info",
+    "load_audio",
+    "mel_distance",
+    "mel_filterbank",
+    "multi_resolution_stft_loss",
+    "read_metadata",
+    "resample",
+    "save_audio",
+    "si_sdr",
+    "stft_magnitude",
+]

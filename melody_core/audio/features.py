@@ -15,7 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 # (n_fft, hop, win) triples. DESIGN §3b measures mel distance on three resolutions.
-DEFAULT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+DEFAULT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = (
+    (512, 128, 512),
+    (1024, 256, 1024),
+    (2048, 512, 2048),
+)
 
 
 def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
@@ -23,7 +27,8 @@ def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
     f_sp = 200.0 / 3
     min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
     lin = f / f_sp
-    return torch.where(f >= min_log_hz, min_log_mel + torch.log(f.clamp(min=1e-9) / min_log_hz) / logstep, lin)
+    log_part = min_log_mel + torch.log(f.clamp(min=1e-9) / min_log_hz) / logstep
+    return torch.where(f >= min_log_hz, log_part, lin)
 
 
 def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
@@ -35,13 +40,10 @@ def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=32)
 def _mel_fb_cached(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
     n_freqs = n_fft // 2 + 1
-    freqs = torch.linspace(0, sample_rate / 2, n_freqs, dtype=torch.float64)
-    m_pts = torch.linspace(
-        hz_to_mel(torch.tensor(f_min, dtype=torch.float64)).item(),
-        hz_to_mel(torch.tensor(f_max, dtype=torch.float64)).item(),
-        n_mels + 2,
-        dtype=torch.float64,
-    )
+    cpu = dict(dtype=torch.float64, device="cpu")  # explicit: safe under a meta/cuda device context
+    freqs = torch.linspace(0, sample_rate / 2, n_freqs, **cpu)
+    m_lo, m_hi = hz_to_mel(torch.tensor([f_min, f_max], **cpu)).tolist()
+    m_pts = torch.linspace(m_lo, m_hi, n_mels + 2, **cpu)
     f_pts = mel_to_hz(m_pts)  # (n_mels + 2,)
     f_diff = f_pts[1:] - f_pts[:-1]  # (n_mels + 1,)
     slopes = f_pts.unsqueeze(0) - freqs.unsqueeze(1)  # (n_freqs, n_mels + 2)
@@ -56,7 +58,8 @@ def mel_filterbank(
     sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
 ) -> torch.Tensor:
     """Triangular mel filterbank (n_fft // 2 + 1, n_mels)."""
-    return _mel_fb_cached(sample_rate, n_fft, n_mels, float(f_min), float(f_max or sample_rate / 2)).clone()
+    f_max = sample_rate / 2 if f_max is None else f_max
+    return _mel_fb_cached(sample_rate, n_fft, n_mels, float(f_min), float(f_max)).clone()
 
 
 def stft_magnitude(wav: torch.Tensor, n_fft: int, hop: int, win: int | None = None) -> torch.Tensor:

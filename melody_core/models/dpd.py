@@ -1,0 +1,294 @@
+"""Dual-path diffusion network (DPD, §4.2.3, Fig. 2-3): predicts the velocity v from noisy latents.
+
+    E_delta = MLP1(sin(delta) (x) e_start + cos(delta) (x) e_end)          Eq. 11, e in R^256
+    E_ST    = MLP2(Embedding(u))                                         semantic tokens, 25 Hz
+    H       = RMSNorm(z W_in + E_delta) -> segment: S = ceil(2L/K) + 1 half-overlapping K-frame segments
+    N dual-path blocks, each:
+      coarse path (across the S segments, for each of the K positions): Roformer layer =
+          RoPE self-attention, RoPE cross-attention to E_ST, FFN
+      fine path (across the K frames inside each segment): 2-layer bidirectional SRU, FiLM on
+          E_delta (segmented) + mean-pooled E_ST, [optional FFN]
+    overlap-add back to L frames -> RMSNorm -> linear to D
+
+Choices where the paper is silent *(our choice)*:
+- Pre-norm residuals (RMSNorm) on every sub-layer of both paths: stable at depth, no warm-up tricks.
+- RoPE positions are latent-frame times (250 Hz) everywhere, so relative positions mean time:
+  self-attention over segments uses the segment centres s*K/2; in cross-attention every query sits
+  at its own frame time (s*K/2 - K/2 + k, finer than the segment centre at no cost) and semantic
+  token j at the centre of the frames it covers, 10 j + 4.5 (token j covers frames [10j, 10j+10)).
+- CFG (§5.1): for rows flagged `uncond` (and all rows when `tokens` is None or empty) the cross-
+  attention layer attends to its own input sequence instead (self-attention over the segments,
+  same weights, segment-centre positions), and FiLM sees a learned null vector instead of the
+  pooled E_ST. Conditional and unconditional rows of one batch are computed separately, each only
+  on its own rows. Dropping the condition with p = 0.1 is the trainer's job (`cfg_dropout` only
+  documents it).
+- Tokens are placed by index (token j at frame 10 j + 4.5) whatever their count: ceil(L/10) covers
+  the window exactly; extra tokens act as context beyond the end, missing ones leave the tail
+  without nearby tokens (cross-attention still sees all given tokens). Nothing is trimmed or padded.
+- Internal layout (K, B, S, D_hid): the SRU reads it as (time K, batch B*S) and self-attention as
+  batch K*B over S without copies; only cross-attention regroups its rows to (B, K*S).
+- Block contents and the paper's 296.6M parameters: see `DPDConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from melody_core import FRAMES_PER_TOKEN
+from melody_core.config import BaseConfig
+from melody_core.models.sru import SRU
+from melody_core.modules import MLP, Attention, FeedForward, FiLM, RMSNorm, overlap_add, segment
+
+
+@dataclass
+class DPDConfig(BaseConfig):
+    """Dual-path diffusion network.
+
+    Parameter count of the paper preset (§5.1: D_hid = d = 768, N = 8, "296.6M"). Per block:
+      coarse path: self-attention 4d^2 + cross-attention 4d^2 + FFN x4 8d^2            = 16 d^2
+      fine path:   2-layer bi-SRU, h = 1152 = 1.5d per direction (output 3d):
+                   layer 1 d x (3d * 4 matrices) = 12 d^2, layer 2 3d x (3d * 3) = 27 d^2,
+                   projection 3d -> d 3 d^2, FiLM d -> 2d 2 d^2                          = 44 d^2
+      => 60 d^2 = 35.4M per block (+ biases/norms), x 8 = 283.3M
+    plus embeddings: MLP1 256*768 + 768^2, token table 1024*768, MLP2 2*768^2, W_in, W_out = 2.8M
+      => 286.1M, -3.5 % from 296.6M. The minimum block (bi-SRU with h = d/2, output d, no
+    projection) would be 16 + 6 + 2 = 24 d^2 -> 116M; the paper's count implies ~62 d^2 per block,
+    so its blocks are wider than the minimum. We spend the difference on the fine path's SRU (the
+    paper's fine path has no other stated layer; a wider recurrent state is the natural reading of
+    "SRU" capacity) rather than on an FFN there (`fine_ffn_mult`, 0 in both presets, adds 2m d^2).
+    """
+
+    d_latent: int = 16  # D: VAE latent channels (§5.1)
+    d_hid: int = 64  # D_hid: width of the dual-path blocks
+    n_blocks: int = 3  # N: dual-path blocks
+    n_heads: int = 4  # attention heads (coarse path); d_hid / n_heads must be even (RoPE)
+    segment_size: int = 64  # K: frames per segment (even); S = ceil(2L/K) + 1 segments
+    angle_dim: int = 256  # size of e_start / e_end (Eq. 11)
+    vocab_size: int = 256  # V_ST: semantic token vocabulary (k-means clusters)
+    ffn_mult: int = 4  # coarse-path FFN hidden = ffn_mult * d_hid
+    fine_ffn_mult: int = 0  # fine-path FFN after FiLM, hidden = fine_ffn_mult * d_hid (0 = none)
+    sru_hidden: int = 32  # SRU state per direction; output 2*sru_hidden, projected to d_hid if different
+    sru_layers: int = 2  # SRU layers in the fine path (§4.2.3: 2)
+    sru_highway_bias: float = 0.0  # initial highway-gate bias of the SRU (package default)
+    rope_base: float = 10_000.0  # RoPE base; positions are in latent frames (max ~L)
+    dropout: float = 0.0  # dropout in attention and FFNs (training only)
+    cfg_dropout: float = 0.1  # p of dropping the semantic condition in training (the trainer applies it)
+    cfg_null_film: bool = True  # unconditional FiLM input: learned null vector (True) or zeros (False)
+    train_length: int = 2500  # L: training window in latent frames (10 s); documentation only
+    train_chunks: int = 4  # M: chunks with independent angles in training (Eq. 7-10); documentation only
+
+    @classmethod
+    def tiny(cls) -> DPDConfig:
+        # sized for a 2-core CPU: see the module report / tests for the measured forward time
+        return cls()
+
+    @classmethod
+    def paper(cls) -> DPDConfig:
+        return cls(
+            d_hid=768, n_blocks=8, n_heads=8, segment_size=64, vocab_size=1024, ffn_mult=4, sru_hidden=1152
+        )
+
+
+class AngleEncoder(nn.Module):
+    """Eq. 11: delta (B, L) -> E_delta (B, L, d_hid), spherical interpolation of e_start/e_end + MLP1."""
+
+    def __init__(self, angle_dim: int, d_hid: int) -> None:
+        super().__init__()
+        self.e_start = nn.Parameter(torch.randn(angle_dim))
+        self.e_end = nn.Parameter(torch.randn(angle_dim))
+        self.mlp = MLP(angle_dim, d_hid)
+
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        d = delta.unsqueeze(-1)  # (B, L, 1)
+        return self.mlp(torch.sin(d) * self.e_start + torch.cos(d) * self.e_end)  # Eq. 11
+
+
+class CoarsePath(nn.Module):
+    """Roformer layer across segments: RoPE self-attention, RoPE cross-attention to E_ST, FFN (pre-norm)."""
+
+    def __init__(self, cfg: DPDConfig) -> None:
+        super().__init__()
+        d = cfg.d_hid
+        self.norm_self = RMSNorm(d)
+        self.self_attn = Attention(d, cfg.n_heads, rope=True, rope_base=cfg.rope_base, dropout=cfg.dropout)
+        self.norm_cross = RMSNorm(d)
+        self.cross_attn = Attention(d, cfg.n_heads, rope=True, rope_base=cfg.rope_base, dropout=cfg.dropout)
+        self.norm_ffn = RMSNorm(d)
+        self.ffn = FeedForward(d, cfg.ffn_mult * d, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """x: (K, B, S, d) -> (K, B, S, d)."""
+        k, b, s, d = x.shape
+        x = x + self.self_attn(self.norm_self(x).view(k * b, s, d), q_pos=ctx.seg_pos).view(k, b, s, d)
+        x = x + self._condition(self.norm_cross(x), ctx)
+        return x + self.ffn(self.norm_ffn(x))
+
+    def _condition(self, h: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """Cross-attention to E_ST for conditional rows, self-attention (CFG) for the others."""
+        k, b, s, d = h.shape
+        if ctx.cond_rows is None:  # every row unconditional
+            return self._self(h, ctx)
+        if ctx.uncond_rows is None:  # every row conditional
+            return self._cross(h, ctx.tokens, ctx)
+        out = torch.empty_like(h)
+        out.index_copy_(1, ctx.cond_rows, self._cross(h.index_select(1, ctx.cond_rows), ctx.tokens, ctx))
+        out.index_copy_(1, ctx.uncond_rows, self._self(h.index_select(1, ctx.uncond_rows), ctx))
+        return out
+
+    def _cross(self, h: torch.Tensor, tokens: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """h: (K, Bc, S, d), tokens (E_ST of the same rows): (Bc, T, d) -> (K, Bc, S, d)."""
+        k, b, s, d = h.shape
+        q = h.permute(1, 0, 2, 3).reshape(b, k * s, d)  # (Bc, K*S, d): all queries of a row together
+        y = self.cross_attn(q, context=tokens, q_pos=ctx.frame_pos, k_pos=ctx.token_pos)  # (Bc, K*S, d)
+        return y.view(b, k, s, d).permute(1, 0, 2, 3)  # (K, Bc, S, d)
+
+    def _self(self, h: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """CFG branch: the cross-attention layer attends over the segments of its own input."""
+        k, b, s, d = h.shape
+        return self.cross_attn(h.reshape(k * b, s, d), q_pos=ctx.seg_pos).view(k, b, s, d)
+
+
+class FinePath(nn.Module):
+    """Inside each segment: bi-SRU over the K frames, projection, FiLM (pre-norm residual), [FFN]."""
+
+    def __init__(self, cfg: DPDConfig) -> None:
+        super().__init__()
+        d = cfg.d_hid
+        self.norm = RMSNorm(d)
+        self.sru = SRU(
+            d, cfg.sru_hidden, cfg.sru_layers, bidirectional=True, highway_bias=cfg.sru_highway_bias
+        )
+        out = 2 * cfg.sru_hidden
+        self.proj = nn.Linear(out, d) if out != d else nn.Identity()
+        self.film = FiLM(d, d)
+        self.ffn = None
+        if cfg.fine_ffn_mult > 0:
+            self.norm_ffn = RMSNorm(d)
+            self.ffn = FeedForward(d, cfg.fine_ffn_mult * d, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """x: (K, B, S, d) -> (K, B, S, d)."""
+        k, b, s, d = x.shape
+        y, _ = self.sru(self.norm(x).view(k, b * s, d))  # time K, batch B*S: (K, B*S, 2h)
+        y = self.film(self.proj(y), ctx.film_cond)  # (K, B*S, d)
+        x = x + y.view(k, b, s, d)
+        if self.ffn is not None:
+            x = x + self.ffn(self.norm_ffn(x))
+        return x
+
+
+class DualPathBlock(nn.Module):
+    def __init__(self, cfg: DPDConfig) -> None:
+        super().__init__()
+        self.coarse = CoarsePath(cfg)
+        self.fine = FinePath(cfg)
+
+    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        return self.fine(self.coarse(x, ctx), ctx)
+
+
+@dataclass
+class _Context:
+    """Per-forward tensors shared by all blocks."""
+
+    tokens: torch.Tensor | None  # E_ST of the conditional rows: (Bc, T_st, d)
+    cond_rows: torch.Tensor | None  # (Bc,) int64 row indices; None when no row is conditional
+    uncond_rows: torch.Tensor | None  # (Bu,) int64; None when no row is unconditional
+    film_cond: torch.Tensor  # segmented E_delta + pooled E_ST / null: (K, B*S, d)
+    seg_pos: torch.Tensor  # (S,) segment centres in frames
+    frame_pos: torch.Tensor  # (K*S,) frame time of every query, k-major
+    token_pos: torch.Tensor | None  # (T_st,) token centres in frames
+
+
+def _segment_centres(n_segments: int, segment_size: int, device: torch.device) -> torch.Tensor:
+    """Segment s is centred on real frame s*K/2 (melody_core.modules.segmentation)."""
+    return torch.arange(n_segments, device=device, dtype=torch.float32) * (segment_size // 2)
+
+
+class DualPathDiffusion(nn.Module):
+    """v-prediction network of DPD.
+
+    forward(z: (B, L, D) noisy latents, delta: (B, L) angles in [0, pi/2],
+            tokens: (B, T_st) int64 semantic tokens or None (all rows unconditional),
+            uncond: (B,) bool or None (True = CFG unconditional row)) -> v: (B, L, D).
+    Any L >= 1. Token j covers latent frames [10j, 10j+10); T_st = ceil(L/10) covers the window
+    (other counts are accepted, see the module docstring).
+    """
+
+    def __init__(self, config: DPDConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_hid
+        if config.segment_size % 2:
+            raise ValueError(f"segment_size must be even, got {config.segment_size}")
+        if (d // config.n_heads) % 2 or d % config.n_heads:
+            raise ValueError(f"d_hid {d} / n_heads {config.n_heads} must be an even integer (RoPE)")
+        self.angle = AngleEncoder(config.angle_dim, d)  # Eq. 11
+        self.token_embedding = nn.Embedding(config.vocab_size, d)
+        self.token_mlp = MLP(d, d)  # E_ST = MLP2(E(u))
+        self.null_cond = nn.Parameter(torch.zeros(d), requires_grad=config.cfg_null_film)
+        self.w_in = nn.Linear(config.d_latent, d, bias=False)
+        self.norm_in = RMSNorm(d)
+        self.blocks = nn.ModuleList(DualPathBlock(config) for _ in range(config.n_blocks))
+        self.norm_out = RMSNorm(d)
+        self.w_out = nn.Linear(d, config.d_latent)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        delta: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        uncond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b, length, _ = z.shape
+        if delta.shape != (b, length):
+            raise ValueError(f"delta must be (B, L) = {(b, length)}, got {tuple(delta.shape)}")
+        k = self.config.segment_size
+        e_delta = self.angle(delta.to(z.dtype))  # (B, L, d)
+        h = self.norm_in(self.w_in(z) + e_delta)  # H = RMSNorm(z W_in + E_delta)
+        x = segment(h, k).permute(2, 0, 1, 3).contiguous()  # (B, S, K, d) -> (K, B, S, d)
+        ctx = self._context(e_delta, tokens, uncond, x.shape[2])
+        for block in self.blocks:
+            x = block(x, ctx)
+        h = overlap_add(x.permute(1, 2, 0, 3), length)  # (K, B, S, d) -> (B, S, K, d) -> (B, L, d)
+        return self.w_out(self.norm_out(h))  # (B, L, D)
+
+    def _context(
+        self, e_delta: torch.Tensor, tokens: torch.Tensor | None, uncond: torch.Tensor | None, n_seg: int
+    ) -> _Context:
+        b, length, d = e_delta.shape
+        k, dev = self.config.segment_size, e_delta.device
+        is_uncond = torch.ones(b, dtype=torch.bool, device=dev)
+        if tokens is not None and tokens.shape[1] > 0:
+            if tokens.shape[0] != b:
+                raise ValueError(f"tokens must have {b} rows, got {tokens.shape[0]}")
+            is_uncond = torch.zeros(b, dtype=torch.bool, device=dev) if uncond is None else uncond.to(dev)
+        rows = torch.arange(b, device=dev)
+        cond_rows, uncond_rows = rows[~is_uncond], rows[is_uncond]  # data-dependent split (CFG)
+        cond_rows = cond_rows if len(cond_rows) else None
+        uncond_rows = uncond_rows if len(uncond_rows) else None
+        e_st, token_pos = None, None
+        pooled = self.null_cond.expand(b, d)  # FiLM input for unconditional rows
+        if cond_rows is not None:
+            assert tokens is not None
+            e_st = self.token_mlp(self.token_embedding(tokens[cond_rows]))  # (Bc, T_st, d)
+            pooled = pooled.index_copy(0, cond_rows, e_st.mean(dim=1))  # mean-pooled E_ST
+            # token j covers frames [10j, 10j + 10): centre 10j + 4.5 on the frame-index axis
+            token_pos = torch.arange(tokens.shape[1], device=dev, dtype=torch.float32) * FRAMES_PER_TOKEN
+            token_pos = token_pos + (FRAMES_PER_TOKEN - 1) / 2
+        film = segment(e_delta + pooled.unsqueeze(1), k)  # (B, S, K, d)
+        film = film.permute(2, 0, 1, 3).reshape(k, b * n_seg, d)  # (K, B*S, d), the SRU layout
+        seg_pos = _segment_centres(n_seg, k, dev)
+        frame_pos = (seg_pos - k // 2) + torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1)
+        return _Context(
+            tokens=e_st,
+            cond_rows=cond_rows,
+            uncond_rows=uncond_rows,
+            film_cond=film,
+            seg_pos=seg_pos,
+            frame_pos=frame_pos.reshape(-1),  # (K, S) -> (K*S,), k-major like the queries
+            token_pos=token_pos,
+        )

@@ -1,0 +1,378 @@
+"""Semantic LM (§3.1 Eq. 1, §5.1): a LLaMA-style decoder over MuLan prefix + semantic tokens.
+
+Eq. 1: p(u_1..T | c_1..12) = prod_j p(u_j | c_1..12, u_<j). The 12 MuLan RVQ tokens c are a
+prefix; the model predicts the 25 Hz semantic tokens u (k-means ids) after it.
+
+Architecture (LLaMA [71]): token embeddings -> N x [x + Attn(RMSNorm(x)); x + SwiGLU(RMSNorm(x))]
+-> RMSNorm -> linear head over the semantic vocabulary. RoPE self-attention, causal, no biases,
+output head untied from the input embedding.
+
+Choices where the paper is silent *(our choice)*:
+- Prefix embedding: one table of n_prefix * prefix_codebook_size rows; codebook c's token i is
+  row c * prefix_codebook_size + i, so equal ids in different codebooks are different tokens
+  (the RVQ levels mean different things). Semantic tokens have their own table. No BOS token:
+  the output at the last prefix position predicts u_1.
+- Positions: prefix at RoPE positions 0..n_prefix-1, token u_j (0-based) at n_prefix + j.
+- Context: training targets are `max_len` tokens (250 = 10 s at 25 Hz), so the network sees at
+  most n_prefix + max_len - 1 positions (the last target is never an input). Decoding keeps the
+  same bound: the "window" of consumed semantic tokens holds at most `max_len - 1` tokens.
+- Sliding window for generation of any length: when feeding a token would overflow the window,
+  the oldest tokens are dropped so that the most recent `window_keep` tokens remain (or all of
+  the newly fed tokens, if more, capped at the window size), and the KV caches are rebuilt by one
+  causal forward over prefix + kept tokens. The kept tokens move back to positions
+  n_prefix, n_prefix + 1, ..., so every RoPE position stays inside the trained range and the
+  MuLan prefix is always in context. With window_keep = max_len // 2 a rebuild costs one
+  ~max_len/2-token forward every ~max_len/2 tokens (amortised about one extra step per token).
+- Init: N(0, 0.02) for embeddings and linears, output projections of each residual branch
+  scaled by 1/sqrt(2 * n_layers) (GPT-2), so the residual stream does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from melody_core.config import BaseConfig
+from melody_core.models.sampling import sample_next
+from melody_core.modules import Attention, KVCache, RMSNorm, SwiGLU
+
+INIT_STD = 0.02  # N(0, 0.02) init of embeddings and linears (GPT-2 / LLaMA practice)
+
+
+@dataclass
+class LMConfig(BaseConfig):
+    """Semantic LM hyper-parameters.
+
+    Paper preset (§5.1 says "a 429.5M LLaMA with 24 layers, 8 heads, and 2048 hidden dimensions").
+    Reading "2048" as the residual width cannot give 429.5M: one LLaMA layer at d = 2048 holds
+    4d^2 (attention) + 3 d h (SwiGLU, h = 5632 by LLaMA's 8d/3 rule) = 16.8M + 34.6M = 51.4M,
+    x 24 = 1.23B. Reading it as the SwiGLU hidden of a d = 1024 model gives
+    24 x (4.19M + 3 x 1024 x 2048 = 6.29M) = 251.7M, + 14.7M embeddings = 266M (-38 %).
+    The only reading that lands near 429.5M is d = 1024 (8 heads x 128, LLaMA's head size) with a
+    SwiGLU hidden of about 4k; we take h = 4096 (= 4d = 2 x 2048; our choice):
+      per layer: attention q, kv, out  4 x 1024^2          =  4,194,304
+                 SwiGLU w1, w3, w2     3 x 1024 x 4096      = 12,582,912
+                 2 RMSNorm             2 x 1024             =      2,048
+                                                             16,779,264  x 24 = 402,702,336
+      prefix embedding  12 x 1024 x 1024 = 12,582,912;  token embedding 1024 x 1024 = 1,048,576
+      head 1024 x 1024 = 1,048,576;  final RMSNorm 1024
+      total 417,383,424 = 417.4M, -2.8 % of 429.5M (tests check +-10 % under torch.device("meta")).
+    """
+
+    vocab_size: int = 256  # semantic vocabulary = k-means centres (tiny 256, paper 1024)
+    n_prefix: int = 12  # MuLan RVQ codebooks = prefix tokens (§5.1)
+    prefix_codebook_size: int = 256  # entries per MuLan RVQ codebook (tiny 256, paper 1024)
+    d_model: int = 192  # residual width
+    n_layers: int = 3  # decoder layers
+    n_heads: int = 4  # attention heads (head dim = d_model / n_heads, must be even for RoPE)
+    ffn_hidden: int = 512  # SwiGLU hidden width
+    max_len: int = 250  # target tokens per training example (250 = 10 s at 25 Hz); context bound
+    window_keep: int = 125  # tokens kept when the decoding window overflows (sliding window)
+    rope_base: float = 10_000.0  # RoPE frequency base
+    dropout: float = 0.0  # dropout on attention weights and residual branches (training only)
+    norm_eps: float = 1e-6  # RMSNorm epsilon
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model {self.d_model} must split into {self.n_heads} even-sized heads")
+        if self.max_len < 2:
+            raise ValueError(f"max_len must be >= 2, got {self.max_len}")
+        if not 1 <= self.window_keep <= self.max_len - 1:
+            raise ValueError(f"window_keep must be in [1, max_len - 1], got {self.window_keep}")
+
+    @property
+    def window(self) -> int:
+        """Most semantic tokens held in context while decoding (= longest input in training)."""
+        return self.max_len - 1
+
+    @classmethod
+    def tiny(cls) -> LMConfig:
+        return cls()
+
+    @classmethod
+    def paper(cls) -> LMConfig:
+        return cls(
+            vocab_size=1024,
+            prefix_codebook_size=1024,
+            d_model=1024,
+            n_layers=24,
+            n_heads=8,
+            ffn_hidden=4096,
+            max_len=250,
+            window_keep=125,
+        )
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm LLaMA block: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)). x: (B, T, D)."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(
+            cfg.d_model, cfg.n_heads, rope=True, rope_base=cfg.rope_base, dropout=cfg.dropout
+        )
+        self.ffn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.ffn = SwiGLU(cfg.d_model, cfg.ffn_hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Full causal pass over x (B, T, D); an empty `cache` collects the rotated keys/values."""
+        x = x + self.drop(self.attn(self.attn_norm(x), cache=cache, causal=True))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+    def decode_one(self, x: torch.Tensor, cache: DecodeCache, layer: int, n: int, pos: int) -> torch.Tensor:
+        """One new position `pos` with `n` keys already cached. x: (B, 1, D) -> (B, 1, D).
+
+        The same math as `forward` (Attention + KVCache) on the same weights, with fewer kernel
+        launches: RoPE as one matmul per q/k (`DecodeCache.rope_q/rope_k`), keys stored
+        transposed in preallocated buffers, attention as two batched matmuls.
+        """
+        b, _, d = x.shape
+        attn, heads = self.attn, self.attn.n_heads
+        h = F.rms_norm(x, (d,), self.attn_norm.weight, self.attn_norm.eps)
+        q = F.linear(h, attn.q.weight).view(b * heads, 1, -1) @ cache.rope_q[pos]  # (BH, 1, hd)
+        kv = F.linear(h, attn.kv.weight)  # (B, 1, 2D): keys then values
+        k = kv[..., :d].reshape(b * heads, -1) @ cache.rope_k[pos]  # (BH, hd)
+        cache.keys_t[layer][:, :, n] = k
+        cache.values[layer][:, n] = kv[..., d:].reshape(b * heads, -1)  # (BH, hd)
+        scores = torch.bmm(q, cache.keys_t[layer][:, :, : n + 1])  # (BH, 1, n+1), scale in rope_q
+        y = torch.bmm(scores.softmax(dim=-1), cache.values[layer][:, : n + 1])  # (BH, 1, hd)
+        x = x + F.linear(y.view(b, 1, d), attn.out.weight)  # (B, 1, D)
+        h = F.rms_norm(x, (d,), self.ffn_norm.weight, self.ffn_norm.eps)
+        ffn = self.ffn
+        return x + F.linear(F.silu(F.linear(h, ffn.w1.weight)) * F.linear(h, ffn.w3.weight), ffn.w2.weight)
+
+
+class DecodeCache:
+    """Preallocated per-layer keys/values of prefix + window for batch-synchronous decoding.
+
+    keys_t[l]: (B*H, hd, n_prefix + window) RoPE-rotated keys, transposed for q @ K;
+    values[l]: (B*H, n_prefix + window, hd). rope_q/rope_k: (positions, hd, hd) matrices M_p with
+    x @ M_p = x * cos_p + rotate_half(x) * sin_p (apply_rope), rope_q also times 1/sqrt(hd).
+    """
+
+    def __init__(self, model: SemanticLM, batch: int, device: torch.device, dtype: torch.dtype) -> None:
+        cfg = model.config
+        heads, hd = cfg.n_heads, cfg.d_model // cfg.n_heads
+        n_pos = cfg.n_prefix + cfg.window
+        kw = {"device": device, "dtype": dtype}
+        self.keys_t = [torch.zeros(batch * heads, hd, n_pos, **kw) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros(batch * heads, n_pos, hd, **kw) for _ in range(cfg.n_layers)]
+        cos, sin = model.layers[0].attn.rope(torch.arange(n_pos, device=device))  # (n_pos, hd) each
+        half = hd // 2
+        rot = torch.zeros(hd, hd, device=device)  # x @ rot = rotate_half(x) = cat(-x2, x1)
+        idx = torch.arange(half, device=device)
+        rot[idx + half, idx] = -1.0
+        rot[idx, idx + half] = 1.0
+        mats = torch.diag_embed(cos) + rot * sin.unsqueeze(1)  # (n_pos, hd, hd): diag(cos) + rot diag(sin)
+        self.rope_k = mats.to(dtype)
+        self.rope_q = (mats * hd**-0.5).to(dtype)
+
+    def load(self, caches: list[KVCache]) -> None:
+        """Copy the keys/values of a full forward, (B, H, T, hd) per layer, into the buffers."""
+        for layer, c in enumerate(caches):
+            b, h, t, hd = c.k.shape
+            self.keys_t[layer][:, :, :t] = c.k.reshape(b * h, t, hd).transpose(1, 2)  # (BH, hd, T)
+            self.values[layer][:, :t] = c.v.reshape(b * h, t, hd)  # (BH, T, hd)
+
+
+@dataclass
+class LMState:
+    """Incremental decoding state of a batch (all rows advance together).
+
+    prefix: (B, n_prefix) MuLan tokens; window: (B, n) semantic tokens in context
+    (n <= config.window); cache: keys/values of prefix + window; logits: (B, V) distribution of
+    the next token; n_consumed: tokens fed since `start`; n_rebuilds: sliding-window rebuilds.
+    """
+
+    prefix: torch.Tensor
+    window: torch.Tensor
+    cache: DecodeCache
+    logits: torch.Tensor
+    n_consumed: int = 0
+    n_rebuilds: int = 0
+
+
+class SemanticLM(nn.Module):
+    """LLaMA-style semantic LM, Eq. 1.
+
+    forward(prefix (B, n_prefix) int64, tokens (B, T) int64, 1 <= T <= max_len) -> logits (B, T, V):
+    logits[:, j] is the distribution of tokens[:, j] given the prefix and tokens[:, :j]
+    (teacher forcing: the network consumes prefix + tokens[:, :-1]).
+    loss(prefix, tokens) -> scalar mean cross-entropy.
+    Decoding (eval mode, no dropout): start(prefix, prompt_tokens (B, n) | None) -> LMState whose
+    .logits (B, V) predict the next token; step(state, token (B,)) / feed(state, tokens (B, n))
+    consume tokens and return the next (B, V) logits; stream(state, ...) yields sampled (B, chunk)
+    tokens for as long as it is pulled; generate(prefix, n_tokens, ...) -> (B, n_tokens).
+    Any length: sliding window (module docstring).
+    """
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        self.prefix_embed = nn.Embedding(cfg.n_prefix * cfg.prefix_codebook_size, cfg.d_model)
+        self.token_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        residual_std = INIT_STD / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if p.dim() < 2:  # RMSNorm gains stay at 1
+                continue
+            is_residual_out = name.endswith("attn.out.weight") or name.endswith("ffn.w2.weight")
+            nn.init.normal_(p, mean=0.0, std=residual_std if is_residual_out else INIT_STD)
+
+    # ---- full-sequence (training) path -------------------------------------------------------
+
+    def _check_prefix(self, prefix: torch.Tensor) -> None:
+        cfg = self.config
+        if prefix.dim() != 2 or prefix.shape[1] != cfg.n_prefix:
+            raise ValueError(f"prefix must be (B, {cfg.n_prefix}), got {tuple(prefix.shape)}")
+        if prefix.numel() and (prefix.min() < 0 or prefix.max() >= cfg.prefix_codebook_size):
+            raise ValueError(f"prefix tokens must lie in [0, {cfg.prefix_codebook_size})")
+
+    def embed_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, n_prefix) per-codebook ids -> (B, n_prefix, D); codebook c uses rows c*size + id."""
+        cfg = self.config
+        offsets = torch.arange(cfg.n_prefix, device=prefix.device) * cfg.prefix_codebook_size
+        return self.prefix_embed(prefix + offsets)
+
+    def _run(self, x: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """x: (B, T, D) embeddings from position 0 -> (B, T, V) logits; fills empty `caches`."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cache=None if caches is None else caches[i])
+        return self.head(self.norm(x))
+
+    def forward(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        self._check_prefix(prefix)
+        if tokens.dim() != 2 or not 1 <= tokens.shape[1] <= self.config.max_len:
+            shape = tuple(tokens.shape)
+            raise ValueError(f"tokens must be (B, T), 1 <= T <= {self.config.max_len}; got {shape}")
+        x = torch.cat([self.embed_prefix(prefix), self.token_embed(tokens[:, :-1])], dim=1)  # (B, P+T-1, D)
+        logits = self._run(x)  # (B, P+T-1, V)
+        return logits[:, self.config.n_prefix - 1 :]  # (B, T, V): position P-1+j predicts u_j
+
+    def loss(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of Eq. 1 over all B x T target tokens."""
+        logits = self(prefix, tokens)  # (B, T, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))  # (B*T, V)
+
+    # ---- incremental decoding ------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def start(self, prefix: torch.Tensor, prompt_tokens: torch.Tensor | None = None) -> LMState:
+        """Consume the prefix and optional prompt tokens (B, n); state.logits predicts the next token.
+
+        A prompt longer than the window keeps only its most recent `config.window` tokens.
+        """
+        self._check_prefix(prefix)
+        b = prefix.shape[0]
+        cache = DecodeCache(self, b, prefix.device, self.head.weight.dtype)
+        window = prefix.new_zeros(b, 0)
+        if prompt_tokens is not None:
+            if prompt_tokens.dim() != 2 or prompt_tokens.shape[0] != b:
+                raise ValueError(f"prompt_tokens must be ({b}, n), got {tuple(prompt_tokens.shape)}")
+            window = prompt_tokens[:, -self.config.window :].to(prefix)
+        state = LMState(prefix=prefix, window=window, cache=cache, logits=prefix.new_zeros(0))
+        self._rebuild(state, window)
+        state.n_consumed, state.n_rebuilds = window.shape[1], 0
+        return state
+
+    def _rebuild(self, state: LMState, window: torch.Tensor) -> None:
+        """Refill the cache from prefix + window (B, n) in one causal forward (Attention + KVCache)."""
+        caches = [KVCache() for _ in self.layers]
+        x = torch.cat([self.embed_prefix(state.prefix), self.token_embed(window)], dim=1)  # (B, P+n, D)
+        state.logits = self._run(x, caches)[:, -1]  # (B, V)
+        state.cache.load(caches)
+        state.window = window
+        state.n_rebuilds += 1
+
+    @torch.inference_mode()
+    def feed(self, state: LMState, tokens: torch.Tensor) -> torch.Tensor:
+        """Consume tokens (B, n) after the window; returns (and stores) the (B, V) next-token logits.
+
+        One token with room in the window: one cached step. Otherwise (several tokens, or a full
+        window) the window slides (module docstring) and the cache is rebuilt in one forward.
+        """
+        cfg = self.config
+        n_window, n = state.window.shape[1], tokens.shape[1]
+        state.n_consumed += n
+        window = torch.cat([state.window, tokens], dim=1)  # (B, n_window + n)
+        if n > 1 or n_window + n > cfg.window:
+            if window.shape[1] > cfg.window:  # sliding window: keep the most recent tokens
+                window = window[:, -min(cfg.window, max(cfg.window_keep, n)) :]
+            self._rebuild(state, window)
+            return state.logits
+        pos = cfg.n_prefix + n_window  # cached keys before this token
+        x = self.token_embed(tokens)  # (B, 1, D)
+        for i, layer in enumerate(self.layers):
+            x = layer.decode_one(x, state.cache, i, n=pos, pos=pos)
+        x = F.rms_norm(x, (cfg.d_model,), self.norm.weight, self.norm.eps)
+        state.logits = F.linear(x[:, 0], self.head.weight)  # (B, V)
+        state.window = window
+        return state.logits
+
+    def step(self, state: LMState, token: torch.Tensor) -> torch.Tensor:
+        """Consume one token per row (B,); returns the (B, V) logits of the next one."""
+        return self.feed(state, token.view(-1, 1))  # (B, 1)
+
+    def stream(
+        self,
+        state: LMState,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        chunk_size: int = 1,
+    ) -> Iterator[torch.Tensor]:
+        """Endless sampler over `state`: yields (B, chunk_size) tokens until the caller stops.
+
+        A yielded token is fed back lazily, when the next one is requested, so after closing the
+        stream `state` holds every token but the last yielded one (its logits are current).
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        pending: torch.Tensor | None = None
+        while True:
+            chunk = []
+            for _ in range(chunk_size):
+                if pending is not None:
+                    self.step(state, pending)
+                pending = sample_next(state.logits, temperature, top_k, top_p, generator)  # (B,)
+                chunk.append(pending)
+            yield torch.stack(chunk, dim=1)  # (B, chunk_size)
+
+    def generate(
+        self,
+        prefix: torch.Tensor,
+        n_tokens: int,
+        prompt_tokens: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Sample n_tokens new tokens (B, n_tokens) after the prefix and the optional prompt (B, n).
+
+        The prompt is not part of the output. `callback(n_done, n_tokens)` runs after each token.
+        """
+        state = self.start(prefix, prompt_tokens)
+        out = prefix.new_empty(prefix.shape[0], n_tokens)
+        stream = self.stream(state, temperature, top_k, top_p, generator)
+        for i in range(n_tokens):
+            out[:, i : i + 1] = next(stream)
+            if callback is not None:
+                callback(i + 1, n_tokens)
+        stream.close()
+        return out

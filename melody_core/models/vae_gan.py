@@ -1,0 +1,257 @@
+"""Audio VAE-GAN (§4.1, §5.1): 24 kHz mono <-> 250 Hz latents (hop 96, D = 16), KL-regularised.
+
+- Encoder: the HiFi-GAN generator mirrored — MRF blocks followed by strided-conv down-sampling in place
+  of transposed-conv up-sampling (§4.1: "replace the up-sampling modules in the decoder with
+  convolution-based down-sampling modules while other modules stay the same"); its last conv outputs
+  mean and log-variance (2D channels), log-variance clamped to [logvar_min, logvar_max].
+- Decoder: `decoder_type="hifigan"` is the HiFi-GAN generator (§4.1, paper preset);
+  `decoder_type="istft"` *(our choice, tiny preset)* is a Vocos-style decoder that works at the 250 Hz
+  frame rate and ends in an inverse STFT (hop 96) — far fewer FLOPs per second of audio on a CPU
+  (DESIGN §3b; timings in the tiny() docstring).
+- Chunked decoding (DESIGN §3): `decode_chunk` decodes a latent chunk with latent context on both
+  sides; with `context_frames` frames of context (computed from the receptive field, see
+  `_vae_blocks.context_frames`) it equals the matching slice of a full `decode`.
+
+*(our choice)* items, and why:
+- Paper-size counting (see `VAEConfig`): 100.1M is read as everything the VAE-GAN trains
+  (encoder + decoder + discriminators), with a constant-width 256-channel encoder.
+- Up-sampling rates (8, 6, 2) for hop 96: a 3-stage HiFi-GAN (as V3) with kernels 2u.
+- ConvNeXt blocks at the latent rate in the tiny encoder: the encoder's work moves to 250 Hz
+  after a short strided front end, for the same CPU reason as the iSTFT decoder.
+- Sampling in `forward` only in training mode (eval uses the mean): deterministic reconstructions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from melody_core import LATENT_HOP, SAMPLE_RATE
+from melody_core.config import BaseConfig, ConfigError
+from melody_core.models._vae_blocks import HiFiGANDecoder, ISTFTDecoder, MirrorEncoder, context_frames
+
+DECODER_TYPES = ("hifigan", "istft")
+ADVERSARIAL_LOSSES = ("hinge", "lsgan")
+
+
+@dataclass
+class VAEConfig(BaseConfig):
+    """Audio VAE-GAN configuration (§4.1, §5.1).
+
+    Parameter count of `paper()` (§5.1 says 100.1M "in total"); C = channels, k = kernel:
+    - HiFi-GAN MRF at C channels, kernels (3, 7, 11), dilations (1, 3, 5): 6 convs per kernel,
+      6·C²·(3 + 7 + 11) = 126·C² weights.
+    - Decoder (768 initial channels, rates (8, 6, 2), kernels (16, 12, 4); stages 384/192/96 ch):
+      pre 16·768·7 = 0.09M; ups 768·384·16 + 384·192·12 + 192·96·4 = 5.68M;
+      MRF 126·(384² + 192² + 96²) = 24.39M; post ≈ 0 -> 30.2M.
+    - Encoder (constant 256 ch, 4 resolutions, down-rates (2, 6, 8), kernels 2u):
+      MRF 3·126·256² = 24.77M; downs 256²·(4 + 12 + 16) = 2.10M; out 256·32·7 = 0.06M -> 26.9M.
+    - Generator side (encoder + decoder) = 57.1M: a 768-ch generator with a 256-ch encoder is ~35–40M
+      (DESIGN §2) only if the encoder narrows like the decoder; even then 100.1M is not reached, so we
+      read "in total" as everything the VAE-GAN trains:
+    - MPD (HiFi-GAN plan 32/128/512/1024/1024, k 5, ×5 periods): 5·8.22M = 41.1M (+ weight-norm g);
+      MRSD (UnivNet, 32 ch, 3 resolutions): 3·0.09M = 0.28M -> discriminators 41.4M.
+    - Total = 30.2 + 26.9 + 41.4 ≈ 98.5M, −1.6 % of 100.1M (`vae_gan_parameter_count`).
+    """
+
+    sample_rate: int = SAMPLE_RATE  # Hz, §5.1
+    hop: int = LATENT_HOP  # samples per latent frame (§5.1: 96 -> 250 Hz); = prod of up/down rates
+    latent_dim: int = 16  # D (§5.1)
+    logvar_min: float = -30.0  # clamp of the encoder's log-variance (LDM's range)
+    logvar_max: float = 20.0
+    leaky_slope: float = 0.1  # LeakyReLU slope of HiFi-GAN
+    conv_kernel: int = 7  # kernel of the HiFi-GAN pre/post convs (and the encoder's stem/output)
+    # --- encoder (mirror of the HiFi-GAN generator)
+    encoder_channels: tuple[int, ...] = (256, 256, 256, 256)  # width at each resolution, wav -> latent
+    encoder_rates: tuple[int, ...] = (2, 6, 8)  # down-sampling strides, wav -> latent (product = hop)
+    encoder_kernels: tuple[int, ...] = (4, 12, 16)  # strided-conv kernels (2 × stride)
+    encoder_resblock_kernels: tuple[int, ...] = (3, 7, 11)  # MRF kernels of the encoder stages (may be ())
+    encoder_resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    encoder_latent_blocks: int = 0  # ConvNeXt blocks at 250 Hz after down-sampling (our choice, tiny)
+    # --- decoder
+    decoder_type: str = "hifigan"  # "hifigan" (§4.1) | "istft" (Vocos-style, our choice for tiny)
+    decoder_channels: int = 768  # HiFi-GAN initial channels (§5.1: 768) / iSTFT backbone width
+    upsample_rates: tuple[int, ...] = (8, 6, 2)  # HiFi-GAN transposed-conv strides (product = hop)
+    upsample_kernels: tuple[int, ...] = (16, 12, 4)  # their kernels (2 × stride, as HiFi-GAN)
+    resblock_kernels: tuple[int, ...] = (3, 7, 11)  # MRF kernels (HiFi-GAN V1)
+    resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))  # MRF dilations
+    istft_blocks: int = 8  # ConvNeXt blocks of the iSTFT decoder
+    istft_n_fft: int = 384  # iSTFT frame length (multiple of hop: 4× overlap)
+    istft_max_magnitude: float = 100.0  # clamp of the predicted linear magnitude (Vocos)
+    convnext_kernel: int = 7  # depthwise kernel of ConvNeXt blocks (Vocos)
+    convnext_mult: int = 3  # ConvNeXt MLP expansion
+    layer_scale_init: float = 0.1  # ConvNeXt layer-scale initial value
+    # --- discriminators (HiFi-GAN MPD + UnivNet MRSD)
+    mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # HiFi-GAN periods
+    mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024)  # HiFi-GAN MPD channel plan (× width)
+    mpd_kernel: int = 5  # MPD kernel along time
+    mpd_stride: int = 3  # MPD stride along time (all but the last conv)
+    disc_width: float = 1.0  # width multiplier of the MPD channel plan
+    mrsd_resolutions: tuple[tuple[int, int, int], ...] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+    mrsd_channels: int = 32  # UnivNet MRSD channels
+    # --- losses
+    stft_weight: float = 1.0  # multi-resolution STFT loss (spectral convergence + log-mag L1)
+    mel_weight: float = 45.0  # multi-resolution log10-mel L1 (HiFi-GAN's mel weight)
+    kl_weight: float = 1e-4  # KL per latent element (small: keep latents informative, LDM-style)
+    adv_weight: float = 1.0  # adversarial loss (summed over sub-discriminators)
+    fm_weight: float = 2.0  # feature matching (HiFi-GAN)
+    adversarial_loss: str = "hinge"  # "hinge" | "lsgan"
+    adversarial_start_step: int = 0  # trainer: reconstruction-only warm-up steps before the GAN terms
+
+    def __post_init__(self) -> None:
+        def fail(msg: str) -> None:
+            raise ConfigError(f"VAEConfig: {msg}")
+
+        if self.decoder_type not in DECODER_TYPES:
+            fail(f"decoder_type must be one of {DECODER_TYPES}, got {self.decoder_type!r}")
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            fail(f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial_loss!r}")
+        if math.prod(self.encoder_rates) != self.hop:
+            fail(f"prod(encoder_rates) = {math.prod(self.encoder_rates)} != hop {self.hop}")
+        if len(self.encoder_channels) != len(self.encoder_rates) + 1:
+            fail("encoder_channels needs one width per resolution (len(encoder_rates) + 1)")
+        if len(self.encoder_kernels) != len(self.encoder_rates):
+            fail("encoder_kernels needs one kernel per encoder rate")
+        if len(self.encoder_resblock_kernels) != len(self.encoder_resblock_dilations):
+            fail("encoder_resblock_kernels and encoder_resblock_dilations differ in length")
+        if len(self.resblock_kernels) != len(self.resblock_dilations):
+            fail("resblock_kernels and resblock_dilations differ in length")
+        if any(k % 2 == 0 for k in (*self.resblock_kernels, *self.encoder_resblock_kernels, self.conv_kernel)):
+            fail("resblock and pre/post conv kernels must be odd (symmetric 'same' padding)")
+        if any(k < u for u, k in zip(self.encoder_rates, self.encoder_kernels)):
+            fail("encoder_kernels must be >= their strides")
+        if self.decoder_type == "hifigan":
+            if math.prod(self.upsample_rates) != self.hop:
+                fail(f"prod(upsample_rates) = {math.prod(self.upsample_rates)} != hop {self.hop}")
+            if len(self.upsample_kernels) != len(self.upsample_rates):
+                fail("upsample_kernels needs one kernel per upsample rate")
+            if any(k < u for u, k in zip(self.upsample_rates, self.upsample_kernels)):
+                fail("upsample_kernels must be >= their strides")
+            if self.decoder_channels % 2 ** len(self.upsample_rates):
+                fail("decoder_channels must halve evenly at every HiFi-GAN stage")
+        elif self.istft_n_fft % self.hop or self.hop % 2 or self.convnext_kernel % 2 == 0:
+            fail("istft needs n_fft a multiple of an even hop and an odd convnext_kernel")
+
+    @classmethod
+    def paper(cls) -> VAEConfig:
+        """§5.1: encoder 256 ch, HiFi-GAN decoder 768 ch, ≈ 98.5M with discriminators (see class doc)."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> VAEConfig:
+        """CPU preset (DESIGN §3b), ≈ 1M generator parameters.
+
+        Chosen from a short measurement on the 2-core dev machine (see the helper report /
+        scripts in the test docstring): the "istft" decoder decodes 10 s of audio far faster than
+        a HiFi-GAN decoder of similar size and trains faster per step, so tiny uses it.
+        """
+        return cls(
+            encoder_channels=(16, 32, 64, 128),
+            encoder_rates=(4, 4, 6),
+            encoder_kernels=(8, 8, 12),
+            encoder_resblock_kernels=(),
+            encoder_resblock_dilations=(),
+            encoder_latent_blocks=2,
+            decoder_type="istft",
+            decoder_channels=192,
+            upsample_rates=(8, 6, 2),
+            upsample_kernels=(16, 12, 4),
+            resblock_kernels=(3, 7),
+            resblock_dilations=((1, 3), (1, 3)),
+            istft_blocks=4,
+            disc_width=0.125,
+            mrsd_channels=16,
+        )
+
+
+class VAEOutput(NamedTuple):
+    """Result of `AudioVAE.forward`: recon (B, T); mean, logvar, z (B, L, D)."""
+
+    recon: torch.Tensor
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+
+
+class AudioVAE(nn.Module):
+    """KL-regularised audio autoencoder of the VAE-GAN (§4.1); the generator side only.
+
+    - `encode(wav (B, T)) -> (mean, logvar)`, each (B, L, D), L = T // hop; T must be a multiple of hop.
+    - `sample(mean, logvar, generator=None) -> z (B, L, D)`; `decode(z (B, L, D)) -> wav (B, L * hop)`.
+    - `decode_chunk(z (B, n, D), left (B, l, D) | None, right (B, r, D) | None) -> (B, n * hop)`:
+      equals `decode(full)[..., chunk]` to float precision when l, r >= `context_frames` (or when a
+      None side is the true start/end of the sequence).
+    - `forward(wav (B, T)) -> VAEOutput(recon (B, T), mean, logvar, z)`; z is sampled in training
+      mode and equals the mean in eval mode.
+    """
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = MirrorEncoder(config)
+        self.decoder: nn.Module = HiFiGANDecoder(config) if config.decoder_type == "hifigan" else ISTFTDecoder(config)
+
+    @property
+    def hop(self) -> int:
+        return self.config.hop
+
+    @property
+    def context_frames(self) -> int:
+        """Latent frames of context per side for exact chunked decoding (decoder receptive field)."""
+        return context_frames(self.decoder.time_ops(), self.config.hop)
+
+    def num_parameters(self) -> int:
+        """Generator-side parameters (encoder + decoder); discriminators: `vae_gan_parameter_count`."""
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if wav.dim() != 2:
+            raise ValueError(f"encode expects a (B, T) waveform, got shape {tuple(wav.shape)}")
+        if wav.shape[-1] % self.hop:
+            raise ValueError(f"waveform length {wav.shape[-1]} is not a multiple of the hop {self.hop}; pad it")
+        h = self.encoder(wav.unsqueeze(1)).transpose(1, 2)  # (B, 2D, L) -> (B, L, 2D)
+        mean, logvar = h.chunk(2, dim=-1)  # (B, L, D) each
+        return mean, logvar.clamp(self.config.logvar_min, self.config.logvar_max)
+
+    @staticmethod
+    def sample(
+        mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * noise  # reparameterisation
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z.transpose(1, 2)).squeeze(1)  # (B, L, D) -> (B, D, L) -> (B, L * hop)
+
+    def decode_chunk(
+        self, z: torch.Tensor, left: torch.Tensor | None = None, right: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        n_left = 0 if left is None else left.shape[1]
+        parts = [p for p in (left, z, right) if p is not None]
+        wav = self.decode(torch.cat(parts, dim=1))  # (B, (l + n + r) * hop)
+        return wav[:, n_left * self.hop : (n_left + z.shape[1]) * self.hop]
+
+    def forward(self, wav: torch.Tensor) -> VAEOutput:
+        mean, logvar = self.encode(wav)
+        z = self.sample(mean, logvar) if self.training else mean
+        return VAEOutput(self.decode(z), mean, logvar, z)
+
+
+def vae_gan_parameter_count(config: VAEConfig) -> dict[str, int]:
+    """{'encoder', 'decoder', 'discriminators', 'total'} parameter counts, built on the meta device."""
+    from melody_core.models.discriminators import VAEGANDiscriminator
+
+    with torch.device("meta"):
+        vae = AudioVAE(config)
+        disc = VAEGANDiscriminator(config)
+
+    def count(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    counts = {"encoder": count(vae.encoder), "decoder": count(vae.decoder), "discriminators": count(disc)}
+    counts["total"] = sum(counts.values())
+    return counts
