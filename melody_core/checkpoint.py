@@ -62,28 +62,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from melody_core import checkpoint_files as files
 from melody_core import config as mcfg
-from melody_core.checkpoint_files import (
-    TENSOR_SUFFIX,
-    BundleError,
-    TensorSpec,
-    check_tensors,
-    dtype_code,
-    fail,
-    fsync_dir,
-    is_int,
-    names_list,
-    parse_json,
-    plain_tensors,
-    read_header,
-    resolve_file,
-    sha256_file,
-    swap_into_place,
-)
+from melody_core.checkpoint_files import BundleError, TensorSpec, fail
 from melody_core.config import BaseConfig, ConfigError
 
-__all__ = ["Bundle", "BundleError", "BundleInfo", "ComponentInfo", "content_hash", "describe_bundle",
-           "inspect_bundle", "load_bundle", "random_bundle", "save_bundle"]
+__all__ = ["Bundle", "BundleError", "BundleInfo", "ComponentInfo", "build_meta", "canonical_json",
+           "content_hash", "describe_bundle", "inspect_bundle", "load_bundle", "random_bundle", "save_bundle"]
 
 FORMAT_NAME = "melody-bundle"
 FORMAT_VERSION = 1
@@ -103,14 +88,19 @@ class ComponentInfo:
     """One component of a bundle, as recorded in config.json."""
 
     name: str
-    class_name: str  # model class of the component in this build (COMPONENTS registry)
+    model_class: type  # model class of the component in this build (COMPONENTS registry)
     config: BaseConfig
     file: str
     size: int  # bytes of the .safetensors file
     sha256: str
     n_params: int
     dtype: str  # floating dtype of the weights, e.g. "float32"
+    aliases: dict[str, str]  # tied tensor name -> the name it is stored under
     preset: str  # "tiny" / "paper" when the config equals that preset, else "custom"
+
+    @property
+    def class_name(self) -> str:
+        return self.model_class.__name__
 
 
 @dataclass(frozen=True)
@@ -172,21 +162,6 @@ class Bundle:
         return self.models[name]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """A parsed, type-checked component entry of the manifest."""
-
-    name: str
-    config: BaseConfig
-    model_cls: type
-    file: str
-    sha256: str
-    size: int
-    n_params: int
-    dtype: str
-    aliases: dict[str, str]
-
-
 _Checked = tuple[Path, dict[str, TensorSpec]]  # real file path, expected tensors
 
 
@@ -221,7 +196,7 @@ def _read_manifest(path: str | os.PathLike) -> tuple[Path, Path, dict[str, Any]]
     try:
         if mpath.stat().st_size > MAX_MANIFEST_BYTES:
             raise OSError(f"larger than {MAX_MANIFEST_BYTES} bytes, not a bundle manifest")
-        manifest = parse_json(mpath.read_bytes())
+        manifest = files.parse_json(mpath.read_bytes())
     except FileNotFoundError:
         raise fail(where, f"missing: the folder is not a bundle (no {MANIFEST_NAME})") from None
     except OSError as exc:
@@ -231,7 +206,7 @@ def _read_manifest(path: str | os.PathLike) -> tuple[Path, Path, dict[str, Any]]
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise fail(where, f"not a MeLoDy bundle manifest (expected \"format\": \"{FORMAT_NAME}\")")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION or not is_int(version):
+    if version != FORMAT_VERSION or not files.is_int(version):
         raise fail(where, f"unsupported format_version {version!r} (this build reads {FORMAT_VERSION})")
     _check_keys(manifest, _TOP_KEYS, where)
     types = {"preset": str, "components": dict, "meta": dict, HASH_KEY: str}
@@ -249,9 +224,9 @@ def _check_keys(obj: dict[str, Any], keys: Sequence[str], where: str) -> None:
     missing = [k for k in keys if k not in obj]
     unknown = sorted(set(obj) - set(keys))
     if missing:
-        raise BundleError(f"{where}: missing key(s) {names_list(missing)}")
+        raise BundleError(f"{where}: missing key(s) {files.names_list(missing)}")
     if unknown:
-        raise BundleError(f"{where}: unknown key(s) {names_list(unknown)}")
+        raise BundleError(f"{where}: unknown key(s) {files.names_list(unknown)}")
 
 
 def _classes(name: str, where: str) -> tuple[type[BaseConfig], type]:
@@ -261,7 +236,7 @@ def _classes(name: str, where: str) -> tuple[type[BaseConfig], type]:
         raise fail(where, str(exc)) from None
 
 
-def _parse_entry(name: str, entry: Any, where: str) -> _Entry:
+def _parse_entry(name: str, entry: Any, where: str) -> ComponentInfo:
     """Check one component entry's keys and types and parse its config through its config class."""
     cfg_cls, model_cls = _classes(name, where)
     here = f"component {name!r}"
@@ -269,7 +244,7 @@ def _parse_entry(name: str, entry: Any, where: str) -> _Entry:
         raise fail(where, f"{here} must be a JSON object")
     _check_keys(entry, _ENTRY_KEYS, f"{where}: {here}")
     sha, dtype, aliases = entry["sha256"], entry["dtype"], entry["aliases"]
-    if not all(is_int(entry[k]) and entry[k] >= 0 for k in ("size", "n_params")):
+    if not all(files.is_int(entry[k]) and entry[k] >= 0 for k in ("size", "n_params")):
         raise fail(where, f"{here}: size and n_params must be non-negative integers")
     if not isinstance(entry["file"], str):
         raise fail(where, f"{here}: file must be a string")
@@ -283,7 +258,8 @@ def _parse_entry(name: str, entry: Any, where: str) -> _Entry:
         cfg = cfg_cls.from_dict(entry["config"])
     except (ConfigError, TypeError, ValueError) as exc:
         raise fail(where, f"{here}: invalid config: {exc}") from None
-    return _Entry(name, cfg, model_cls, entry["file"], sha, entry["size"], entry["n_params"], dtype, aliases)
+    return ComponentInfo(name, model_cls, cfg, entry["file"], entry["size"], sha, entry["n_params"], dtype,
+                         aliases, _preset_of(cfg))
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype | None:
@@ -313,13 +289,13 @@ def _expected(cfg: BaseConfig, model_cls: type, dtype: str, where: str) -> tuple
     native = _float_dtype(model)
     if native is not None and native != _FLOAT_DTYPES[dtype]:
         model = model.to(_FLOAT_DTYPES[dtype])
-    specs = {k: (tuple(v.shape), dtype_code(v.dtype, where, k)) for k, v in model.state_dict().items()}
+    specs = {k: (tuple(v.shape), files.dtype_code(v.dtype, where, k)) for k, v in model.state_dict().items()}
     return specs, sum(p.numel() for p in model.parameters())
 
 
 def _validate(path: str | os.PathLike, components: Sequence[str] | None,
-              verify_hash: bool) -> tuple[BundleInfo, dict[str, _Entry], dict[str, _Checked]]:
-    """Every check that does not read tensor data; returns (info, entries, checked selected files)."""
+              verify_hash: bool) -> tuple[BundleInfo, dict[str, _Checked]]:
+    """Every check that does not read tensor data; returns (info, {selected name: checked file})."""
     folder, mpath, manifest = _read_manifest(path)
     where = str(mpath)
     recorded = manifest[HASH_KEY]
@@ -333,17 +309,18 @@ def _validate(path: str | os.PathLike, components: Sequence[str] | None,
         selected = list(dict.fromkeys(components))
         absent = [c for c in selected if c not in entries]
         if absent:
-            raise fail(where, f"bundle has no component(s) {names_list(absent)} (has {', '.join(entries)})")
-    files = Counter(e.file for e in entries.values())
-    if max(files.values()) > 1:
+            raise fail(where, f"bundle has no component(s) {files.names_list(absent)} "
+                              f"(has {', '.join(entries)})")
+    uses = Counter(e.file for e in entries.values())
+    if max(uses.values()) > 1:
         raise fail(where, "two components refer to the same file")
     checked: dict[str, _Checked] = {}
     for name in selected:
         entry = entries[name]
-        real = resolve_file(folder, entry.file, where)
+        real = files.resolve_file(folder, entry.file, where)
         fwhere = str(folder / entry.file)
-        expected, n_params = _expected(entry.config, entry.model_cls, entry.dtype, fwhere)
-        check_tensors(fwhere, read_header(real, fwhere), expected, entry.aliases)
+        expected, n_params = _expected(entry.config, entry.model_class, entry.dtype, fwhere)
+        files.check_tensors(fwhere, files.read_header(real, fwhere), expected, entry.aliases)
         if n_params != entry.n_params:
             raise fail(where, f"component {name!r} records n_params={entry.n_params}, "
                               f"its config builds {n_params}")
@@ -351,14 +328,12 @@ def _validate(path: str | os.PathLike, components: Sequence[str] | None,
         if size != entry.size:
             raise fail(fwhere, f"file size {size} bytes, config.json records {entry.size} "
                                "(truncated or replaced)")
-        if verify_hash and sha256_file(real, fwhere) != entry.sha256:
+        if verify_hash and files.sha256_file(real, fwhere) != entry.sha256:
             raise fail(fwhere, "sha256 mismatch: the file differs from the one config.json records")
         checked[name] = (real, expected)
-    infos = {n: ComponentInfo(n, e.model_cls.__name__, e.config, e.file, e.size, e.sha256, e.n_params,
-                              e.dtype, _preset_of(e.config)) for n, e in entries.items()}
-    info = BundleInfo(folder, FORMAT_VERSION, manifest["preset"], infos, manifest["meta"], manifest[HASH_KEY],
+    info = BundleInfo(folder, FORMAT_VERSION, manifest["preset"], entries, manifest["meta"], recorded,
                       verified=verify_hash)
-    return info, entries, checked
+    return info, checked
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -380,29 +355,30 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu",
     Returns configs and models (eval mode, on `device`) of `components` (default: all).
     `verify_hash=False` skips hashing (config.json and files) but not the structural checks.
     """
-    info, entries, checked = _validate(path, components, verify_hash)
+    info, checked = _validate(path, components, verify_hash)
     device = torch.device(device)
     models: dict[str, nn.Module] = {}
     for name, (real, expected) in checked.items():
-        entry, fwhere = entries[name], str(info.path / entries[name].file)
+        entry = info.components[name]
+        fwhere = str(info.path / entry.file)
         try:
             with safe_open(str(real), framework="pt", device="cpu") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError) as exc:
             raise fail(fwhere, f"cannot read tensors ({exc})") from None
-        found = {k: (tuple(t.shape), dtype_code(t.dtype, fwhere, k)) for k, t in state.items()}
-        check_tensors(fwhere, found, expected, entry.aliases)  # in case the file changed since validation
+        found = {k: (tuple(t.shape), files.dtype_code(t.dtype, fwhere, k)) for k, t in state.items()}
+        files.check_tensors(fwhere, found, expected, entry.aliases)  # the file may have changed meanwhile
         state.update({alias: state[target] for alias, target in entry.aliases.items()})
         cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), device:
-            model = entry.model_cls(entry.config)
+            model = entry.model_class(entry.config)
         native = _float_dtype(model)
         if native is not None and native != _FLOAT_DTYPES[entry.dtype]:
             model = model.to(_FLOAT_DTYPES[entry.dtype])
         model.load_state_dict(state, strict=True)
         models[name] = model.eval()
-    return Bundle(info, {n: entries[n].config for n in checked}, models, device)
+    return Bundle(info, {n: info.components[n].config for n in checked}, models, device)
 
 
 def save_bundle(path: str | os.PathLike, models: Mapping[str, nn.Module], configs: Mapping[str, BaseConfig],
@@ -434,8 +410,8 @@ def save_bundle(path: str | os.PathLike, models: Mapping[str, nn.Module], config
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        fsync_dir(tmp)
-        swap_into_place(tmp, target)
+        files.fsync_dir(tmp)
+        files.swap_into_place(tmp, target)
     except BaseException:
         rmtree(tmp, ignore_errors=True)
         raise
@@ -453,7 +429,7 @@ def random_bundle(path: str | os.PathLike, preset: str = "tiny", components: Seq
     overrides = dict(overrides or {})
     stray = sorted(set(overrides) - set(names))
     if stray:
-        raise fail(str(path), f"overrides for component(s) not being built: {names_list(stray)}")
+        raise fail(str(path), f"overrides for component(s) not being built: {files.names_list(stray)}")
     configs: dict[str, BaseConfig] = {}
     models: dict[str, nn.Module] = {}
     for name in names:
@@ -484,7 +460,7 @@ def describe_bundle(info: BundleInfo) -> str:
     cls_width = max(len(c.class_name) for c in info.components.values())
     for c in info.components.values():
         lines.append(f"    {c.name:<{width}}  {c.class_name:<{cls_width}}  {_fmt_params(c.n_params):>8}  "
-                     f"{c.dtype:<8}  {_fmt_bytes(c.size):>9}  {c.file}  [{c.preset}]")
+                     f"{c.dtype:<8}  {_fmt_bytes(c.size):>9}  {c.preset:<6}  {c.file}")
     if info.meta:
         lines.append("  meta:")
         lines += [f"    {k}: {_short(v)}" for k, v in sorted(info.meta.items())]
@@ -519,16 +495,16 @@ def _write_component(folder: Path, name: str, model: nn.Module, cfg: BaseConfig,
     dtype_name = str(dtype).removeprefix("torch.")
     if dtype_name not in _FLOAT_DTYPES:
         raise BundleError(f"{here}: unsupported model dtype {dtype}")
-    tensors, aliases = plain_tensors(model.state_dict(), here)
+    tensors, aliases = files.plain_tensors(model.state_dict(), here)
     expected, _ = _expected(cfg, model_cls, dtype_name, here)
-    found = {k: (tuple(t.shape), dtype_code(t.dtype, here, k)) for k, t in tensors.items()}
-    check_tensors(f"{here} does not match its config", found, expected, aliases)
-    path = folder / f"{name}{TENSOR_SUFFIX}"
+    found = {k: (tuple(t.shape), files.dtype_code(t.dtype, here, k)) for k, t in tensors.items()}
+    files.check_tensors(f"{here} does not match its config", found, expected, aliases)
+    path = folder / f"{name}{files.TENSOR_SUFFIX}"
     save_file(tensors, str(path), metadata={"format": "pt"})
     with open(path, "r+b") as f:
         os.fsync(f.fileno())
     return {"class": model_cls.__name__, "config": cfg.to_dict(), "file": path.name,
-            "sha256": sha256_file(path, str(path)), "size": path.stat().st_size,
+            "sha256": files.sha256_file(path, str(path)), "size": path.stat().st_size,
             "n_params": sum(p.numel() for p in model.parameters()), "dtype": dtype_name, "aliases": aliases}
 
 
@@ -538,10 +514,12 @@ def _check_replaceable(target: Path) -> None:
         raise fail(str(target), "exists and is not a bundle folder; refusing to replace it")
     if not target.exists() or not any(target.iterdir()):
         return
-    try:
-        _read_manifest(target)
-    except BundleError:
-        raise fail(str(target), "exists and is not a bundle; refusing to replace it") from None
+    try:  # any version of the format may be replaced
+        manifest = files.parse_json((target / MANIFEST_NAME).read_bytes())
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise fail(str(target), "exists and is not a bundle; refusing to replace it")
 
 
 # --------------------------------------------------------------------------------------------- display

@@ -204,7 +204,7 @@ def check_tensors(where: str, found: dict[str, TensorSpec], expected: dict[str, 
         (shape, code), (want_shape, want_code) = present[key], expected[key]
         if shape != want_shape:
             raise fail(where, f"tensor {key!r} has shape {list(shape)}, expected {list(want_shape)}")
-        if False:
+        if code != want_code:
             raise fail(where, f"tensor {key!r} has dtype {code}, expected {want_code}")
 
 

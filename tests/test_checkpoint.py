@@ -355,6 +355,7 @@ def _header_file(path: Path, header: bytes, length: int | None = None, data: byt
         ("not-json", "not valid JSON"),
         ("truncated-data", "truncated"),
         ("overlap", "overlaps"),
+        ("trailing", "after the last tensor"),
     ],
 )
 def test_malformed_safetensors_refused(tmp_path: Path, content, fragment: str, no_unpickle: None) -> None:
@@ -373,6 +374,8 @@ def test_malformed_safetensors_refused(tmp_path: Path, content, fragment: str, n
     elif content == "overlap":
         spec = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
         _header_file(target, json.dumps({"embed.weight": spec, "x": spec}).encode(), data=bytes(8))
+    elif content == "trailing":
+        target.write_bytes(target.read_bytes() + b"\0" * 16)
     reseal(folder)
     assert_refused(folder, "toy.safetensors", fragment)
 

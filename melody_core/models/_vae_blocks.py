@@ -1,8 +1,9 @@
 """Building blocks of the audio VAE-GAN (§4.1): HiFi-GAN MRF blocks, the mirrored encoder, the two
 decoders ("hifigan" and "istft") and the receptive-field arithmetic behind `AudioVAE.context_frames`.
 
-Layouts inside this module are channel-first (B, C, T) as torch convolutions want; the public API
-in `vae_gan.py` converts to the project-wide channel-last latent layout (B, L, D).
+Waveform-rate stacks are channel-first (B, C, T) as torch convolutions want; the 250 Hz stacks
+(ConvNeXt blocks, iSTFT decoder) stay channel-last (B, L, C), the project-wide latent layout, and
+apply their convs with `conv1d_last` (no layout copies). Encoder output and decoder input are (B, L, ·).
 
 Receptive field: every layer that mixes time is described by a small "time op" (`ConvOp`, `UpOp`,
 `OlaOp`, `ResidualOp`, `ParallelOp`) read from the layer's own hyper-parameters (kernel, dilation,
@@ -128,7 +129,8 @@ class ResBlock(nn.Module):
         super().__init__()
         self.slope = slope
         self.convs1 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel, dilation=d, padding=same_padding(kernel, d)) for d in dilations
+            nn.Conv1d(channels, channels, kernel, dilation=d, padding=same_padding(kernel, d))
+            for d in dilations
         )
         self.convs2 = nn.ModuleList(
             nn.Conv1d(channels, channels, kernel, padding=same_padding(kernel)) for _ in dilations
@@ -140,7 +142,9 @@ class ResBlock(nn.Module):
         return x
 
     def time_ops(self, step: int) -> list:
-        return [ResidualOp((conv_op(c1, step), conv_op(c2, step))) for c1, c2 in zip(self.convs1, self.convs2)]
+        return [
+            ResidualOp((conv_op(c1, step), conv_op(c2, step))) for c1, c2 in zip(self.convs1, self.convs2)
+        ]
 
 
 class MRF(nn.Module):
@@ -163,8 +167,29 @@ class MRF(nn.Module):
         return [ParallelOp(tuple(tuple(b.time_ops(step)) for b in self.blocks))]
 
 
+def conv1d_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Apply a stride-1, dilation-1 `conv` to channel-last input: (B, L, C_in) -> (B, L, C_out).
+
+    Same result as `conv(x.transpose(1, 2)).transpose(1, 2)` without the layout copies (the 250 Hz
+    stacks are matmul-bound on CPU): depthwise convs as k shifted multiply-adds, dense ones as one
+    matmul over unfolded windows.
+    """
+    k, pad, length = conv.kernel_size[0], int(conv.padding[0]), x.shape[1]
+    if conv.stride[0] != 1 or conv.dilation[0] != 1:
+        raise ValueError("conv1d_last supports stride 1 and dilation 1 only")
+    xp = F.pad(x, (0, 0, pad, k - 1 - pad))  # (B, L + k - 1, C_in)
+    if conv.groups == conv.in_channels == conv.out_channels:  # depthwise
+        w = conv.weight[:, 0].t()  # (C, 1, k) -> (k, C)
+        out = xp[:, :length] * w[0]
+        for j in range(1, k):
+            out = torch.addcmul(out, xp[:, j : j + length], w[j])
+        return out if conv.bias is None else out + conv.bias
+    cols = xp.unfold(1, k, 1).reshape(x.shape[0], length, -1)  # (B, L, C_in, k) -> (B, L, C_in * k)
+    return F.linear(cols, conv.weight.reshape(conv.out_channels, -1), conv.bias)  # (C_out, C_in * k)
+
+
 class ConvNeXtBlock(nn.Module):
-    """1-D ConvNeXt block (Vocos): depthwise conv, LayerNorm, pointwise MLP, layer scale. (B, C, T) -> same."""
+    """1-D ConvNeXt block (Vocos): depthwise conv, LayerNorm, MLP, layer scale; channel-last (B, T, C)."""
 
     def __init__(self, channels: int, kernel: int, mult: int, layer_scale: float) -> None:
         super().__init__()
@@ -175,16 +200,15 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((channels,), layer_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dwconv(x).transpose(1, 2)  # (B, C, T) -> (B, T, C)
-        h = self.fc2(F.gelu(self.fc1(self.norm(h)))) * self.gamma
-        return x + h.transpose(1, 2)  # (B, T, C) -> (B, C, T)
+        h = self.norm(conv1d_last(x, self.dwconv))
+        return x + self.fc2(F.gelu(self.fc1(h))) * self.gamma
 
     def time_ops(self, step: int) -> list:
         return [ResidualOp((conv_op(self.dwconv, step),))]
 
 
 class DownConv(nn.Module):
-    """Strided Conv1d that maps T -> T // stride exactly (asymmetric zero padding when kernel - stride is odd)."""
+    """Strided Conv1d mapping T -> T // stride exactly (asymmetric zero padding if kernel - stride is odd)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
         super().__init__()
@@ -199,7 +223,9 @@ class DownConv(nn.Module):
 def up_conv(c_in: int, c_out: int, kernel: int, stride: int) -> nn.ConvTranspose1d:
     """ConvTranspose1d mapping L -> L * stride exactly: (L-1)s - 2p + k + op = Ls."""
     pad = (kernel - stride + 1) // 2
-    return nn.ConvTranspose1d(c_in, c_out, kernel, stride, padding=pad, output_padding=2 * pad - (kernel - stride))
+    return nn.ConvTranspose1d(
+        c_in, c_out, kernel, stride, padding=pad, output_padding=2 * pad - (kernel - stride)
+    )
 
 
 # --------------------------------------------------------------------------- encoder / decoders
@@ -208,8 +234,8 @@ def up_conv(c_in: int, c_out: int, kernel: int, stride: int) -> nn.ConvTranspose
 class MirrorEncoder(nn.Module):
     """§4.1 encoder: the HiFi-GAN generator mirrored (strided convs in place of transposed convs).
 
-    wav (B, 1, T) -> (B, 2D, T // prod(rates)): stem conv, per stage MRF then strided conv, optional
-    ConvNeXt blocks at the latent rate *(our choice, tiny preset)*, lrelu, output conv.
+    wav (B, 1, T) -> (B, T // prod(rates), 2D) channel-last: stem conv, per stage MRF then strided
+    conv, optional ConvNeXt blocks at the latent rate *(our choice, tiny preset)*, lrelu, output conv.
     """
 
     def __init__(self, cfg) -> None:  # cfg: VAEConfig (import cycle avoided)
@@ -222,25 +248,29 @@ class MirrorEncoder(nn.Module):
             for i in range(len(cfg.encoder_rates))
         )
         self.downs = nn.ModuleList(
-            DownConv(ch[i], ch[i + 1], k, u) for i, (u, k) in enumerate(zip(cfg.encoder_rates, cfg.encoder_kernels))
+            DownConv(ch[i], ch[i + 1], k, u)
+            for i, (u, k) in enumerate(zip(cfg.encoder_rates, cfg.encoder_kernels))
         )
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(ch[-1], cfg.convnext_kernel, cfg.convnext_mult, cfg.layer_scale_init)
             for _ in range(cfg.encoder_latent_blocks)
         )
-        self.out = nn.Conv1d(ch[-1], 2 * cfg.latent_dim, cfg.conv_kernel, padding=same_padding(cfg.conv_kernel))
+        self.out = nn.Conv1d(
+            ch[-1], 2 * cfg.latent_dim, cfg.conv_kernel, padding=same_padding(cfg.conv_kernel)
+        )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         x = self.stem(wav)
         for mrf, down in zip(self.mrfs, self.downs):
             x = down(F.leaky_relu(mrf(x), self.slope))
+        x = x.transpose(1, 2)  # (B, C, L) -> (B, L, C)
         for block in self.blocks:
             x = block(x)
-        return self.out(F.leaky_relu(x, self.slope))
+        return conv1d_last(F.leaky_relu(x, self.slope), self.out)  # (B, L, 2D)
 
 
 class HiFiGANDecoder(nn.Module):
-    """HiFi-GAN generator (Kong et al. 2020) on latents: (B, D, L) -> (B, 1, L * prod(rates)) in [-1, 1]."""
+    """HiFi-GAN generator (Kong et al. 2020) on latents: (B, L, D) -> (B, L * prod(rates)) in [-1, 1]."""
 
     def __init__(self, cfg) -> None:
         super().__init__()
@@ -260,10 +290,10 @@ class HiFiGANDecoder(nn.Module):
         self.hop = cfg.hop
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.pre(z)
+        x = self.pre(z.transpose(1, 2))  # (B, L, D) -> (B, D, L) -> (B, C, L)
         for up, mrf in zip(self.ups, self.mrfs):
             x = mrf(up(F.leaky_relu(x, self.slope)))
-        return torch.tanh(self.post(F.leaky_relu(x)))  # HiFi-GAN: default slope before conv_post
+        return torch.tanh(self.post(F.leaky_relu(x))).squeeze(1)  # default slope before conv_post (HiFi-GAN)
 
     def time_ops(self) -> list:
         step = self.hop
@@ -280,9 +310,10 @@ class ISTFTDecoder(nn.Module):
     """Vocos-style decoder *(our choice, tiny preset)*: ConvNeXt blocks at the 250 Hz frame rate, a linear
     head predicting log-magnitude and phase, and an inverse STFT by explicit windowed overlap-add.
 
-    (B, D, L) -> (B, 1, L * hop). Frame f (n_fft samples, periodic Hann) is centred on sample
-    f*hop + hop/2, i.e. on latent frame f; the result is divided by the (periodic) squared-window
-    envelope of an infinite frame train, so missing frames at the edges act exactly like zero padding.
+    (B, L, D) -> (B, L * hop), channel-last throughout. Frame f (n_fft samples, periodic Hann) is
+    centred on sample f*hop + hop/2, i.e. on latent frame f; the result is divided by the (periodic)
+    squared-window envelope of an infinite frame train, so missing frames at the edges act exactly like
+    zero padding.
     """
 
     def __init__(self, cfg) -> None:
@@ -291,7 +322,9 @@ class ISTFTDecoder(nn.Module):
         self.hop, self.n_fft = cfg.hop, cfg.istft_n_fft
         self.n_freq = self.n_fft // 2 + 1
         self.log_mag_max = math.log(cfg.istft_max_magnitude)
-        self.pre = nn.Conv1d(cfg.latent_dim, c, cfg.convnext_kernel, padding=same_padding(cfg.convnext_kernel))
+        self.pre = nn.Conv1d(
+            cfg.latent_dim, c, cfg.convnext_kernel, padding=same_padding(cfg.convnext_kernel)
+        )
         self.pre_norm = nn.LayerNorm(c)
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(c, cfg.convnext_kernel, cfg.convnext_mult, cfg.layer_scale_init)
@@ -301,15 +334,13 @@ class ISTFTDecoder(nn.Module):
         self.head = nn.Linear(c, 2 * self.n_freq)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.pre_norm(self.pre(z).transpose(1, 2)).transpose(1, 2)  # LayerNorm over C at each frame
+        x = self.pre_norm(conv1d_last(z, self.pre))  # (B, L, C)
         for block in self.blocks:
             x = block(x)
-        h = self.head(self.final_norm(x.transpose(1, 2)))  # (B, C, L) -> (B, L, 2F)
-        log_mag, phase = h.split(self.n_freq, dim=-1)  # (B, L, F) each
-        mag = torch.exp(log_mag.clamp(max=self.log_mag_max))
-        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+        log_mag, phase = self.head(self.final_norm(x)).split(self.n_freq, dim=-1)  # (B, L, F) each
+        spec = torch.polar(torch.exp(log_mag.clamp(max=self.log_mag_max)), phase)
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1)  # (B, L, n_fft)
-        return self.overlap_add(frames).unsqueeze(1)
+        return self.overlap_add(frames)
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, L, n_fft) frames -> (B, L * hop) samples, frame f centred on f*hop + hop/2."""

@@ -40,7 +40,7 @@ def scaled(channels: int, width: float) -> int:
 
 
 class PeriodDiscriminator(nn.Module):
-    """HiFi-GAN DiscriminatorP: fold (B, T) into (B, 1, T/p, p) and run (k, 1) 2-D convs. -> (logits (B, N), fmaps)."""
+    """HiFi-GAN DiscriminatorP: fold (B, T) to (B, 1, T/p, p), (k, 1) 2-D convs -> (logits (B, N), fmaps)."""
 
     def __init__(self, period: int, channels: Sequence[int], kernel: int, stride: int, slope: float) -> None:
         super().__init__()
@@ -52,7 +52,9 @@ class PeriodDiscriminator(nn.Module):
             weight_norm(nn.Conv2d(i, o, (kernel, 1), (s, 1), padding=(pad, 0)))
             for i, o, s in zip(c_in, channels, strides)
         )
-        self.post = weight_norm(nn.Conv2d(channels[-1], 1, (POST_KERNEL, 1), padding=((POST_KERNEL - 1) // 2, 0)))
+        self.post = weight_norm(
+            nn.Conv2d(channels[-1], 1, (POST_KERNEL, 1), padding=((POST_KERNEL - 1) // 2, 0))
+        )
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, t = wav.shape
@@ -92,7 +94,8 @@ class SpectrogramDiscriminator(nn.Module):
         post_pad = (POST_KERNEL - 1) // 2
         layers = [nn.Conv2d(1, channels, MRSD_KERNEL, padding=pad)]
         layers += [
-            nn.Conv2d(channels, channels, MRSD_KERNEL, MRSD_STRIDE, padding=pad) for _ in range(MRSD_STRIDED_LAYERS)
+            nn.Conv2d(channels, channels, MRSD_KERNEL, MRSD_STRIDE, padding=pad)
+            for _ in range(MRSD_STRIDED_LAYERS)
         ]
         layers.append(nn.Conv2d(channels, channels, POST_KERNEL, padding=post_pad))
         self.convs = nn.ModuleList(weight_norm(c) for c in layers)

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from melody_core import FRAMES_PER_TOKEN
@@ -103,7 +104,13 @@ class AngleEncoder(nn.Module):
 
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
         d = delta.unsqueeze(-1)  # (B, L, 1)
-        return self.mlp(torch.sin(d) * self.e_start + torch.cos(d) * self.e_end)  # Eq. 11
+        # Eq. 11 with MLP1's first layer pushed through the interpolation (exact, since it is affine):
+        # (sin d e_start + cos d e_end) W1 + b1 = sin d (e_start W1) + cos d (e_end W1) + b1,
+        # which never materialises the (B, L, 256) interpolated vectors.
+        fc1 = self.mlp.fc1
+        p_start, p_end = F.linear(torch.stack([self.e_start, self.e_end]), fc1.weight).unbind(0)  # (d,) each
+        hidden = torch.addcmul(torch.addcmul(fc1.bias, torch.sin(d), p_start), torch.cos(d), p_end)
+        return self.mlp.norm(self.mlp.fc2(F.gelu(hidden)))  # (B, L, d_hid)
 
 
 class CoarsePath(nn.Module):

@@ -11,8 +11,8 @@ that N = 1e6 x d = 256 never materialises an N x V matrix.
 - Initialisation: k-means++ (Arthur & Vassilvitskii 2007) on a random subsample of the data
   (`init_sample` rows; full k-means++ over 1e6 rows is 1024 sequential passes over the data), or
   plain random rows. All randomness comes from one `torch.Generator` seeded by `seed`, drawn on the
-  CPU, so a fit is deterministic for a seed (on CPU; CUDA `index_add_` sums in float64 may differ in
-  the last bits).
+  CPU, so a fit is deterministic for a seed (on CPU; CUDA `index_add_` uses atomics, so centroid
+  sums may differ in the last bits).
 - Empty clusters are re-seeded with the points currently farthest from their centre (as sklearn's
   relocation), so every token id stays in use.
 - Lloyd stops early when the relative inertia improvement falls below `tol` (0 = run all iterations).
@@ -28,8 +28,9 @@ from torch import nn
 from melody_core.config import BaseConfig
 from melody_core.models.ssl_conformer import SSLConfig
 
-# rows per k-means++ init sample, per cluster (our choice: 64 V rows cover every mode well enough)
-INIT_ROWS_PER_CLUSTER = 64
+# rows per k-means++ init sample, per cluster (our choice: 16 V rows seed every mode well enough;
+# k-means++ is V sequential passes over the sample, so it is kept small)
+INIT_ROWS_PER_CLUSTER = 16
 
 
 @dataclass
@@ -92,7 +93,7 @@ class KMeansTokenizer(nn.Module):
         x: torch.Tensor, cent: torch.Tensor, c_sq: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (n, d) -> squared distance to and index of the nearest centroid, (n,) each."""
-        d2 = c_sq.unsqueeze(0) - 2.0 * (x @ cent.T)  # (n, V), ||x||^2 added after the argmin
+        d2 = torch.addmm(c_sq.unsqueeze(0), x, cent.T, alpha=-2.0)  # (n, V), ||x||^2 added after the min
         best, idx = d2.min(dim=1)
         return (best + x.pow(2).sum(-1)).clamp(min=0.0), idx
 
@@ -114,7 +115,7 @@ class KMeansTokenizer(nn.Module):
 
         batch_size: rows per distance chunk (default config.chunk_size); device: where to compute
         (default: the buffer's device); init: "k-means++" or "random"; init_sample: rows used by
-        k-means++ (default min(N, 64 V)).
+        k-means++ (default min(N, 16 V)).
         """
         n, dim = features.shape
         v = self.config.n_clusters
@@ -136,7 +137,7 @@ class KMeansTokenizer(nn.Module):
                 x = features[start : start + chunk].to(dev, torch.float32)  # (n_c, dim)
                 d2, idx = self._nearest(x, cent, c_sq)
                 min_d2[start : start + len(x)] = d2
-                sums.index_add_(0, idx, x.double())
+                sums += torch.zeros_like(cent).index_add_(0, idx, x).double()  # f32 per chunk, f64 total
                 counts += torch.bincount(idx, minlength=v).double()
             history.append(float(min_d2.double().mean()))
             cent = (sums / counts.clamp(min=1.0).unsqueeze(1)).float()

@@ -44,7 +44,7 @@ from torch import nn
 
 from melody_core import SAMPLE_RATE
 from melody_core.audio.features import MelSpectrogram
-from melody_core.config import BaseConfig
+from melody_core.config import BaseConfig, ConfigError
 from melody_core.models.rvq import ResidualVQ
 from melody_core.models.text_encoder import (
     BertShape,
@@ -61,6 +61,7 @@ from melody_core.modules import Attention, FeedForward, RMSNorm
 TEXT_BACKBONES = ("minilm", "hash")
 STEM_STRIDE = 2  # per conv of the audio stem, on both time and frequency (2 convs -> / 4)
 STEM_KERNEL = 3
+MEL_STD_FLOOR = 1e-3  # floor of the per-clip log-mel std (a silent clip stays finite)
 
 
 @dataclass
@@ -117,13 +118,13 @@ class MuLanConfig(BaseConfig):
 
     def __post_init__(self) -> None:
         if self.text_backbone not in TEXT_BACKBONES:
-            raise ValueError(f"text_backbone must be one of {TEXT_BACKBONES}, got {self.text_backbone!r}")
+            raise ConfigError(f"text_backbone must be one of {TEXT_BACKBONES}, got {self.text_backbone!r}")
         if self.train_text_tower and self.text_backbone != "minilm":
-            raise ValueError("train_text_tower only applies to text_backbone='minilm'")
+            raise ConfigError("train_text_tower only applies to text_backbone='minilm'")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError("d_model / n_heads must be an even integer (RoPE)")
+            raise ConfigError("d_model / n_heads must be an even integer (RoPE)")
         if not 0 < self.min_seconds <= self.clip_seconds:
-            raise ValueError("need 0 < min_seconds <= clip_seconds")
+            raise ConfigError("need 0 < min_seconds <= clip_seconds")
 
     @classmethod
     def tiny(cls) -> MuLanConfig:
@@ -195,8 +196,7 @@ class AudioTower(nn.Module):
 
     def __init__(self, cfg: MuLanConfig) -> None:
         super().__init__()
-        with torch.device("cpu"):  # the filterbank is computed with .item(); non-persistent buffer
-            self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.n_mels)
+        self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.n_mels)  # fb: non-persistent
         c, pad = cfg.stem_channels, STEM_KERNEL // 2
         self.stem = nn.Sequential(
             nn.Conv2d(1, c, STEM_KERNEL, STEM_STRIDE, pad),
@@ -218,7 +218,7 @@ class AudioTower(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         mel = self.mel(wav)  # (B, M, N) log-mel
         mean = mel.mean(dim=(1, 2), keepdim=True)
-        std = mel.std(dim=(1, 2), keepdim=True).clamp(min=1e-3)
+        std = mel.std(dim=(1, 2), keepdim=True).clamp(min=MEL_STD_FLOOR)
         h = self.stem(((mel - mean) / std).unsqueeze(1))  # (B, C, M', N')
         b, c, f, n = h.shape
         h = h.permute(0, 3, 1, 2).reshape(b, n, c * f)  # (B, N', C * M')

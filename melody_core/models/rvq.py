@@ -15,8 +15,8 @@ distance); the quantised vector is the sum of the chosen codewords.
 - dead codes: a codeword whose EMA usage falls below `dead_ratio` x the usage it would have under
   uniform use (batch / codebook size) is re-seeded with a random residual from the current batch
   (this also initialises the codebooks: while a codebook's counts are all zero, i.e. before its
-  first training batch, every codeword is seeded from the batch). Train on large batches of precomputed embeddings (hundreds to thousands) so a
-  1024-entry codebook sees enough data per step.
+  first training batch, every codeword is seeded from the batch). Train on large batches of
+  precomputed embeddings (hundreds to thousands) so a 1024-entry codebook sees enough data.
 - every EMA statistic is a persistent buffer, so the state_dict reproduces the quantiser exactly.
   Under DDP, buffers are broadcast from rank 0 each step (DistributedDataParallel's default).
 """

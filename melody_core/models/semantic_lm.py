@@ -67,10 +67,10 @@ class LMConfig(BaseConfig):
     vocab_size: int = 256  # semantic vocabulary = k-means centres (tiny 256, paper 1024)
     n_prefix: int = 12  # MuLan RVQ codebooks = prefix tokens (§5.1)
     prefix_codebook_size: int = 256  # entries per MuLan RVQ codebook (tiny 256, paper 1024)
-    d_model: int = 192  # residual width
+    d_model: int = 128  # residual width
     n_layers: int = 3  # decoder layers
     n_heads: int = 4  # attention heads (head dim = d_model / n_heads, must be even for RoPE)
-    ffn_hidden: int = 512  # SwiGLU hidden width
+    ffn_hidden: int = 384  # SwiGLU hidden width
     max_len: int = 250  # target tokens per training example (250 = 10 s at 25 Hz); context bound
     window_keep: int = 125  # tokens kept when the decoding window overflows (sliding window)
     rope_base: float = 10_000.0  # RoPE frequency base
@@ -126,35 +126,85 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(self.attn(self.attn_norm(x), cache=cache, causal=True))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
-    def decode_one(self, x: torch.Tensor, cache: DecodeCache, layer: int, n: int, pos: int) -> torch.Tensor:
-        """One new position `pos` with `n` keys already cached. x: (B, 1, D) -> (B, 1, D).
+    def pack(self) -> PackedLayer:
+        """This layer's weights re-laid out for `decode_one` (copies; see `PackedLayer`)."""
+        attn, ffn = self.attn, self.ffn
+        d = self.attn_norm.weight.shape[0]
+        # RMSNorm gains and sqrt(D) (see `inv_norm`) folded into the next matmul
+        g_attn = self.attn_norm.weight.unsqueeze(1) * math.sqrt(d)  # (D, 1)
+        g_ffn = self.ffn_norm.weight.unsqueeze(1) * math.sqrt(d)  # (D, 1)
+        q_scale = attn.head_dim**-0.5  # SDPA's 1/sqrt(hd), folded into the query weights
+        qkv = torch.cat([attn.q.weight * q_scale, attn.kv.weight])  # (3D, D) rows: q | k | v
+        return PackedLayer(
+            qkv=(qkv.t() * g_attn).contiguous(),  # (D, 3D)
+            out=attn.out.weight.t().contiguous(),  # (D, D)
+            w13=(torch.cat([ffn.w1.weight, ffn.w3.weight]).t() * g_ffn).contiguous(),  # (D, 2F)
+            w2=ffn.w2.weight.t().contiguous(),  # (F, D)
+            d_eps=d * self.attn_norm.eps,
+        )
 
-        The same math as `forward` (Attention + KVCache) on the same weights, with fewer kernel
-        launches: RoPE as one matmul per q/k (`DecodeCache.rope_q/rope_k`), keys stored
-        transposed in preallocated buffers, attention as two batched matmuls.
+    @staticmethod
+    def decode_one(
+        x: torch.Tensor,
+        w: PackedLayer,
+        keys_t: torch.Tensor,
+        values: torch.Tensor,
+        rope: torch.Tensor,
+        pos: int,
+    ) -> torch.Tensor:
+        """`forward` for one new position `pos` after `pos` cached ones. x: (B, D) -> (B, D).
+
+        Same math as the Attention + KVCache path, in fewer kernel launches (per-token cost on a
+        CPU is dominated by per-op overhead): RMSNorm folded into the next matmul,
+        (x / rms(x) * g) @ W = inv_norm(x) * (x @ sqrt(D) diag(g) W), fused q|k|v and w1|w3
+        matmuls, RoPE of q and k as one matmul with `rope` (n_pos, hd, hd), keys written
+        transposed into preallocated buffers keys_t (B*H, hd, n_pos) / values (B*H, n_pos, hd),
+        attention as two bmm (1/sqrt(hd) is folded into the packed query weights).
         """
-        b, _, d = x.shape
-        attn, heads = self.attn, self.attn.n_heads
-        h = F.rms_norm(x, (d,), self.attn_norm.weight, self.attn_norm.eps)
-        q = F.linear(h, attn.q.weight).view(b * heads, 1, -1) @ cache.rope_q[pos]  # (BH, 1, hd)
-        kv = F.linear(h, attn.kv.weight)  # (B, 1, 2D): keys then values
-        k = kv[..., :d].reshape(b * heads, -1) @ cache.rope_k[pos]  # (BH, hd)
-        cache.keys_t[layer][:, :, n] = k
-        cache.values[layer][:, n] = kv[..., d:].reshape(b * heads, -1)  # (BH, hd)
-        scores = torch.bmm(q, cache.keys_t[layer][:, :, : n + 1])  # (BH, 1, n+1), scale in rope_q
-        y = torch.bmm(scores.softmax(dim=-1), cache.values[layer][:, : n + 1])  # (BH, 1, hd)
-        x = x + F.linear(y.view(b, 1, d), attn.out.weight)  # (B, 1, D)
-        h = F.rms_norm(x, (d,), self.ffn_norm.weight, self.ffn_norm.eps)
-        ffn = self.ffn
-        return x + F.linear(F.silu(F.linear(h, ffn.w1.weight)) * F.linear(h, ffn.w3.weight), ffn.w2.weight)
+        b, d = x.shape
+        bh = keys_t.shape[0]
+        qkv = (x @ w.qkv).mul_(inv_norm(x, w.d_eps))  # (B, 3D): q | k | v of the normalised x
+        qk = qkv[:, : 2 * d].reshape(b, 2, bh // b, -1) @ rope[pos]  # (B, 2, H, hd) rotated
+        keys_t[:, :, pos] = qk[:, 1].reshape(bh, -1)  # (BH, hd)
+        values[:, pos] = qkv[:, 2 * d :].reshape(bh, -1)  # (BH, hd)
+        q = qk[:, 0].reshape(bh, 1, -1)  # (BH, 1, hd)
+        probs = torch.bmm(q, keys_t[:, :, : pos + 1]).softmax(dim=-1)  # (BH, 1, pos+1)
+        y = torch.bmm(probs, values[:, : pos + 1]).view(b, d)  # (BH, 1, hd) -> (B, D)
+        x = torch.addmm(x, y, w.out)  # x + Attn
+        gate, up = (x @ w.w13).mul_(inv_norm(x, w.d_eps)).chunk(2, dim=-1)  # (B, F) each
+        return torch.addmm(x, F.silu(gate).mul_(up), w.w2)  # x + SwiGLU
+
+
+def inv_norm(x: torch.Tensor, d_eps: float) -> torch.Tensor:
+    """1 / sqrt(sum(x^2) + D eps) = 1 / (sqrt(D) rms(x)) per row. x: (B, D) -> (B, 1).
+
+    RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g = sqrt(D) * inv_norm(x) * x * g; the decode path
+    folds sqrt(D) * g into packed weights (a sum is cheaper than a mean on CPU).
+    """
+    return torch.rsqrt((x * x).sum(dim=-1, keepdim=True).add_(d_eps))
+
+
+@dataclass
+class PackedLayer:
+    """Decode-time copy of one layer's weights, (in, out) layout, s = sqrt(D):
+    qkv = s diag(g_attn) [Wq / sqrt(hd); Wkv]^T, out = Wo^T, w13 = s diag(g_ffn) [W1; W3]^T,
+    w2 = W2^T; d_eps = D * RMSNorm eps (see `inv_norm`)."""
+
+    qkv: torch.Tensor
+    out: torch.Tensor
+    w13: torch.Tensor
+    w2: torch.Tensor
+    d_eps: float
 
 
 class DecodeCache:
-    """Preallocated per-layer keys/values of prefix + window for batch-synchronous decoding.
+    """Preallocated keys/values of prefix + window and packed weights for batch-synchronous decoding.
 
     keys_t[l]: (B*H, hd, n_prefix + window) RoPE-rotated keys, transposed for q @ K;
-    values[l]: (B*H, n_prefix + window, hd). rope_q/rope_k: (positions, hd, hd) matrices M_p with
-    x @ M_p = x * cos_p + rotate_half(x) * sin_p (apply_rope), rope_q also times 1/sqrt(hd).
+    values[l]: (B*H, n_prefix + window, hd). rope: (positions, hd, hd) matrices M_p with
+    x @ M_p = x * cos_p + rotate_half(x) * sin_p (= apply_rope at position p).
+    layers: `PackedLayer` per layer; head: sqrt(D) diag(g_final) W_head^T (D, V). Packed weights are
+    copies taken at `start`: a state does not see later weight updates.
     """
 
     def __init__(self, model: SemanticLM, batch: int, device: torch.device, dtype: torch.dtype) -> None:
@@ -171,8 +221,11 @@ class DecodeCache:
         rot[idx + half, idx] = -1.0
         rot[idx, idx + half] = 1.0
         mats = torch.diag_embed(cos) + rot * sin.unsqueeze(1)  # (n_pos, hd, hd): diag(cos) + rot diag(sin)
-        self.rope_k = mats.to(dtype)
-        self.rope_q = (mats * hd**-0.5).to(dtype)
+        self.rope = mats.to(dtype)
+        self.layers = [layer.pack() for layer in model.layers]
+        g_final = model.norm.weight.unsqueeze(1) * math.sqrt(cfg.d_model)  # (D, 1)
+        self.head = (model.head.weight.t() * g_final).contiguous()  # (D, V)
+        self.d_eps = cfg.d_model * model.norm.eps
 
     def load(self, caches: list[KVCache]) -> None:
         """Copy the keys/values of a full forward, (B, H, T, hd) per layer, into the buffers."""
@@ -181,22 +234,35 @@ class DecodeCache:
             self.keys_t[layer][:, :, :t] = c.k.reshape(b * h, t, hd).transpose(1, 2)  # (BH, hd, T)
             self.values[layer][:, :t] = c.v.reshape(b * h, t, hd)  # (BH, T, hd)
 
+    def decode(self, x: torch.Tensor, pos: int) -> torch.Tensor:
+        """Embedding x (B, D) of the token at position `pos` -> (B, V) next-token logits."""
+        for i, w in enumerate(self.layers):
+            x = DecoderLayer.decode_one(x, w, self.keys_t[i], self.values[i], self.rope, pos)
+        return (x @ self.head).mul_(inv_norm(x, self.d_eps))  # (B, V)
+
 
 @dataclass
 class LMState:
     """Incremental decoding state of a batch (all rows advance together).
 
-    prefix: (B, n_prefix) MuLan tokens; window: (B, n) semantic tokens in context
-    (n <= config.window); cache: keys/values of prefix + window; logits: (B, V) distribution of
-    the next token; n_consumed: tokens fed since `start`; n_rebuilds: sliding-window rebuilds.
+    prefix: (B, n_prefix) MuLan tokens; tokens: (B, config.window) buffer whose first n_window
+    columns are the semantic tokens in context (`window`); cache: keys/values of prefix + window;
+    logits: (B, V) distribution of the next token; n_consumed: tokens fed since `start`;
+    n_rebuilds: sliding-window rebuilds.
     """
 
     prefix: torch.Tensor
-    window: torch.Tensor
+    tokens: torch.Tensor
     cache: DecodeCache
     logits: torch.Tensor
+    n_window: int = 0
     n_consumed: int = 0
     n_rebuilds: int = 0
+
+    @property
+    def window(self) -> torch.Tensor:
+        """(B, n_window) semantic tokens in context, oldest first (a view)."""
+        return self.tokens[:, : self.n_window]
 
 
 class SemanticLM(nn.Module):
@@ -283,7 +349,8 @@ class SemanticLM(nn.Module):
             if prompt_tokens.dim() != 2 or prompt_tokens.shape[0] != b:
                 raise ValueError(f"prompt_tokens must be ({b}, n), got {tuple(prompt_tokens.shape)}")
             window = prompt_tokens[:, -self.config.window :].to(prefix)
-        state = LMState(prefix=prefix, window=window, cache=cache, logits=prefix.new_zeros(0))
+        buffer = prefix.new_zeros(b, self.config.window)
+        state = LMState(prefix=prefix, tokens=buffer, cache=cache, logits=prefix.new_zeros(0))
         self._rebuild(state, window)
         state.n_consumed, state.n_rebuilds = window.shape[1], 0
         return state
@@ -294,7 +361,8 @@ class SemanticLM(nn.Module):
         x = torch.cat([self.embed_prefix(state.prefix), self.token_embed(window)], dim=1)  # (B, P+n, D)
         state.logits = self._run(x, caches)[:, -1]  # (B, V)
         state.cache.load(caches)
-        state.window = window
+        state.tokens[:, : window.shape[1]] = window
+        state.n_window = window.shape[1]
         state.n_rebuilds += 1
 
     @torch.inference_mode()
@@ -305,21 +373,20 @@ class SemanticLM(nn.Module):
         window) the window slides (module docstring) and the cache is rebuilt in one forward.
         """
         cfg = self.config
-        n_window, n = state.window.shape[1], tokens.shape[1]
+        n_window, n = state.n_window, tokens.shape[1]
+        if n == 0:
+            return state.logits
         state.n_consumed += n
-        window = torch.cat([state.window, tokens], dim=1)  # (B, n_window + n)
         if n > 1 or n_window + n > cfg.window:
+            window = torch.cat([state.window, tokens], dim=1)  # (B, n_window + n)
             if window.shape[1] > cfg.window:  # sliding window: keep the most recent tokens
                 window = window[:, -min(cfg.window, max(cfg.window_keep, n)) :]
             self._rebuild(state, window)
             return state.logits
-        pos = cfg.n_prefix + n_window  # cached keys before this token
-        x = self.token_embed(tokens)  # (B, 1, D)
-        for i, layer in enumerate(self.layers):
-            x = layer.decode_one(x, state.cache, i, n=pos, pos=pos)
-        x = F.rms_norm(x, (cfg.d_model,), self.norm.weight, self.norm.eps)
-        state.logits = F.linear(x[:, 0], self.head.weight)  # (B, V)
-        state.window = window
+        x = F.embedding(tokens[:, 0], self.token_embed.weight)  # (B, D)
+        state.logits = state.cache.decode(x, pos=cfg.n_prefix + n_window)  # (B, V)
+        state.tokens[:, n_window] = tokens[:, 0]
+        state.n_window += 1
         return state.logits
 
     def step(self, state: LMState, token: torch.Tensor) -> torch.Tensor:
@@ -337,20 +404,19 @@ class SemanticLM(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """Endless sampler over `state`: yields (B, chunk_size) tokens until the caller stops.
 
-        A yielded token is fed back lazily, when the next one is requested, so after closing the
-        stream `state` holds every token but the last yielded one (its logits are current).
+        Every sampled token is fed to `state` before it is yielded, so between chunks `state` has
+        consumed all yielded tokens and `state.logits` predicts the next one: a later `stream`
+        (or `feed` of other tokens) on the same state continues seamlessly.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        pending: torch.Tensor | None = None
         while True:
             chunk = []
             for _ in range(chunk_size):
-                if pending is not None:
-                    self.step(state, pending)
-                pending = sample_next(state.logits, temperature, top_k, top_p, generator)  # (B,)
-                chunk.append(pending)
-            yield torch.stack(chunk, dim=1)  # (B, chunk_size)
+                token = sample_next(state.logits, temperature, top_k, top_p, generator)  # (B,)
+                self.step(state, token)
+                chunk.append(token.unsqueeze(1))  # (B, 1)
+            yield chunk[0] if chunk_size == 1 else torch.cat(chunk, dim=1)  # (B, chunk_size)
 
     def generate(
         self,
@@ -368,11 +434,11 @@ class SemanticLM(nn.Module):
         The prompt is not part of the output. `callback(n_done, n_tokens)` runs after each token.
         """
         state = self.start(prefix, prompt_tokens)
-        out = prefix.new_empty(prefix.shape[0], n_tokens)
         stream = self.stream(state, temperature, top_k, top_p, generator)
+        out = []
         for i in range(n_tokens):
-            out[:, i : i + 1] = next(stream)
+            out.append(next(stream))  # (B, 1)
             if callback is not None:
                 callback(i + 1, n_tokens)
         stream.close()
-        return out
+        return torch.cat(out, dim=1) if out else prefix.new_zeros(prefix.shape[0], 0)  # (B, n_tokens)

@@ -12,8 +12,9 @@ time steps) split into (u0, u1, u2[, u3]):
 
 Why not the package: it compiles a C++ extension at import (30-40 s, needs a compiler, breaks a
 frozen app) and on CPU with autograd it runs a per-element Python loop. Speed here *(our choice)*:
-- both directions run in one time loop: the backward direction's inputs are flipped in time once,
-  so step t handles time t forwards and time T-1-t backwards in the same tensor ops;
+- one matmul gives U for every step, both directions and all gates (biases folded in); both
+  directions advance in the same time loop, reading U and writing one state buffer in place
+  (strided views, no flipped copies);
 - only the forget-gate recurrence is sequential (3 tensor ops per step); the highway gate and h
   are computed for all steps at once afterwards, since they only need c_{t-1}, which is known;
 - a custom autograd function stores only c and runs the backward recurrence as one fused op per
@@ -34,45 +35,178 @@ import torch
 from torch import nn
 
 
-class _ForgetRecurrence(torch.autograd.Function):
-    """c_t = u0_t + sigmoid(u1_t + w * c_{t-1}) * (c_{t-1} - u0_t), t = 1..T along dim 0.
+def _state_views(cs: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the state buffer `cs` (see `_ForgetRecurrence`) -> (c_t, c_{t-1}), each (nd, T, N, d).
 
-    u0, u1: (T, N, nd, d) (forget bias already in u1); w: (nd, d); c0: (N, nd, d)
-    -> c: (T + 1, N, nd, d) with c[0] = c0, so c[:-1] is c_{t-1} and c[1:] is c_t (views, no copies).
+    Direction 0 keeps c_t at row t + 1 and its initial state at row 0; direction 1 runs backwards in
+    time, keeping c_t at row t + 1 and its initial state at row T + 1. So c_t is rows 1..T for both,
+    and c_{t-1} (the previous state in each direction's own order) is row t for direction 0 and row
+    t + 2 for direction 1: a strided view whose direction stride skips two extra rows.
+    """
+    c_t = cs[:, 1 : steps + 1]
+    if cs.shape[0] == 1:
+        return c_t, cs[:, :steps]
+    sdir, st, sn, _ = cs.stride()
+    c_prev = cs.as_strided((2, steps, *cs.shape[2:]), (sdir + 2 * st, st, sn, 1), cs.storage_offset())
+    return c_t, c_prev
+
+
+def _forget_recurrence(u0: torch.Tensor, u1: torch.Tensor, w: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    """c_t = u0_t + f_t * (c_{t-1} - u0_t), f_t = sigmoid(u1_t + w * c_{t-1}), per direction (no autograd).
+
+    u0, u1: (nd, T, N, d), each direction contiguous (forget bias already in u1); w: (nd, d);
+    c0: (nd, N, d) -> cs: (nd, T + nd, N, d), the state buffer read through `_state_views`.
+    Direction 1 runs from t = T-1 down to 0. Both directions advance in the same Python loop on
+    contiguous (N, d) slices, 3 tensor ops each per step; nothing is flipped or copied.
+    """
+    nd, steps = u0.shape[:2]
+    cs = u0.new_empty((nd, steps + nd, *u0.shape[2:]))  # rows: [init0] c_0 .. c_{T-1} [init1]
+    cs[0, 0] = c0[0]
+    rows, a0, a1 = cs[0].unbind(0), u0[0].unbind(0), u1[0].unbind(0)
+    if nd == 2:
+        cs[1, steps + 1] = c0[1]
+        rows_b, b0, b1 = cs[1].unbind(0), u0[1].unbind(0), u1[1].unbind(0)
+    for t in range(steps):
+        f = torch.addcmul(a1[t], rows[t], w[0]).sigmoid_()
+        torch.lerp(a0[t], rows[t], f, out=rows[t + 1])  # u0 + f * (c_prev - u0)
+        if nd == 2:
+            r = steps - 1 - t  # the backward direction's time
+            f = torch.addcmul(b1[r], rows_b[r + 2], w[1]).sigmoid_()
+            torch.lerp(b0[r], rows_b[r + 2], f, out=rows_b[r + 1])
+    return cs
+
+
+def _reverse_recurrence(g: torch.Tensor, m: torch.Tensor) -> None:
+    """In place: g_t += m_{t+1} g_{t+1} (direction 0, backwards in time) / m_{t-1} g_{t-1} (direction 1)."""
+    nd, steps = g.shape[:2]
+    g0, m0 = g[0].unbind(0), m[0].unbind(0)
+    if nd == 2:
+        g1, m1 = g[1].unbind(0), m[1].unbind(0)
+    for t in range(steps - 2, -1, -1):
+        g0[t].addcmul_(g0[t + 1], m0[t + 1])
+        if nd == 2:
+            r = steps - 1 - t
+            g1[r].addcmul_(g1[r - 1], m1[r - 1])
+
+
+def _matrices(weight: torch.Tensor, nd: int, d: int, k: int) -> torch.Tensor:
+    """Package layout (d_in, nd * d * k) -> (d_in, nd, k, d) view: matrix j of direction i is [:, i, j]."""
+    return weight.view(-1, nd, d, k).transpose(2, 3)
+
+
+class _SRUFunction(torch.autograd.Function):
+    """One SRU layer after its input projection, with a hand-written backward.
+
+    x: (T*N, d_in) matmul input; skip_src: (T, N, nd*d) highway input when k = 3 (else None);
+    weight (d_in, nd*d*k), weight_c and bias (2*nd*d) in the package layout; c0: (nd, N, d);
+    mask: (nd, 1, N, d) dropout mask or None -> h: (T, N, nd*d), c_last: (N, nd*d).
+    The backward recomputes the forget gates from the saved states and runs the gradient of c as a
+    linear recurrence (one fused op per step and direction): no per-step autograd graph.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, u0: torch.Tensor, u1: torch.Tensor, w: torch.Tensor, c0: torch.Tensor
-    ) -> torch.Tensor:
-        c = u0.new_empty((u0.shape[0] + 1, *u0.shape[1:]))  # (T + 1, N, nd, d)
-        c[0] = c0
-        for t in range(u0.shape[0]):
-            f = torch.addcmul(u1[t], c[t], w).sigmoid_()
-            torch.lerp(u0[t], c[t], f, out=c[t + 1])  # u0 + f * (c_prev - u0)
-        ctx.save_for_backward(u0, u1, w, c)
-        return c
+        ctx: Any,
+        x: torch.Tensor,
+        skip_src: torch.Tensor | None,
+        weight: torch.Tensor,
+        weight_c: torch.Tensor,
+        bias: torch.Tensor,
+        c0: torch.Tensor,
+        mask: torch.Tensor | None,
+        shape: tuple[int, int, int, int, int],
+        scale_x: float,
+        has_skip: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        steps, n, nd, d, k = shape
+        w3 = _matrices(weight, nd, d, k).permute(1, 2, 0, 3).reshape(nd * k, -1, d)  # (nd*k, d_in, d)
+        u = torch.matmul(x, w3).view(nd, k, steps, n, d)  # U for all steps: one block per (dir, matrix)
+        bias_f, bias_r = bias.view(2, nd, 1, 1, d)
+        w_f, w_r = weight_c.view(2, nd, 1, 1, d)
+        u[:, 1] += bias_f
+        cs = _forget_recurrence(u[:, 0], u[:, 1], w_f.view(nd, d), c0)
+        c, c_prev = _state_views(cs, steps)  # (nd, T, N, d) each
+        # highway gate r_t for all steps at once (it only needs c_{t-1}); stored in place of u2
+        r = u[:, 2].add_(bias_r).addcmul_(c_prev, w_r).sigmoid_()
+        gate = r if mask is None else r * mask
+        h = x.new_empty(steps, n, nd, d)
+        h_view = h.permute(2, 0, 1, 3)  # (nd, T, N, d) view of the output
+        if has_skip:
+            torch.lerp(_skip(u, skip_src, shape, scale_x), c, gate, out=h_view)  # x' + r (c - x')
+        else:
+            torch.mul(c, gate, out=h_view)
+        c_last = torch.stack([c[0, -1]] + ([c[1, 0]] if nd == 2 else []), dim=1)  # (N, nd, d)
+        ctx.save_for_backward(x, skip_src, weight, weight_c, u, cs, mask)
+        ctx.config = (shape, scale_x, has_skip)
+        return h.view(steps, n, nd * d), c_last.view(n, nd * d)
 
     @staticmethod
-    def backward(ctx: Any, grad_c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        u0, u1, w, c = ctx.saved_tensors
-        c_prev = c[:-1]  # (T, N, nd, d): c_{t-1}
-        f = torch.addcmul(u1, c_prev, w).sigmoid_()
-        a = (c_prev - u0) * f * (1.0 - f)  # d c_t / d u1_t
-        m = torch.addcmul(f, a, w)  # d c_t / d c_{t-1}
-        g = grad_c[1:].clone()  # total gradient of c_t, accumulated backwards in time
-        for t in range(g.shape[0] - 2, -1, -1):
-            g[t].addcmul_(g[t + 1], m[t + 1])
-        grad_u1 = g * a
-        grad_u0 = g * (1.0 - f)
-        grad_w = (grad_u1 * c_prev).sum(dim=(0, 1))
-        grad_c0 = torch.addcmul(grad_c[0], g[0], m[0])
-        return grad_u0, grad_u1, grad_w, grad_c0
+    def backward(ctx: Any, grad_h: torch.Tensor, grad_last: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, skip_src, weight, weight_c, u, cs, mask = ctx.saved_tensors
+        (steps, n, nd, d, k), scale_x, has_skip = ctx.config
+        w_f, w_r = weight_c.view(2, nd, 1, 1, d)
+        u0, u1, r = u[:, 0], u[:, 1], u[:, 2]
+        c, c_prev = _state_views(cs, steps)
+        gh = grad_h.reshape(steps, n, nd, d).permute(2, 0, 1, 3)  # (nd, T, N, d)
+        gu = x.new_empty(steps, n, nd, k, d)  # dL/dU, laid out for one matmul with the weight
+        gu_j = gu.permute(2, 3, 0, 1, 4)  # (nd, k, T, N, d) view
+        gate = r if mask is None else r * mask
+        g_c = gh * gate  # dL/dc_t through h_t
+        grad_skip_src = None
+        if has_skip:
+            skip = _skip(u, skip_src, shape=(steps, n, nd, d, k), scale_x=scale_x)
+            g_gate = gh * (c - skip)
+            grad_skip = gh * (1.0 - gate)
+            if k == 4:
+                gu_j[:, 3] = grad_skip
+            else:
+                grad_skip_src = grad_skip.permute(1, 2, 0, 3).reshape(steps, n, nd * d)
+                grad_skip_src = grad_skip_src * scale_x if scale_x != 1.0 else grad_skip_src
+        else:
+            g_gate = gh * c
+        g_r = g_gate if mask is None else g_gate * mask
+        g_pre = g_r * r * (1.0 - r)  # dL/d(pre-activation of r) = dL/du2
+        gu_j[:, 2] = g_pre
+        grad_b_r, grad_w_r = g_pre.sum(dim=(1, 2)), (g_pre * c_prev).sum(dim=(1, 2))
+        e = g_pre * w_r  # dL/dc_{t-1} through r_t: move it onto the state it read
+        grad_c0 = [e[0, 0]]
+        g_c[0, :-1] += e[0, 1:]
+        g_c[0, -1] += grad_last.view(n, nd, d)[:, 0]
+        if nd == 2:
+            grad_c0.append(e[1, -1])
+            g_c[1, 1:] += e[1, :-1]
+            g_c[1, 0] += grad_last.view(n, nd, d)[:, 1]
+        f = torch.addcmul(u1, c_prev, w_f).sigmoid_()  # forget gates, recomputed
+        a = (c_prev - u0) * f * (1.0 - f)  # dc_t/du1_t
+        m = torch.addcmul(f, a, w_f)  # dc_t/dc_{t-1}
+        _reverse_recurrence(g_c, m)  # g_c: total dL/dc_t
+        grad_c0[0] = torch.addcmul(grad_c0[0], g_c[0, 0], m[0, 0])
+        if nd == 2:
+            grad_c0[1] = torch.addcmul(grad_c0[1], g_c[1, -1], m[1, -1])
+        torch.mul(g_c, 1.0 - f, out=gu_j[:, 0])
+        g_u1 = g_c * a
+        gu_j[:, 1] = g_u1
+        grad_b_f, grad_w_f = g_u1.sum(dim=(1, 2)), (g_u1 * c_prev).sum(dim=(1, 2))
+        gu_flat = gu.view(steps * n, nd * k * d)
+        w_cols = _matrices(weight, nd, d, k).reshape(-1, nd * k * d)  # columns in (nd, k, d) order
+        grad_x = gu_flat @ w_cols.t()
+        grad_w = (x.t() @ gu_flat).view(-1, nd, k, d).transpose(2, 3).reshape(weight.shape)
+        grad_weight_c = torch.stack([grad_w_f, grad_w_r]).view(-1)
+        grad_bias = torch.stack([grad_b_f, grad_b_r]).view(-1)
+        grad_c0_t = torch.stack(grad_c0)
+        return grad_x, grad_skip_src, grad_w, grad_weight_c, grad_bias, grad_c0_t, None, None, None, None
 
 
-def _flip_backward_direction(x: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """(..., nd=2, d): flip direction 1 along `time_dim` (time order <-> step order); contiguous copy."""
-    return torch.stack([x.select(-2, 0), x.select(-2, 1).flip(time_dim)], dim=-2)
+def _skip(
+    u: torch.Tensor, skip_src: torch.Tensor | None, shape: tuple[int, ...], scale_x: float
+) -> torch.Tensor:
+    """Highway input x' as (nd, T, N, d): u3 when k = 4, else the layer input (times scale_x)."""
+    steps, n, nd, d, k = shape
+    if k == 4:
+        return u[:, 3]
+    assert skip_src is not None
+    skip = skip_src.reshape(steps, n, nd, d).permute(2, 0, 1, 3)  # (nd, T, N, d) view
+    return skip * scale_x if scale_x != 1.0 else skip
 
 
 class SRULayer(nn.Module):
@@ -151,37 +285,17 @@ class SRULayer(nn.Module):
         flat = x.reshape(steps * n, self.input_size)  # (T*N, d_in)
         if self.weight_proj is not None:
             flat = flat @ self.weight_proj
-        # reorder the weight columns (nd, d, k) -> (k, nd, d) so that each matrix j is one block, and
-        # fold the gate biases into the same matmul (zeros for u0 and u3)
-        w = self.weight.view(-1, nd, d, k).permute(0, 3, 1, 2).reshape(-1, k * nd * d)
-        zeros = self.bias.new_zeros(nd * d)
-        bias = torch.cat([zeros, self.bias] + [zeros] * (k - 3))  # (k * nd * d,)
-        u = torch.addmm(bias, flat, w).view(steps, n, k, nd, d).permute(2, 0, 1, 3, 4)  # (k, T, N, nd, d)
-        u = _flip_backward_direction(u, 1) if nd == 2 else u.contiguous()  # step order, contiguous
-        w_f, w_r = self.weight_c.view(2, nd, d)
-        c_init = x.new_zeros(n, nd, d) if c0 is None else c0.reshape(n, nd, d)  # (N, nd, d)
-        c_all = _ForgetRecurrence.apply(u[0], u[1], w_f, c_init)  # (T + 1, N, nd, d), step order
-        c, c_prev = c_all[1:], c_all[:-1]  # c_t, c_{t-1}
-        gate = torch.addcmul(u[2], c_prev, w_r).sigmoid_()  # highway gate r_t, all steps at once
+        c_init = x.new_zeros(nd, n, d) if c0 is None else c0.reshape(n, nd, d).transpose(0, 1)  # (nd, N, d)
+        mask = None
         if self.training and self.dropout > 0:  # the package's dropout mask on the gated (non-skip) part
             keep = 1.0 - self.dropout
             mask = torch.empty(n, nd, d, device=x.device, dtype=x.dtype).bernoulli_(keep) / keep
-            gate = gate * mask
-        if not self.has_skip_term:
-            h = c * gate
-        else:
-            if k == 4:
-                skip = u[3]
-            else:
-                skip = residual.reshape(steps, n, nd, d)  # (T, N, nd, d)
-                skip = _flip_backward_direction(skip, 0) if nd == 2 else skip
-                if self.rescale:
-                    skip = skip * self.scale_x
-            h = torch.lerp(skip, c, gate)  # x' + r (c - x')
-        c_last = c[-1].reshape(n, nd * d)  # last step of each direction
-        if nd == 2:
-            h = _flip_backward_direction(h, 0)  # back to time order
-        h = h.reshape(steps, n, nd * d)  # (T, N, output_size)
+            mask = mask.transpose(0, 1).unsqueeze(1)  # (nd, 1, N, d)
+        skip_src = residual if self.has_skip_term and k == 3 else None
+        h, c_last = _SRUFunction.apply(
+            flat, skip_src, self.weight, self.weight_c, self.bias, c_init, mask,
+            (steps, n, nd, d, k), self.scale_x if self.rescale else 1.0, self.has_skip_term,
+        )  # fmt: skip
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
         return h, c_last

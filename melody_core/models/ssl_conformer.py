@@ -8,6 +8,7 @@ Pipeline (wav2vec 2.0, Baevski et al. 2020, with Conformer blocks, Gulati et al.
   wav (B, T) 24 kHz -> conv feature encoder (strides multiply to 960 -> 25 Hz) -> LayerNorm
   -> [quantizer targets q_t] and [projection -> span masking -> conv positional embedding
   -> N Conformer blocks -> c_t] -> contrastive loss + alpha * diversity loss.
+MeLoDy gives no equations for this model; "wav2vec 2.0 Eq. n" comments cite Baevski et al.
 
 Frame alignment: the waveform is zero-padded by (R - 960) // 2 samples on the left and the rest of
 R - 960 on the right, R being the encoder's receptive field, so frame j's receptive field is
@@ -63,7 +64,10 @@ class SSLConfig(BaseConfig):
       HuBERT head 768 x 100 = 0.08M.
     - Total 203.6M counted under torch.device("meta") (+2.0 % vs 199.5M). 13 layers would give
       190.0M (-4.8 %); we keep 14 (the paper may not count the pre-training-only heads).
-    `tiny()` is ~2M parameters (d = 128, 4 layers, tapered 32 -> 128-ch encoder).
+    `tiny()` is 1.9M parameters: d = 128, 4 layers, and a cheaper 6-conv encoder (strides 8-5-3-2-2-2,
+    channels 16 -> 128, GroupNorm on the first conv only as wav2vec 2.0 BASE) — the 7 x 512-channel
+    LayerNorm encoder at 24 kHz would cost more CPU time than the whole Conformer. Tiny has no
+    dropout: a 1.9M model on a small corpus underfits, and CPU dropout masks cost ~25 % of a step.
     """
 
     # feature encoder (wav2vec 2.0 conv stack, adapted to 24 kHz -> 25 Hz)
@@ -117,7 +121,7 @@ class SSLConfig(BaseConfig):
             conv_module_norm="layer",
             pos_conv_kernel=32,
             pos_conv_groups=8,
-            dropout=0.1,
+            dropout=0.0,
             codebook_entries=128,
             final_dim=128,
             num_negatives=20,
@@ -169,8 +173,8 @@ class ChannelLayerNorm(nn.LayerNorm):
 
 
 def _encoder_norm(mode: str, index: int, channels: int) -> nn.Module:
-    """"layer": LayerNorm after every conv (wav2vec 2.0 LARGE); "group": per-channel GroupNorm
-    after the first conv only (wav2vec 2.0 BASE, cheaper)."""
+    """Encoder norm for conv `index`. mode "layer": LayerNorm after every conv (wav2vec 2.0 LARGE);
+    "group": per-channel GroupNorm after the first conv only (wav2vec 2.0 BASE, cheaper)."""
     if mode == "layer":
         return ChannelLayerNorm(channels)
     if mode == "group":
@@ -207,18 +211,10 @@ class FeatureEncoder(nn.Module):
         return self.layers(x)  # (B, C, T // 960)
 
 
-class FFN(nn.Module):
-    """Conformer feed-forward module: LN -> Linear(d, 4d) -> Swish -> dropout -> Linear -> dropout."""
-
-    def __init__(self, d: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(d), nn.Linear(d, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, d),
-            nn.Dropout(dropout),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+def conformer_ffn(d: int, hidden: int, dropout: float) -> nn.Sequential:
+    """Conformer feed-forward module: LN -> Linear(d, hidden) -> Swish -> dropout -> Linear -> dropout."""
+    layers = [nn.LayerNorm(d), nn.Linear(d, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, d)]
+    return nn.Sequential(*layers, nn.Dropout(dropout))
 
 
 class ConvModule(nn.Module):
@@ -254,12 +250,12 @@ class ConformerBlock(nn.Module):
     def __init__(self, config: SSLConfig) -> None:
         super().__init__()
         d = config.d_model
-        self.ffn1 = FFN(d, config.ffn_mult * d, config.dropout)
+        self.ffn1 = conformer_ffn(d, config.ffn_mult * d, config.dropout)
         self.attn_norm = nn.LayerNorm(d)
         self.attn = Attention(d, config.n_heads, bias=True, rope=True, dropout=config.dropout)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.conv = ConvModule(d, config.conv_kernel, config.conv_module_norm, config.dropout)
-        self.ffn2 = FFN(d, config.ffn_mult * d, config.dropout)
+        self.ffn2 = conformer_ffn(d, config.ffn_mult * d, config.dropout)
         self.norm_out = nn.LayerNorm(d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,7 +273,7 @@ class GumbelQuantizer(nn.Module):
     eval; also returns the soft (n, G, V) probabilities and hard ids (n, G) for the perplexities.
     """
 
-    def __init__(self, d_in: int, groups: int, entries: int, dim: int) -> None:
+    def __init__(self, d_in: int, groups: int, entries: int, dim: int, temperature: float = 2.0) -> None:
         super().__init__()
         if dim % groups:
             raise ValueError(f"final_dim {dim} not divisible by codebook_groups {groups}")
@@ -286,7 +282,7 @@ class GumbelQuantizer(nn.Module):
         nn.init.normal_(self.logits.weight, std=d_in**-0.5)  # unit-variance logits (our choice)
         nn.init.zeros_(self.logits.bias)
         self.codebook = nn.Parameter(torch.empty(groups, entries, dim // groups).uniform_())
-        self.temperature = 2.0  # set by the trainer from SSLConfig.gumbel_temperature(step)
+        self.temperature = temperature  # set by the trainer from SSLConfig.gumbel_temperature(step)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = x.shape[0]
@@ -294,6 +290,7 @@ class GumbelQuantizer(nn.Module):
         probs = logits.softmax(-1)  # (n, G, V)
         ids = logits.argmax(-1)  # (n, G)
         if self.training:
+            # wav2vec 2.0 Eq. 1, straight-through: hard one-hot forward, soft gradient
             onehot = F.gumbel_softmax(logits, tau=self.temperature, hard=True, dim=-1)  # (n, G, V)
         else:
             onehot = F.one_hot(ids, self.entries).to(logits.dtype)  # (n, G, V)
@@ -348,6 +345,10 @@ class Wav2Vec2Conformer(nn.Module):
     T must be >= 960 (>= 1920 for the training losses); all rows of a batch share one length.
     """
 
+    sample_rate = SAMPLE_RATE  # Hz of the input waveform
+    frame_rate = SEMANTIC_RATE  # Hz of the output frames
+    hop_length = HOP  # samples per frame
+
     def __init__(self, config: SSLConfig) -> None:
         super().__init__()
         if math.prod(config.conv_strides) != HOP:
@@ -367,7 +368,9 @@ class Wav2Vec2Conformer(nn.Module):
             self.pos_conv = nn.Conv1d(d, d, k, padding=k // 2, groups=config.pos_conv_groups)
         self.pos_norm = nn.LayerNorm(d)
         self.layers = nn.ModuleList(ConformerBlock(config) for _ in range(config.n_layers))
-        self.quantizer = GumbelQuantizer(c, config.codebook_groups, config.codebook_entries, config.final_dim)
+        self.quantizer = GumbelQuantizer(
+            c, config.codebook_groups, config.codebook_entries, config.final_dim, config.gumbel_temp_start
+        )
         self.project_q = nn.Linear(config.final_dim, config.final_dim)
         self.final_proj = nn.Linear(d, config.final_dim)
         self.hubert_head = nn.Linear(d, config.hubert_classes)
@@ -441,11 +444,12 @@ class Wav2Vec2Conformer(nn.Module):
         logits = logits.masked_fill(F.pad(neg_is_pos, (1, 0)), float("-inf"))  # (B, M, 1 + K)
         flat = logits.view(b * m, -1)  # (B*M, 1 + K)
         target = torch.zeros(b * m, dtype=torch.long, device=wav.device)
-        contrastive = F.cross_entropy(flat, target)  # L_m
+        contrastive = F.cross_entropy(flat, target)  # L_m, wav2vec 2.0 Eq. 3
         gv = cfg.codebook_groups * cfg.codebook_entries
         prob_ppl = GumbelQuantizer.perplexity(probs.mean(0))  # (G, V) averaged over frames
         hard = F.one_hot(ids, cfg.codebook_entries).float().mean(0)  # (G, V)
-        diversity = (gv - prob_ppl) / gv  # L_d
+        diversity = (gv - prob_ppl) / gv  # L_d, wav2vec 2.0 Eq. 4
+        # wav2vec 2.0 Eq. 2, plus its L2 penalty on the encoder features
         loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_penalty * penalty
         return SSLOutput(
             loss=loss,
@@ -504,6 +508,8 @@ def hubert_frame_features(wav: torch.Tensor, n_mels: int = 64, n_fft: int = 1024
     """
     sub_hop = HOP // MEL_SUBFRAMES  # 240
     n = wav.shape[-1] // HOP
+    if wav.dim() != 2 or n == 0:
+        raise ValueError(f"expected a (B, T >= {HOP}) waveform, got {tuple(wav.shape)}")
     mel = MelSpectrogram(SAMPLE_RATE, n_fft=n_fft, hop=sub_hop, n_mels=n_mels).to(wav.device)
     spec = mel(wav[..., sub_hop // 2 : n * HOP])  # (B, n_mels, >= 4n), frame i centred at 120 + 240 i
     spec = spec[..., : n * MEL_SUBFRAMES].reshape(wav.shape[0], n_mels, n, MEL_SUBFRAMES)  # (B, mels, n, 4)

