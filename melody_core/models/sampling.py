@@ -1,4 +1,4 @@
-"""Next-token sampling for the semantic LM: temperature / top-k / top-p (DESIGN §2; the paper gives no settings).
+"""Next-token sampling for the semantic LM: temperature / top-k / top-p (DESIGN §2; not in the paper).
 
 Small pure functions on logits of shape (B, V):
 - `apply_temperature`: logits / T (T > 0).

@@ -36,7 +36,7 @@ from torch import nn
 
 
 def _state_views(cs: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views of the state buffer `cs` (see `_ForgetRecurrence`) -> (c_t, c_{t-1}), each (nd, T, N, d).
+    """Views of the state buffer `cs` (see `_forget_recurrence`) -> (c_t, c_{t-1}), each (nd, T, N, d).
 
     Direction 0 keeps c_t at row t + 1 and its initial state at row 0; direction 1 runs backwards in
     time, keeping c_t at row t + 1 and its initial state at row T + 1. So c_t is rows 1..T for both,

@@ -18,12 +18,17 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.base = head_dim, base
+        # no buffer: frequencies are recomputed on the positions' device, so a model built on the
+        # meta device and then loaded (to_empty / assign) can never carry stale frequencies
+
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
+        return self.base**-exponent  # (hd/2,)
 
     def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pos: (T,) or (B, T) float/int -> cos, sin: (..., T, head_dim)."""
-        angles = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq  # (..., T, hd/2)
+        angles = pos.to(torch.float32).unsqueeze(-1) * self.inv_freq(pos.device)  # (..., T, hd/2)
         angles = torch.cat([angles, angles], dim=-1)  # (..., T, hd)
         return angles.cos(), angles.sin()
 

@@ -1,0 +1,111 @@
+"""Stage `vae`: the audio VAE-GAN (§4.1) on random crops of the corpus.
+
+Generator loss = MR-STFT + mel + KL (+ adversarial + feature matching once the step reaches
+`VAEConfig.adversarial_start_step`, a reconstruction-only warm-up); the discriminator (HiFi-GAN MPD
++ UnivNet MRSD) is trained from that step on. Order per step, as HiFi-GAN: one discriminator update
+on (real, detached reconstruction), then one generator update against the updated discriminator.
+
+*(our choice)*: real and fake audio go through the discriminator as one concatenated batch (one DDP
+forward per update); in the generator update the discriminator's parameters are frozen and it runs
+unwrapped (no gradient all-reduce for it). AdamW betas (0.8, 0.99) and no gradient clipping, as
+HiFi-GAN. Validation: mel / STFT / KL terms and SI-SDR of the posterior-mean reconstruction.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from melody_core import SAMPLE_RATE
+from melody_core.audio.features import si_sdr
+from melody_core.models.discriminators import VAEGANDiscriminator
+from melody_core.models.gan_losses import discriminator_loss, generator_loss_terms
+from melody_core.models.vae_gan import AudioVAE, VAEConfig
+from melody_core.train.data import AudioStore, batches, fixed_items
+from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, adamw, crop_units, optimize
+
+HIFIGAN_BETAS = (0.8, 0.99)
+
+
+class VAEStage(Stage):
+    name = component = "vae"
+    metrics = ("loss", "stft", "mel", "kl", "adv", "fm", "disc", "si_sdr")
+    valid_key = "mel"
+
+    def defaults(self, preset: str) -> Hyper:
+        if preset == "paper":
+            return Hyper(batch_size=16, crop_seconds=0.5, lr=2e-4, steps=400_000, warmup=0, weight_decay=0.0,
+                         grad_clip=0.0, betas=HIFIGAN_BETAS, valid_every=2000)
+        return Hyper(batch_size=8, crop_seconds=0.5, lr=2e-4, steps=3000, warmup=0, weight_decay=0.0,
+                     grad_clip=0.0, betas=HIFIGAN_BETAS, valid_every=250)
+
+    def setup(self, ctx: StageContext) -> None:
+        cfg: VAEConfig = ctx.config  # type: ignore[assignment]
+        self.cfg = cfg
+        self.vae = AudioVAE(cfg).to(ctx.device)
+        self.init_weights(self.vae)
+        self.disc = VAEGANDiscriminator(cfg).to(ctx.device)
+        self.g = ctx.dist.wrap(self.vae)
+        self.d = ctx.dist.wrap(self.disc)
+        self.opt_g, self.opt_d = adamw([self.vae], ctx.hp), adamw([self.disc], ctx.hp)
+        self.schedules = {"g": LRSchedule(self.opt_g, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps),
+                          "d": LRSchedule(self.opt_d, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
+        self.crop = crop_units(ctx.hp.crop_seconds, 1 / SAMPLE_RATE, cfg.hop)
+        self.sampler = self.make_sampler(ctx.train.lengths, self.crop, align=cfg.hop)
+        self.audio = AudioStore(ctx.train)
+        self.valid_audio = AudioStore(ctx.valid)
+        self.valid_items = fixed_items(ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size,
+                                       ctx.opts.seed, cfg.hop)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"vae": self.vae, "disc": self.disc}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": self.opt_g, "d": self.opt_d}
+
+    def train_step(self, step: int) -> dict[str, float]:
+        ctx, cfg = self.ctx, self.cfg
+        wav = self.audio.batch(self.sampler.next(), self.crop).to(ctx.device)  # (B, T)
+        b = wav.shape[0]
+        with ctx.autocast():
+            out = self.g(wav)
+        adversarial = step >= cfg.adversarial_start_step
+        values: dict[str, float] = {}
+        disc_real = disc_fake = None
+        if adversarial:
+            with ctx.autocast():  # discriminator update on real vs detached reconstruction
+                logits, _ = self.d(torch.cat([wav, out.recon.detach().to(wav.dtype)]))  # (2B, ...) each
+                loss_d = discriminator_loss(([x[:b] for x in logits], []), ([x[b:] for x in logits], []), cfg)
+            optimize(loss_d, self.opt_d, ctx.hp.grad_clip)
+            values["disc"] = float(loss_d)
+            self.disc.requires_grad_(False)
+            with ctx.autocast():  # generator side: raw module, frozen weights, gradient to the recon only
+                logits, fmaps = self.disc(torch.cat([wav, out.recon.to(wav.dtype)]))
+            self.disc.requires_grad_(True)
+            disc_real = ([x[:b] for x in logits], [[f[:b] for f in fm] for fm in fmaps])
+            disc_fake = ([x[b:] for x in logits], [[f[b:] for f in fm] for fm in fmaps])
+        terms = generator_loss_terms(out, wav, cfg, disc_real, disc_fake)
+        optimize(terms["total"], self.opt_g, ctx.hp.grad_clip)
+        values.update({("loss" if k == "total" else k): v.item() for k, v in terms.items()})
+        return values
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        ctx, cfg = self.ctx, self.cfg
+        if not self.valid_items:
+            return {}
+        self.vae.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        try:
+            for items in batches(self.valid_items, ctx.hp.batch_size):
+                wav = self.valid_audio.batch(items, self.crop).to(ctx.device)
+                out = self.vae(wav)
+                terms = generator_loss_terms(out, wav, cfg)
+                terms["si_sdr"] = si_sdr(out.recon, wav).mean()
+                for k, v in terms.items():
+                    key = "loss" if k == "total" else k
+                    sums[key] = sums.get(key, 0.0) + float(v) * len(items)
+                n += len(items)
+        finally:
+            self.vae.train()
+        return {k: v / n for k, v in sums.items()}
