@@ -130,10 +130,36 @@ class MelodyConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
         comps = {c: component_classes(c)[0].preset(name) for c in PIPELINE_COMPONENTS}
-        return cls(components=comps, preset_name=name)
+        config = cls(components=comps, preset_name=name)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Cross-component contracts: shared vocabularies, dims and rates agree."""
+        c = self.components
+        checks: list[tuple[str, object, object]] = []
+        if "kmeans" in c:
+            v = c["kmeans"].n_clusters
+            for name in ("dpd", "lm"):
+                if name in c:
+                    checks.append((f"{name}.vocab_size vs kmeans.n_clusters", c[name].vocab_size, v))
+            if "ssl" in c:
+                checks.append(("kmeans.dim vs ssl.d_model", c["kmeans"].dim, c["ssl"].d_model))
+        if "lm" in c and "mulan" in c:
+            checks.append(("lm.n_prefix vs mulan.rvq_codebooks", c["lm"].n_prefix, c["mulan"].rvq_codebooks))
+            checks.append(
+                ("lm.prefix_codebook_size vs mulan.rvq_codebook_size",
+                 c["lm"].prefix_codebook_size, c["mulan"].rvq_codebook_size)
+            )
+        if "vae" in c and "dpd" in c:
+            checks.append(("dpd.d_latent vs vae.latent_dim", c["dpd"].d_latent, c["vae"].latent_dim))
+        bad = [f"{what}: {a} != {b}" for what, a, b in checks if a != b]
+        if bad:
+            raise ConfigError("inconsistent components: " + "; ".join(bad))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset_name, "components": {k: v.to_dict() for k, v in self.components.items()}}
+        comps = {k: v.to_dict() for k, v in self.components.items()}
+        return {"preset": self.preset_name, "components": comps}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MelodyConfig:

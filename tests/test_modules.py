@@ -25,3 +25,21 @@ def test_cached_attention_matches_full_causal() -> None:
     first = attn(x[:, :4], cache=cache, causal=True)
     steps = [attn(x[:, i : i + 1], cache=cache, causal=True) for i in range(4, 9)]
     torch.testing.assert_close(torch.cat([first, *steps], 1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_presets_are_consistent_across_components(preset: str) -> None:
+    from melody_core.config import MelodyConfig
+
+    cfg = MelodyConfig.preset(preset)  # validate() runs inside
+    again = MelodyConfig.from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_inconsistent_components_are_refused() -> None:
+    from melody_core.config import ConfigError, MelodyConfig
+
+    cfg = MelodyConfig.preset("tiny")
+    cfg.components["lm"].vocab_size = 999
+    with pytest.raises(ConfigError, match="vocab_size"):
+        cfg.validate()

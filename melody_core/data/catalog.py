@@ -56,6 +56,7 @@ def _c(name, composer, era, style, license, share, base_bpm=90.0, excluded=""):
     return Collection(name, composer, era, style, license, share, base_bpm, excluded)
 
 
+# fmt: off
 COLLECTIONS: tuple[Collection, ...] = (
     _c("bach", "J. S. Bach", "baroque", "four-part chorale", f"{PD_MUSIC} (J. S. Bach, d. 1750); "
        f"MusicXML encodings: {UNSTATED}", 0.24, 72.0),
@@ -121,6 +122,7 @@ COLLECTIONS: tuple[Collection, ...] = (
     _c("theoryExercises", "various", "modern", "exercise", "teaching material", 0.0,
        excluded="theory exercises, not repertoire"),
 )
+# fmt: on
 COLLECTION_BY_NAME = {c.name: c for c in COLLECTIONS}
 
 

@@ -124,7 +124,8 @@ def midi_bytes(tracks: list[Track], qpm: float) -> bytes:
         raise ValueError(f"MIDI channels must be in 0..15, got {channels}")
     usec = round(MICROSECONDS_PER_MINUTE / qpm)
     tempo = bytes([0xFF, META_TEMPO, 3]) + usec.to_bytes(3, "big")
-    conductor = _chunk(b"MTrk", _events_to_bytes([(0, 0, tempo), (0, 9, bytes([0xFF, META_END_OF_TRACK, 0]))]))
+    end = bytes([0xFF, META_END_OF_TRACK, 0])
+    conductor = _chunk(b"MTrk", _events_to_bytes([(0, 0, tempo), (0, 9, end)]))
     header = _chunk(b"MThd", struct.pack(">HHH", 1, len(tracks) + 1, TICKS_PER_QUARTER))
     return header + conductor + b"".join(_track_bytes(t) for t in tracks)
 

@@ -63,6 +63,14 @@ ENSEMBLES: tuple[Ensemble, ...] = (
     Ensemble("accordion", "an accordion", "keyboard", (21,), max_parts=2),
 )
 ENSEMBLE_BY_NAME = {e.name: e for e in ENSEMBLES}
+PROGRAM_NAMES = {  # General MIDI programs used above -> caption names
+    0: "piano", 4: "electric piano", 6: "harpsichord", 11: "vibraphone", 12: "marimba",
+    19: "church organ", 21: "accordion", 24: "nylon-string guitar", 25: "steel-string guitar",
+    38: "synth bass", 40: "violin", 41: "viola", 42: "cello", 43: "double bass", 46: "harp",
+    48: "string ensemble", 49: "slow strings", 52: "choir", 56: "trumpet", 57: "trombone", 58: "tuba",
+    60: "French horn", 68: "oboe", 70: "bassoon", 71: "clarinet", 73: "flute", 78: "tin whistle",
+    81: "sawtooth synth lead", 88: "new age pad", 89: "warm pad", 110: "fiddle",
+}  # fmt: skip
 
 TEMPO_FACTORS = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35)
 MIN_BPM, MAX_BPM = 40, 200

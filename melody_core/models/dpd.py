@@ -85,7 +85,7 @@ class DPDConfig(BaseConfig):
     sru_layers: int = 2  # SRU layers in the fine path (§4.2.3: 2)
     sru_highway_bias: float = 0.0  # initial highway-gate bias of the SRU (package default)
     rope_base: float = 10_000.0  # RoPE base; positions are in latent frames (max ~L)
-    dropout: float = 0.0  # dropout in attention and FFNs (training only)
+    dropout: float = 0.0  # dropout in attention, FFNs and between SRU layers (training only)
     cfg_dropout: float = 0.1  # p of dropping the semantic condition in training (the trainer applies it)
     cfg_null_film: bool = True  # unconditional FiLM input: learned null vector (True) or zeros (False)
     train_length: int = 2500  # L: training window in latent frames (10 s); documentation only
@@ -98,6 +98,7 @@ class DPDConfig(BaseConfig):
 
     @classmethod
     def paper(cls) -> DPDConfig:
+        # §5.1: D_hid 768, N 8, K 64, V_ST 1024; heads (head dim 96) and widths are our choice (see above)
         return cls(
             d_hid=768, n_blocks=8, n_heads=8, segment_size=64, vocab_size=1024, ffn_mult=4, sru_hidden=1152
         )
@@ -176,7 +177,7 @@ class FinePath(nn.Module):
         d = cfg.d_hid
         self.norm = RMSNorm(d)
         self.sru = SRU(
-            d, cfg.sru_hidden, cfg.sru_layers, bidirectional=True, highway_bias=cfg.sru_highway_bias
+            d, cfg.sru_hidden, cfg.sru_layers, True, dropout=cfg.dropout, highway_bias=cfg.sru_highway_bias
         )
         out = 2 * cfg.sru_hidden
         self.proj = nn.Linear(out, d) if out != d else nn.Identity()

@@ -52,6 +52,7 @@ class UNet1DConfig(BaseConfig):
     vocab_size: int = 256  # V_ST: semantic token vocabulary
     rope_base: float = 10_000.0  # RoPE base; positions in latent frames
     dropout: float = 0.0  # dropout inside residual blocks and attention (training only)
+    cfg_dropout: float = 0.1  # p of dropping the semantic condition in training (the trainer applies it)
     cfg_null_film: bool = True  # unconditional FiLM input: learned null vector (True) or zeros
 
     @classmethod
@@ -79,6 +80,7 @@ class UNet1DConfig(BaseConfig):
             vocab_size=dpd_config.vocab_size,
             n_heads=dpd_config.n_heads,
             rope_base=dpd_config.rope_base,
+            cfg_dropout=dpd_config.cfg_dropout,
         )
         target = count_parameters(DualPathDiffusion, dpd_config)
         # widths whose bottleneck splits into n_heads even head dims (RoPE) are multiples of `unit`

@@ -20,4 +20,4 @@ class FiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.proj(cond).chunk(2, dim=-1)
-        return x * (1.0 + gamma) + beta
+        return torch.addcmul(beta, x, 1.0 + gamma)  # x * (1 + gamma) + beta in one pass

@@ -89,6 +89,8 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None:
                 setattr(h, name, value)
+        if self.warmup is None and self.steps is not None:  # short runs: warm up for at most 10 %
+            h.warmup = min(h.warmup, self.steps // 10)
         return h
 
 

@@ -76,7 +76,7 @@ class VAEStage(Stage):
                 logits, _ = self.d(torch.cat([wav, out.recon.detach().to(wav.dtype)]))  # (2B, ...) each
                 loss_d = discriminator_loss(([x[:b] for x in logits], []), ([x[b:] for x in logits], []), cfg)
             optimize(loss_d, self.opt_d, ctx.hp.grad_clip)
-            values["disc"] = float(loss_d)
+            values["disc"] = loss_d.item()
             self.disc.requires_grad_(False)
             with ctx.autocast():  # generator side: raw module, frozen weights, gradient to the recon only
                 logits, fmaps = self.disc(torch.cat([wav, out.recon.to(wav.dtype)]))
