@@ -31,12 +31,14 @@ SMOKE_RUN: dict[str, tuple[int, int, float]] = {
 UPSTREAM = {"kmeans": ("ssl",), "lm": ("ssl", "kmeans", "mulan"), "dpd": ("vae", "ssl", "kmeans")}
 
 
-def stage_argv(stage: str, data: Path, runs: Path, *extra: str, threads: int = 1) -> list[str]:
-    """`melody train` arguments of a smoke run of `stage` (runs go to runs/<stage>)."""
+def stage_argv(stage: str, data: Path, runs: Path, *extra: str, threads: int = 1, out: Path | None = None) -> list[str]:
+    """`melody train` arguments of a smoke run of `stage`: upstream runs in runs/<stage>, output to
+    `out` (default runs/<stage>)."""
     import json
 
     steps, batch, crop = SMOKE_RUN[stage]
-    argv = [stage, "--data", str(data), "--out", str(runs / stage), "--steps", str(steps), "--batch-size",
+    out = runs / stage if out is None else out
+    argv = [stage, "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch-size",
             str(batch), "--crop-seconds", str(crop), "--threads", str(threads), "--valid-batches", "1",
             "--no-plot", "--cache-dir", str(runs / "cache")]
     for key, value in SMOKE_OVERRIDES[stage].items():

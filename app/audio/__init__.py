@@ -1,0 +1,1 @@
+"""Playback: a lock-free ring buffer and a sounddevice output stream fed from it."""

@@ -1,0 +1,140 @@
+"""A stand-in for `melody_core.pipeline.MelodyPipeline` used by the app tests.
+
+Same API and event types as the real pipeline (`pipeline_types`), no torch: every chunk is a sine
+whose pitch follows the prompt and the seed, so tests can tell takes apart and check steering.
+Honours `StreamControl` (cancel between steps, prompt/style updates between chunks, stop after the
+current chunk for endless streams). Class attributes tune speed and failures for a test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from melody_core.pipeline_types import (
+    AudioChunk,
+    GenerationCancelled,
+    GenerationResult,
+    GenerationSettings,
+    PipelineError,
+    Progress,
+    StreamControl,
+    StreamFinished,
+)
+
+Event = Progress | AudioChunk | StreamFinished
+
+
+class FakePipeline:
+    """Sine-wave "model" with the MelodyPipeline API."""
+
+    sample_rate = 24000
+    chunk_seconds = 1.0  # audio per streamed chunk
+    step_delay = 0.002  # seconds slept per diffusion step (simulates work; releases the GIL)
+    fail_prompt = "FAIL"  # a prompt containing this raises RuntimeError mid-stream
+    inpaint_leak = 1e-3  # the fake re-decodes the whole clip: outside the region changes by this much
+
+    def __init__(self, bundle: str | None, device: str) -> None:
+        self.bundle = bundle
+        self.device = "cpu" if device == "auto" else device
+        self.model_hash = "fake0123abcd"
+
+    @classmethod
+    def load(cls, bundle: str | Path | None = None, device: str = "auto", threads: int | None = None
+             ) -> FakePipeline:
+        if bundle is not None and not Path(bundle).exists():
+            raise PipelineError(f"model bundle not found: {bundle}")
+        if bundle is not None and Path(bundle).is_file():
+            raise PipelineError(f"{Path(bundle).name}: not a model bundle (config.json missing)")
+        if device not in ("auto", "cpu"):
+            raise PipelineError(f"device {device!r} is not available on this machine")
+        return cls(None if bundle is None else str(bundle), device)
+
+    # ---------------------------------------------------------------- helpers
+    def _freq(self, prompt: str | None, seed: int) -> float:
+        return 220.0 + (zlib.crc32(f"{prompt or ''}|{seed}".encode()) % 440)
+
+    def _tone(self, freq: float, start: int, n: int) -> np.ndarray:
+        t = (np.arange(start, start + n, dtype=np.float64)) / self.sample_rate
+        return (0.3 * np.sin(2 * math.pi * freq * t)).astype(np.float32)
+
+    def _check(self, settings: GenerationSettings) -> None:
+        if not (settings.prompt or "").strip() and not settings.style_audio_path:
+            raise PipelineError("give a text prompt or a style audio file")
+        if not 0.5 <= settings.seconds <= 600:
+            raise PipelineError(f"length {settings.seconds:g} s is outside 0.5-600 s")
+
+    def _metadata(self, settings: GenerationSettings, seed: int, nfe: int) -> dict:
+        return {"settings": {**settings.to_dict(), "seed": seed}, "prompt": settings.prompt, "seed": seed,
+                "model_hash": self.model_hash, "device": self.device, "nfe": nfe}
+
+    # ---------------------------------------------------------------- API
+    def stream(self, settings: GenerationSettings, control: StreamControl | None = None, endless: bool = False,
+               continue_from: np.ndarray | None = None) -> Iterator[Event]:
+        self._check(settings)
+        control = control or StreamControl()
+        seed = settings.seed if settings.seed is not None else int(time.time() * 1000) % 2**31
+        chunk_n = int(self.chunk_seconds * self.sample_rate)
+        total = int(round(settings.seconds * self.sample_rate))
+        n_chunks = max(1, math.ceil(total / chunk_n))
+        prompt = settings.prompt
+        pieces: list[np.ndarray] = []
+        produced, index, nfe = 0, 0, 0
+        cancelled = False
+        while endless or index < n_chunks:
+            prompt = control.take_updates().get("prompt", prompt)
+            for step in range(settings.steps):
+                if control.cancelled:
+                    cancelled = True
+                    break
+                time.sleep(self.step_delay)
+                nfe += 1
+                yield Progress("dpd", step + 1, settings.steps, chunk_index=index)
+            if cancelled:
+                break
+            if self.fail_prompt in (prompt or ""):
+                raise RuntimeError("fake model exploded")
+            n = chunk_n if endless else min(chunk_n, total - produced)
+            pcm = self._tone(self._freq(prompt, seed), produced, n)
+            pieces.append(pcm)
+            yield AudioChunk(index=index, start_sample=produced, pcm=pcm)
+            produced += n
+            index += 1
+            if endless and control.stop_requested:
+                break
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        result = GenerationResult(audio, self.sample_rate, self._metadata(settings, seed, nfe))
+        yield StreamFinished(result, cancelled=cancelled)
+
+    def generate(self, settings: GenerationSettings | None = None, control: StreamControl | None = None,
+                 **kwargs: object) -> GenerationResult:
+        settings = settings or GenerationSettings(**kwargs)  # type: ignore[arg-type]
+        for event in self.stream(settings, control):
+            if isinstance(event, StreamFinished):
+                if event.cancelled:
+                    raise GenerationCancelled("cancelled")
+                return event.result
+        raise AssertionError("stream ended without StreamFinished")
+
+    def continue_(self, audio: np.ndarray, seconds: float, settings: GenerationSettings,
+                  control: StreamControl | None = None) -> GenerationResult:
+        new = self.generate(GenerationSettings(**{**settings.to_dict(), "seconds": seconds}), control)
+        out = np.concatenate([np.asarray(audio, np.float32), new.audio])
+        return GenerationResult(out, self.sample_rate, {**new.metadata, "continued_from": len(audio)})
+
+    def inpaint(self, audio: np.ndarray, start_s: float, end_s: float, settings: GenerationSettings,
+                control: StreamControl | None = None) -> GenerationResult:
+        audio = np.asarray(audio, np.float32)
+        s, e = int(round(start_s * self.sample_rate)), int(round(end_s * self.sample_rate))
+        if not 0 <= s < e <= len(audio):
+            raise PipelineError(f"region {start_s:.2f}-{end_s:.2f} s is outside the clip")
+        new = self.generate(GenerationSettings(**{**settings.to_dict(), "seconds": (e - s) / self.sample_rate}),
+                            control)
+        out = audio + np.float32(self.inpaint_leak)
+        out[s:e] = new.audio[: e - s]
+        return GenerationResult(out, self.sample_rate, {**new.metadata, "inpaint": [start_s, end_s]})
