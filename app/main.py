@@ -1,19 +1,85 @@
-"""`melody-studio` entry point."""
+"""`melody-studio` entry point: the desktop app, or `--smoke-test [--screenshot FILE]`."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+import tempfile
+from pathlib import Path
+
+from melody_core.runtime import prepare_environment
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="melody-studio", description="MeLoDy Studio desktop app")
+    p.add_argument("--bundle", help="model bundle folder (default: the bundled model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    p.add_argument("--data-dir", help="session folder (default: the per-user data folder)")
+    p.add_argument("--theme", choices=("system", "light", "dark"), default="system")
+    p.add_argument("--no-audio", action="store_true", help="run without audio output")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="open the window, generate a 4 s clip, play it, exit 0 (or print error: ... and exit 1)")
+    p.add_argument("--screenshot", metavar="FILE", help="with --smoke-test: save a screenshot of the window")
+    p.add_argument("--engine", metavar="MODULE:NAME", help=argparse.SUPPRESS)  # tests: a stand-in pipeline
+    p.add_argument("--verbose", action="store_true", help="log to stderr")
+    return p
+
+
+def _setup_logging(data_dir: Path | None, verbose: bool) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers[0].setLevel(logging.INFO if verbose else logging.WARNING)
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(data_dir / "studio.log", encoding="utf-8")
+        file_handler.setLevel(logging.INFO)
+        handlers.append(file_handler)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from melody_core.runtime import prepare_environment
+    prepare_environment()  # before torch is imported anywhere
+    args = build_parser().parse_args(argv)
+    if args.screenshot and not args.smoke_test:
+        print("error: --screenshot needs --smoke-test", file=sys.stderr)
+        return 2
+    from app.engine import EngineError, factory_from_spec, real_pipeline
+    from app.store import default_data_dir
 
-    prepare_environment()
-    print(
-        "error: the MeLoDy Studio window is not built yet; use the `melody` command line meanwhile",
-        file=sys.stderr,
-    )
-    return 2
+    data_dir = Path(args.data_dir) if args.data_dir else (
+        Path(tempfile.mkdtemp(prefix="melody-smoke-")) if args.smoke_test else default_data_dir())
+    _setup_logging(data_dir, args.verbose or args.smoke_test)
+    try:
+        factory = factory_from_spec(args.engine) if args.engine else real_pipeline
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.studio import Studio
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("MeLoDy Studio")
+    app.setOrganizationName("melody-studio")
+    try:
+        studio = Studio.create(data_dir, factory, None if args.no_audio else "auto", bundle=args.bundle,
+                               device=args.device, theme_mode=args.theme)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unwritable data folder: one line, no traceback
+        logging.getLogger(__name__).exception("startup failed")
+        print(f"error: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    studio.window.show()
+    smoke = None
+    if args.smoke_test:
+        from app.smoke import SmokeTest
+
+        smoke = SmokeTest(app, studio, args.screenshot)
+    code = app.exec()
+    studio.close()
+    return smoke.exit_code if smoke is not None and smoke.exit_code is not None else code
 
 
 if __name__ == "__main__":

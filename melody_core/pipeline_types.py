@@ -29,6 +29,8 @@ class GenerationSettings:
     top_k: int = 0  # semantic LM top-k (0 = off)
     top_p: float = 1.0  # semantic LM nucleus threshold (1 = off)
     continuation_steps: int | None = None  # steps per continuation chunk (None = ceil(T/M))
+    start: str = "window"  # first window: "window" (paper: all L frames in T steps) or "progressive"
+    # (chunk by chunk, each new chunk like a continuation: lower time to first sound)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

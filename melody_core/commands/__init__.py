@@ -9,6 +9,8 @@ from __future__ import annotations
 COMMAND_MODULES: tuple[str, ...] = (
     "melody_core.commands.info",
     "melody_core.commands.bench_models",
+    "melody_core.commands.generate",
+    "melody_core.commands.bench",
 )
 
 

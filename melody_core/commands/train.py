@@ -63,13 +63,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, help="gradient-norm clip (0 = off)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from RUN_DIR's last checkpoint (default) or start over")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from RUN_DIR's last checkpoint (default) or start over",
+    )
     p.add_argument("--init-from", type=Path, metavar="BUNDLE_OR_RUN", help="start from these weights")
-    p.add_argument("--upstream", type=Path, action="append", default=[], metavar="BUNDLE_OR_RUN",
-                   help="where earlier stages' models come from (repeatable)")
-    p.add_argument("--set", dest="overrides", type=_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model config field (JSON value), e.g. --set n_layers=2")
+    p.add_argument(
+        "--upstream",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="BUNDLE_OR_RUN",
+        help="where earlier stages' models come from (repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config field (JSON value), e.g. --set n_layers=2",
+    )
     p.add_argument("--cache-dir", type=Path, help="feature caches (default: RUN_DIR/../.melody-cache)")
     p.add_argument("--valid-every", type=int, help="steps between validations (0 = only at the end)")
     p.add_argument("--valid-batches", type=int, help="fixed validation batches")
@@ -81,32 +98,54 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA only)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write loss.png")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: only on a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: only on a terminal)",
+    )
     p.add_argument("--kill-at-step", type=int, help=argparse.SUPPRESS)  # fault injection for tests
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a pipeline stage or export runs to a bundle",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = sub.add_parser(
+        "train",
+        help="train a pipeline stage or export runs to a bundle",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, text in STAGE_HELP.items():
         p = stages.add_parser(name, help=text, description=text)
         _common(p)
         if name == "ssl":
-            p.add_argument("--objective", choices=["wav2vec2", "hubert"], default="wav2vec2",
-                           help="wav2vec 2.0 (paper) or HuBERT-style first iteration (k-means mel targets)")
+            p.add_argument(
+                "--objective",
+                choices=["wav2vec2", "hubert"],
+                default="wav2vec2",
+                help="wav2vec 2.0 (paper) or HuBERT-style first iteration (k-means mel targets)",
+            )
         p.set_defaults(func=run_stage)
-    exp = stages.add_parser("export", help="collect trained runs into one checkpoint bundle",
-                            description="Collect the weights of run folders into one bundle (meta: steps, "
-                                        "wall time, hardware, data per stage; the DPD's latent_scale).")
+    exp = stages.add_parser(
+        "export",
+        help="collect trained runs into one checkpoint bundle",
+        description="Collect the weights of run folders into one bundle (meta: steps, "
+        "wall time, hardware, data per stage; the DPD's latent_scale).",
+    )
     exp.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     exp.add_argument("--out", required=True, type=Path, help="bundle folder to write")
-    exp.add_argument("--weights", choices=["last", "best"], default="last",
-                     help="latest checkpoint or best validation weights")
+    exp.add_argument(
+        "--weights",
+        choices=["last", "best"],
+        default="last",
+        help="latest checkpoint or best validation weights",
+    )
     exp.add_argument("--base", type=Path, metavar="BUNDLE", help="take the other components from this bundle")
-    exp.add_argument("--allow-mismatch", action="store_true",
-                     help="export even if a run was trained on different upstream weights")
+    exp.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="export even if a run was trained on different upstream weights",
+    )
     exp.set_defaults(func=run_export)
 
 
@@ -114,15 +153,37 @@ def options_from_args(args: argparse.Namespace):
     from melody_core.train.stage import TrainOptions
 
     return TrainOptions(
-        stage=args.stage, data=args.data, out=args.out, preset=args.preset, steps=args.steps,
-        minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-        crop_seconds=args.crop_seconds, grad_clip=args.grad_clip, weight_decay=args.weight_decay,
-        valid_every=args.valid_every, valid_batches=args.valid_batches, ckpt_every=args.ckpt_every,
-        ckpt_minutes=args.ckpt_minutes, log_every=args.log_every, seed=args.seed, resume=args.resume,
-        init_from=args.init_from, upstream=list(args.upstream), overrides=dict(args.overrides),
-        cache_dir=args.cache_dir, device=args.device, amp=args.amp, compile=args.compile,
-        threads=args.threads, objective=getattr(args, "objective", "wav2vec2"), plot=args.plot,
-        progress=args.progress, kill_at_step=args.kill_at_step,
+        stage=args.stage,
+        data=args.data,
+        out=args.out,
+        preset=args.preset,
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        crop_seconds=args.crop_seconds,
+        grad_clip=args.grad_clip,
+        weight_decay=args.weight_decay,
+        valid_every=args.valid_every,
+        valid_batches=args.valid_batches,
+        ckpt_every=args.ckpt_every,
+        ckpt_minutes=args.ckpt_minutes,
+        log_every=args.log_every,
+        seed=args.seed,
+        resume=args.resume,
+        init_from=args.init_from,
+        upstream=list(args.upstream),
+        overrides=dict(args.overrides),
+        cache_dir=args.cache_dir,
+        device=args.device,
+        amp=args.amp,
+        compile=args.compile,
+        threads=args.threads,
+        objective=getattr(args, "objective", "wav2vec2"),
+        plot=args.plot,
+        progress=args.progress,
+        kill_at_step=args.kill_at_step,
     )
 
 
@@ -147,8 +208,9 @@ def run_export(args: argparse.Namespace) -> int:
     from melody_core.train.upstream import TrainError
 
     try:
-        info = export_runs(args.runs, args.out, which=args.weights, base=args.base,
-                           allow_mismatch=args.allow_mismatch)
+        info = export_runs(
+            args.runs, args.out, which=args.weights, base=args.base, allow_mismatch=args.allow_mismatch
+        )
     except (TrainError, BundleError) as exc:
         raise CLIError(str(exc)) from None
     print(describe_bundle(info))
@@ -157,7 +219,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m melody_core.train STAGE ...` (torchrun entry point): the `train` command alone."""
-    parser = argparse.ArgumentParser(prog="melody train")
+    parser = argparse.ArgumentParser(prog="melody")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])

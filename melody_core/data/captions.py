@@ -64,12 +64,13 @@ def spell_key(tonic: str, mode: str) -> str:
 
 
 def texture_phrase(num_parts: int, style: str) -> str:
+    """A noun phrase without article, e.g. "solo melody", "four-part chorale harmony"."""
     if num_parts <= 1:
-        return "a single melodic line"
+        return "solo melody"
     if "chorale" in style:
         return f"{NUM_WORDS.get(num_parts, str(num_parts))}-part chorale harmony"
     if num_parts == 2:
-        return "a two-voice texture"
+        return "two-voice counterpoint"
     return f"{NUM_WORDS.get(num_parts, str(num_parts))}-voice polyphony"
 
 
@@ -108,7 +109,7 @@ def symbolic_captions(a: dict[str, Any], seed_key: str, n: int = DEFAULT_NUM_CAP
     work = _work_phrase(a)
     ens = a["ensemble_label"]
     tags = [a["instrument_family"], *a["instruments"], a["era"], a["style"], f"{bpm} bpm", plain, key, mood,
-            dyn, "solo" if a["num_parts"] <= 1 else "ensemble"]  # fmt: skip
+            dyn, texture]  # fmt: skip
     if a["composer"] != "traditional":
         tags.insert(3, a["composer"])
     sentences = [
@@ -116,7 +117,7 @@ def symbolic_captions(a: dict[str, Any], seed_key: str, n: int = DEFAULT_NUM_CAP
         f"{_cap(mood)} {a['era']} music for {instruments}, {italian} ({bpm} bpm), {key}.",
         f"{_cap(ens)} performing {work}; {dyn} and {mood}, about {bpm} beats per minute.",
         f"{_cap(plain)}, {mood} {texture} in {key} on {instruments}, with {room}.",
-        f"{_cap(instruments)} playing {texture}: {italian}, {bpm} BPM, {mode} key, {dyn}.",
+        f"{_cap(instruments)} playing {_article(texture)}: {italian}, {bpm} BPM, {mode} key, {dyn}.",
         f"An instrumental {a['style']} in {key} at {bpm} BPM, {mood} and {dyn}, arranged for {ens}.",
     ]
     rng.shuffle(sentences)

@@ -22,6 +22,7 @@ Where a licence is not stated for an encoding, the entry says so instead of gues
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ MUSIC21_NOTE = (
 )
 PD_MUSIC = "music: public domain"
 UNSTATED = "encoding licence not stated in the files"
-SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".abc")  # never .krn (see above), .rntxt or .mus
+SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".abc")
+_ABC_X = re.compile(r"^X:\s*(\d+)")  # never .krn (see above), .rntxt or .mus
 
 
 @dataclass(frozen=True)
@@ -141,24 +143,50 @@ def allowed_collections() -> list[Collection]:
     return [c for c in COLLECTIONS if not c.excluded]
 
 
-def all_works() -> list[WorkRef]:
-    """Every score of the allowed collections, sorted by id (uses music21's metadata cache)."""
-    from music21 import corpus
+def corpus_root() -> Path:
+    """The folder of music21's bundled core corpus."""
+    import music21
 
-    bundle = corpus.corpora.CoreCorpus().metadataBundle
-    works: dict[str, WorkRef] = {}
-    for entry in bundle:
-        rel = Path(str(entry.sourcePath)).as_posix()
-        name = rel.split("/", 1)[0]
-        coll = COLLECTION_BY_NAME.get(name)
-        if coll is None or coll.excluded or not rel.lower().endswith(SCORE_SUFFIXES):
+    return Path(music21.__file__).parent / "corpus"
+
+
+def abc_tunes(path: Path) -> list[tuple[int, str]]:
+    """(reference number X:, first title T:) of each tune of an ABC file, first occurrence kept."""
+    tunes: dict[int, str] = {}
+    current = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = _ABC_X.match(line)
+        if m:
+            current = int(m.group(1))
+            if current in tunes:
+                current = None  # a repeated number: music21 parses the first one
+            else:
+                tunes[current] = ""
             continue
-        number = int(entry.number) if entry.number not in (None, "") else None
-        stem = rel.rsplit(".", 1)[0]
-        wid = stem if number is None else f"{stem}#{number}"
-        title = str(entry.metadata.title or "") if entry.metadata is not None else ""
-        works[wid] = WorkRef(wid, name, rel, number, title)
-    return [works[k] for k in sorted(works)]
+        if current is not None and line.startswith("T:") and not tunes[current]:
+            tunes[current] = line[2:].strip()
+    return sorted(tunes.items())
+
+
+def all_works(root: Path | None = None) -> list[WorkRef]:
+    """Every score of the allowed collections, sorted by id (files of the corpus folder; ABC files
+    count one work per tune)."""
+    root = root or corpus_root()
+    works: list[WorkRef] = []
+    for coll in allowed_collections():
+        folder = root / coll.name
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file() or not p.name.lower().endswith(SCORE_SUFFIXES):
+                continue
+            rel = p.relative_to(root).as_posix()
+            stem = rel.rsplit(".", 1)[0]
+            if p.suffix.lower() != ".abc":
+                works.append(WorkRef(stem, coll.name, rel, None, ""))
+                continue
+            works += [WorkRef(f"{stem}#{x}", coll.name, rel, x, title) for x, title in abc_tunes(p)]
+    return sorted(works, key=lambda w: w.id)
 
 
 def order_works(works: list[WorkRef], seed: int) -> list[WorkRef]:

@@ -29,7 +29,9 @@ SOUNDFONT_CANDIDATES = (
     "/usr/share/soundfonts/default.sf2",
 )
 DEFAULT_GAIN = 0.6  # fluidsynth master gain (its default 0.2 leaves solo parts very quiet)
-TAIL_S = 6.0  # release + reverb tail allowed after the last note-off
+TAIL_S = 15.0  # release + reverb tail allowed after the last note-off (FluidR3's harp rings ~10 s)
+KEEP_TAIL_S = 2.0  # the render is cut this long after the last note-off ...
+FADE_OUT_S = 1.0  # ... with a fade-out of this length
 SHORT_SLACK_S = 0.5  # a render may end this much before the expected length (rounding)
 TIMEOUT_BASE_S = 30.0  # wall-clock limit: base ...
 TIMEOUT_PER_AUDIO_S = 0.25  # ... plus this per second of expected audio (renders run ~60x real time)
@@ -126,7 +128,8 @@ def run_guarded(cmd: list[str], out_file: Path, timeout_s: float, max_bytes: int
 
 def render_midi(renderer: Renderer, midi: Path, wav: Path, expected_s: float) -> torch.Tensor:
     """Render `midi` to `wav` and return it as mono float32 (T,) at 24 kHz. `expected_s` is the
-    time of the last note-off; the render must be between that and that + TAIL_S long."""
+    time of the last note-off; the render must be between that and that + TAIL_S long, and is
+    returned cut KEEP_TAIL_S after it."""
     limit_s = expected_s + TAIL_S + SIZE_SLACK_S
     bytes_per_s = renderer.sample_rate * RENDER_CHANNELS * RENDER_BYTES_PER_SAMPLE
     max_bytes = WAV_HEADER_BYTES + int(limit_s * bytes_per_s)
@@ -138,4 +141,14 @@ def render_midi(renderer: Renderer, midi: Path, wav: Path, expected_s: float) ->
     got = audio.numel() / SAMPLE_RATE
     if got < expected_s - SHORT_SLACK_S or got > expected_s + TAIL_S:
         raise RenderError(f"rendered {got:.1f} s, expected {expected_s:.1f} s (+ up to {TAIL_S:g} s tail)")
+    return trim_tail(audio, expected_s)
+
+
+def trim_tail(audio: torch.Tensor, expected_s: float) -> torch.Tensor:
+    """Cut (T,) KEEP_TAIL_S after `expected_s`, fading out over the last FADE_OUT_S."""
+    keep = min(audio.numel(), int((expected_s + KEEP_TAIL_S) * SAMPLE_RATE))
+    audio = audio[:keep].clone()
+    n = min(keep, int(FADE_OUT_S * SAMPLE_RATE))
+    if n > 0:
+        audio[keep - n :] *= torch.linspace(1.0, 0.0, n, dtype=audio.dtype)
     return audio

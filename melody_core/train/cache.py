@@ -72,8 +72,13 @@ class ClipCache:
 
 
 def build_cache(
-    cache_dir: Path, kind: str, key_parts: list[str], clips: list[ClipSet], extract: Extractor,
-    dist: DistContext, describe: dict,
+    cache_dir: Path,
+    kind: str,
+    key_parts: list[str],
+    clips: list[ClipSet],
+    extract: Extractor,
+    dist: DistContext,
+    describe: dict,
 ) -> list[list[dict[str, torch.Tensor]]]:
     """Build (if needed) and load a cache for several clip sets; returns one list per set."""
     cache = ClipCache(cache_dir, kind, combine_hashes(kind, *key_parts))
@@ -137,7 +142,9 @@ def mulan_extractor(mulan, device: torch.device) -> Extractor:
     @torch.no_grad()
     def extract(wav: torch.Tensor) -> dict[str, torch.Tensor]:
         n_win = max(1, math.ceil(wav.shape[-1] / clip))
-        embs = [mulan.embed_audio(wav[k * clip : (k + 1) * clip].unsqueeze(0).to(device)) for k in range(n_win)]
+        embs = [
+            mulan.embed_audio(wav[k * clip : (k + 1) * clip].unsqueeze(0).to(device)) for k in range(n_win)
+        ]
         emb = torch.cat(embs)  # (n_win, E)
         return {"embeddings": emb.float().cpu(), "codes": mulan.conditioning_tokens(emb).cpu()}
 
@@ -150,29 +157,47 @@ def window_index(center_seconds: float, window_seconds: float, n_windows: int) -
 
 
 # --------------------------------------------------------------------------- stage-facing builders
-def semantic_tokens(cache_dir: Path, ssl, kmeans, clip_sets: list[ClipSet], dist: DistContext,
-                    device: torch.device) -> list[list[torch.Tensor]]:
+def semantic_tokens(
+    cache_dir: Path, ssl, kmeans, clip_sets: list[ClipSet], dist: DistContext, device: torch.device
+) -> list[list[torch.Tensor]]:
     """(T // 960,) int64 tokens per clip, for each clip set (SSL + k-means upstream)."""
     layer = kmeans.model.config.layer
     parts = [ssl.hash, kmeans.hash, f"layer={layer}", f"win={SSL_WINDOW_FRAMES}/{SSL_CONTEXT_FRAMES}"]
-    sets = build_cache(cache_dir, "tokens", parts, clip_sets, token_extractor(ssl.model, kmeans.model, device),
-                       dist, {"ssl": ssl.source, "kmeans": kmeans.source, "layer": layer})
+    sets = build_cache(
+        cache_dir,
+        "tokens",
+        parts,
+        clip_sets,
+        token_extractor(ssl.model, kmeans.model, device),
+        dist,
+        {"ssl": ssl.source, "kmeans": kmeans.source, "layer": layer},
+    )
     return [[d["tokens"] for d in s] for s in sets]
 
 
-def vae_latents(cache_dir: Path, vae, clip_sets: list[ClipSet], dist: DistContext,
-                device: torch.device) -> list[list[torch.Tensor]]:
+def vae_latents(
+    cache_dir: Path, vae, clip_sets: list[ClipSet], dist: DistContext, device: torch.device
+) -> list[list[torch.Tensor]]:
     """(L, D) float32 posterior means per clip, for each clip set (VAE upstream)."""
     parts = [vae.hash, f"win={VAE_WINDOW_FRAMES}/{VAE_CONTEXT_FRAMES}"]
-    sets = build_cache(cache_dir, "latents", parts, clip_sets, latent_extractor(vae.model, device), dist,
-                       {"vae": vae.source})
+    sets = build_cache(
+        cache_dir, "latents", parts, clip_sets, latent_extractor(vae.model, device), dist, {"vae": vae.source}
+    )
     return [[d["latents"] for d in s] for s in sets]
 
 
-def mulan_codes(cache_dir: Path, mulan, clip_sets: list[ClipSet], dist: DistContext,
-                device: torch.device) -> list[list[torch.Tensor]]:
+def mulan_codes(
+    cache_dir: Path, mulan, clip_sets: list[ClipSet], dist: DistContext, device: torch.device
+) -> list[list[torch.Tensor]]:
     """(n_windows, n_q) int64 RVQ codes of consecutive clip_seconds windows per clip (MuLan upstream)."""
     parts = [mulan.hash, f"clip={mulan.model.config.clip_seconds}"]
-    sets = build_cache(cache_dir, "mulan", parts, clip_sets, mulan_extractor(mulan.model, device), dist,
-                       {"mulan": mulan.source})
+    sets = build_cache(
+        cache_dir,
+        "mulan",
+        parts,
+        clip_sets,
+        mulan_extractor(mulan.model, device),
+        dist,
+        {"mulan": mulan.source},
+    )
     return [[d["codes"] for d in s] for s in sets]

@@ -28,7 +28,16 @@ from melody_core.config import component_classes
 from melody_core.diffusion import multi_chunk_training_example
 from melody_core.train.cache import semantic_tokens, vae_latents
 from melody_core.train.data import Item, batches, fixed_items
-from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, TrainError, adamw, crop_units, optimize
+from melody_core.train.stage import (
+    Hyper,
+    LRSchedule,
+    Stage,
+    StageContext,
+    TrainError,
+    adamw,
+    crop_units,
+    optimize,
+)
 
 SCALE_FRAMES = 250_000  # latent frames used to estimate latent_scale
 DEFAULT_CHUNKS = 4  # M when the config has no train_chunks field
@@ -43,13 +52,18 @@ class DPDStage(Stage):
 
     def defaults(self, preset: str) -> Hyper:
         if preset == "paper":
-            return Hyper(batch_size=16, crop_seconds=10.0, lr=1e-4, steps=400_000, warmup=5000, valid_every=2000)
+            return Hyper(
+                batch_size=16, crop_seconds=10.0, lr=1e-4, steps=400_000, warmup=5000, valid_every=2000
+            )
         return Hyper(batch_size=4, crop_seconds=10.0, lr=3e-4, steps=3000, warmup=200, valid_every=250)
 
     def derived_config(self, upstream, hp, opts) -> dict:
         fields = {f.name for f in dataclasses.fields(component_classes(self.component)[0])}
-        out = {"vocab_size": upstream["kmeans"].config.n_clusters, "d_latent": upstream["vae"].config.latent_dim,
-               "train_length": crop_units(hp.crop_seconds, self.unit_seconds, FRAMES_PER_TOKEN)}
+        out = {
+            "vocab_size": upstream["kmeans"].config.n_clusters,
+            "d_latent": upstream["vae"].config.latent_dim,
+            "train_length": crop_units(hp.crop_seconds, self.unit_seconds, FRAMES_PER_TOKEN),
+        }
         return {k: v for k, v in out.items() if k in fields}
 
     def setup(self, ctx: StageContext) -> None:
@@ -57,7 +71,7 @@ class DPDStage(Stage):
         _, model_cls = component_classes(self.component)
         self.model = model_cls(cfg).to(ctx.device)
         self.init_weights(self.model)
-        self.net = ctx.dist.wrap(self.model, find_unused=True)  # all-unconditional batches skip E_ST
+        self.net = ctx.prepare(self.model, find_unused=True)  # all-unconditional batches skip E_ST
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
         self.chunks = getattr(cfg, "train_chunks", DEFAULT_CHUNKS)
@@ -67,14 +81,22 @@ class DPDStage(Stage):
             raise TrainError(f"a {self.crop}-frame window cannot hold {self.chunks} token-aligned chunks")
         up, sets = ctx.upstream, [ctx.train, ctx.valid]
         self.latents, self.valid_latents = vae_latents(ctx.cache_dir, up["vae"], sets, ctx.dist, ctx.device)
-        self.tokens, self.valid_tokens = semantic_tokens(ctx.cache_dir, up["ssl"], up["kmeans"], sets, ctx.dist,
-                                                         ctx.device)
+        self.tokens, self.valid_tokens = semantic_tokens(
+            ctx.cache_dir, up["ssl"], up["kmeans"], sets, ctx.dist, ctx.device
+        )
         self.latent_scale = self._initial_scale(ctx)
         lengths = [min(len(z), FRAMES_PER_TOKEN * len(t)) for z, t in zip(self.latents, self.tokens)]
         self.sampler = self.make_sampler(lengths, self.crop, align=FRAMES_PER_TOKEN)
-        valid_lengths = [min(len(z), FRAMES_PER_TOKEN * len(t)) for z, t in zip(self.valid_latents, self.valid_tokens)]
-        self.valid_items = fixed_items(valid_lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size,
-                                       ctx.opts.seed, FRAMES_PER_TOKEN)
+        valid_lengths = [
+            min(len(z), FRAMES_PER_TOKEN * len(t)) for z, t in zip(self.valid_latents, self.valid_tokens)
+        ]
+        self.valid_items = fixed_items(
+            valid_lengths,
+            self.crop,
+            ctx.hp.valid_batches * ctx.hp.batch_size,
+            ctx.opts.seed,
+            FRAMES_PER_TOKEN,
+        )
 
     def _initial_scale(self, ctx: StageContext) -> float:
         if ctx.init is not None and "latent_scale" in ctx.init.meta:
@@ -103,7 +125,9 @@ class DPDStage(Stage):
     def _batch(self, items: list[Item], latents: list[torch.Tensor], tokens: list[torch.Tensor]):
         n_tok = self.crop // FRAMES_PER_TOKEN
         z0 = torch.stack([latents[it.clip][it.offset : it.offset + self.crop] for it in items])  # (B, L, D)
-        u = torch.stack([tokens[it.clip][it.offset // FRAMES_PER_TOKEN :][:n_tok] for it in items])  # (B, L/10)
+        u = torch.stack(
+            [tokens[it.clip][it.offset // FRAMES_PER_TOKEN :][:n_tok] for it in items]
+        )  # (B, L/10)
         return (z0 * self.latent_scale).to(self.ctx.device), u.to(self.ctx.device)
 
     def train_step(self, step: int) -> dict[str, float]:

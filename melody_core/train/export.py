@@ -20,23 +20,20 @@ from typing import Any
 from torch import nn
 
 from melody_core.checkpoint import BundleInfo, load_bundle, save_bundle
-from melody_core.config import BaseConfig, component_classes
+from melody_core.config import PIPELINE_COMPONENTS, BaseConfig, ConfigError, MelodyConfig, component_classes
 from melody_core.train.state import load_state, module_hash
 from melody_core.train.upstream import CKPT_DIR, TrainError, run_weights
 
-# config fields that must agree between components: (component, field, other component, field)
-CONSISTENCY = (
-    ("lm", "vocab_size", "kmeans", "n_clusters"),
-    ("lm", "n_prefix", "mulan", "rvq_codebooks"),
-    ("lm", "prefix_codebook_size", "mulan", "rvq_codebook_size"),
-    ("dpd", "vocab_size", "kmeans", "n_clusters"),
-    ("dpd", "d_latent", "vae", "latent_dim"),
-    ("kmeans", "dim", "ssl", "d_model"),
+# the ablation network's contracts (MelodyConfig.validate covers the pipeline components)
+UNET_CONSISTENCY = (
+    ("unet1d", "vocab_size", "kmeans", "n_clusters"),
+    ("unet1d", "d_latent", "vae", "latent_dim"),
 )
 
 
-def export_runs(runs: list[Path], out: Path, which: str = "last", base: Path | None = None,
-                allow_mismatch: bool = False) -> BundleInfo:
+def export_runs(
+    runs: list[Path], out: Path, which: str = "last", base: Path | None = None, allow_mismatch: bool = False
+) -> BundleInfo:
     models: dict[str, nn.Module] = {}
     configs: dict[str, BaseConfig] = {}
     meta: dict[str, Any] = {"stages": {}}
@@ -64,11 +61,20 @@ def export_runs(runs: list[Path], out: Path, which: str = "last", base: Path | N
         last = ckpt if which == "last" else load_state(Path(run_dir) / CKPT_DIR / "last.pt")
         extra = {**run.get("export_meta", {}), **ckpt.get("export_meta", {})}
         meta["stages"][name] = {
-            "stage": run["stage"], "run": str(run_dir), "weights": which, "step": int(ckpt["step"]),
-            "total_steps": int(last["step"]), "wall_s": round(float(last.get("wall_s", 0.0)), 1),
-            "hardware": run.get("hardware", {}), "data": run.get("data", {}), "preset": run.get("preset"),
-            "upstream": run.get("upstream", {}), "init_from": run.get("init_from"), "hash": module_hash(model),
-            "hyper": run.get("hyper", {}), **extra,
+            "stage": run["stage"],
+            "run": str(run_dir),
+            "weights": which,
+            "step": int(ckpt["step"]),
+            "total_steps": int(last["step"]),
+            "wall_s": round(float(last.get("wall_s", 0.0)), 1),
+            "hardware": run.get("hardware", {}),
+            "data": run.get("data", {}),
+            "preset": run.get("preset"),
+            "upstream": run.get("upstream", {}),
+            "init_from": run.get("init_from"),
+            "hash": module_hash(model),
+            "hyper": run.get("hyper", {}),
+            **extra,
         }
         if name == "dpd" and "latent_scale" in extra:
             meta["latent_scale"] = extra["latent_scale"]
@@ -82,15 +88,20 @@ def export_runs(runs: list[Path], out: Path, which: str = "last", base: Path | N
     return save_bundle(out, models, configs, meta)
 
 
-def _mismatches(models: dict[str, nn.Module], configs: dict[str, BaseConfig],
-                upstream: dict[str, dict[str, Any]]) -> list[str]:
+def _mismatches(
+    models: dict[str, nn.Module], configs: dict[str, BaseConfig], upstream: dict[str, dict[str, Any]]
+) -> list[str]:
     out = []
     hashes = {n: module_hash(m) for n, m in models.items()}
     for name, ups in upstream.items():
         for up_name, info in ups.items():
             if up_name in hashes and hashes[up_name] != info.get("hash"):
                 out.append(f"{name} was trained on another {up_name} than the one exported")
-    for a, fa, b, fb in CONSISTENCY:
+    try:
+        MelodyConfig({n: c for n, c in configs.items() if n in PIPELINE_COMPONENTS}).validate()
+    except ConfigError as exc:
+        out.append(str(exc))
+    for a, fa, b, fb in UNET_CONSISTENCY:
         if a in configs and b in configs and getattr(configs[a], fa) != getattr(configs[b], fb):
             out.append(f"{a}.{fa}={getattr(configs[a], fa)} != {b}.{fb}={getattr(configs[b], fb)}")
     return out

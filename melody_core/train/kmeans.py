@@ -43,7 +43,9 @@ class KMeansStage(Stage):
         self.km = KMeansTokenizer(ctx.config).to(ctx.device)
         self.ssl = ctx.upstream["ssl"].model.eval()
         if not 0 <= ctx.config.layer <= self.ssl.config.n_layers:
-            raise TrainError(f"layer {ctx.config.layer} outside the SSL model's 0..{self.ssl.config.n_layers}")
+            raise TrainError(
+                f"layer {ctx.config.layer} outside the SSL model's 0..{self.ssl.config.n_layers}"
+            )
         self.max_frames = MAX_FRAMES.get(ctx.opts.preset, MAX_FRAMES["tiny"])
         self.valid_feats: torch.Tensor | None = None
 
@@ -70,8 +72,10 @@ class KMeansStage(Stage):
         ctx = self.ctx
         x = self._features(ctx.train, self.max_frames, ctx.opts.seed)
         if len(x) < self.km.config.n_clusters:
-            raise TrainError(f"only {len(x)} SSL frames for {self.km.config.n_clusters} clusters; add audio "
-                             "or --set n_clusters=...")
+            raise TrainError(
+                f"only {len(x)} SSL frames for {self.km.config.n_clusters} clusters; add audio "
+                "or --set n_clusters=..."
+            )
         history = self.km.fit(x, n_iter=ctx.hp.steps, seed=ctx.opts.seed, device=ctx.device)
         if len(ctx.valid):
             self.valid_feats = self._features(ctx.valid, VALID_FRAMES, ctx.opts.seed + 1)
@@ -83,4 +87,6 @@ class KMeansStage(Stage):
         if x is None or not len(x):
             return {}
         ids = self.km.assign(x)
-        return {"inertia": float((x.to(self.km.centroids.device) - self.km.lookup(ids)).pow(2).sum(-1).mean())}
+        return {
+            "inertia": float((x.to(self.km.centroids.device) - self.km.lookup(ids)).pow(2).sum(-1).mean())
+        }

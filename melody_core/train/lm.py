@@ -40,16 +40,36 @@ class LMStage(Stage):
 
     def defaults(self, preset: str) -> Hyper:
         if preset == "paper":
-            return Hyper(batch_size=32, crop_seconds=10.0, lr=3e-4, steps=400_000, warmup=4000, weight_decay=0.1,
-                         betas=LLAMA_BETAS, valid_every=2000)
-        return Hyper(batch_size=16, crop_seconds=10.0, lr=6e-4, steps=3000, warmup=200, weight_decay=0.1,
-                     betas=LLAMA_BETAS, valid_every=250)
+            return Hyper(
+                batch_size=32,
+                crop_seconds=10.0,
+                lr=3e-4,
+                steps=400_000,
+                warmup=4000,
+                weight_decay=0.1,
+                betas=LLAMA_BETAS,
+                valid_every=2000,
+            )
+        return Hyper(
+            batch_size=16,
+            crop_seconds=10.0,
+            lr=6e-4,
+            steps=3000,
+            warmup=200,
+            weight_decay=0.1,
+            betas=LLAMA_BETAS,
+            valid_every=250,
+        )
 
     def derived_config(self, upstream, hp, opts) -> dict:
         mulan = upstream["mulan"].config
         max_len = crop_units(hp.crop_seconds, self.unit_seconds)
-        out = {"vocab_size": upstream["kmeans"].config.n_clusters, "n_prefix": mulan.rvq_codebooks,
-               "prefix_codebook_size": mulan.rvq_codebook_size, "max_len": max_len}
+        out = {
+            "vocab_size": upstream["kmeans"].config.n_clusters,
+            "n_prefix": mulan.rvq_codebooks,
+            "prefix_codebook_size": mulan.rvq_codebook_size,
+            "max_len": max_len,
+        }
         if "window_keep" not in opts.overrides:
             out["window_keep"] = max(1, max_len // 2)
         return out
@@ -58,18 +78,23 @@ class LMStage(Stage):
         cfg: LMConfig = ctx.config  # type: ignore[assignment]
         self.model = SemanticLM(cfg).to(ctx.device)
         self.init_weights(self.model)
-        self.net = ctx.dist.wrap(_LMObjective(self.model))
+        self.net = ctx.prepare(_LMObjective(self.model))
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
         up, sets = ctx.upstream, [ctx.train, ctx.valid]
-        (self.tokens, self.valid_tokens) = semantic_tokens(ctx.cache_dir, up["ssl"], up["kmeans"], sets, ctx.dist,
-                                                          ctx.device)
+        (self.tokens, self.valid_tokens) = semantic_tokens(
+            ctx.cache_dir, up["ssl"], up["kmeans"], sets, ctx.dist, ctx.device
+        )
         (self.codes, self.valid_codes) = mulan_codes(ctx.cache_dir, up["mulan"], sets, ctx.dist, ctx.device)
         self.window_s = up["mulan"].config.clip_seconds
         self.crop = cfg.max_len
         self.sampler = self.make_sampler([len(t) for t in self.tokens], self.crop)
-        self.valid_items = fixed_items([len(t) for t in self.valid_tokens], self.crop,
-                                       ctx.hp.valid_batches * ctx.hp.batch_size, ctx.opts.seed)
+        self.valid_items = fixed_items(
+            [len(t) for t in self.valid_tokens],
+            self.crop,
+            ctx.hp.valid_batches * ctx.hp.batch_size,
+            ctx.opts.seed,
+        )
 
     def modules(self) -> dict[str, nn.Module]:
         return {"lm": self.model}
@@ -80,8 +105,12 @@ class LMStage(Stage):
     def _batch(self, items: list[Item], tokens: list[torch.Tensor], codes: list[torch.Tensor]):
         toks = torch.stack([tokens[it.clip][it.offset : it.offset + self.crop] for it in items])  # (B, T)
         centre = [(it.offset + self.crop / 2) / SEMANTIC_RATE for it in items]
-        prefix = torch.stack([codes[it.clip][window_index(c, self.window_s, len(codes[it.clip]))]
-                              for it, c in zip(items, centre)])  # (B, n_prefix)
+        prefix = torch.stack(
+            [
+                codes[it.clip][window_index(c, self.window_s, len(codes[it.clip]))]
+                for it, c in zip(items, centre)
+            ]
+        )  # (B, n_prefix)
         return prefix.to(self.ctx.device), toks.to(self.ctx.device)
 
     def train_step(self, step: int) -> dict[str, float]:

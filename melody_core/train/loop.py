@@ -44,7 +44,15 @@ from melody_core.train.state import (
     seed_all,
     write_json,
 )
-from melody_core.train.upstream import CKPT_DIR, RUN_FILE, TrainError, is_run, load_component, read_run, resolve_upstream
+from melody_core.train.upstream import (
+    CKPT_DIR,
+    RUN_FILE,
+    TrainError,
+    is_run,
+    load_component,
+    read_run,
+    resolve_upstream,
+)
 
 STATE_FORMAT = "melody-train-state"
 STATE_VERSION = 1
@@ -64,10 +72,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     dist = init_distributed(device)
+    threads = torch.get_num_threads()
     try:
         _set_threads(opts, dist)
         return _Runner(stage, opts, dist, started).run()
     finally:
+        torch.set_num_threads(threads)  # in-process callers (tests, smoke runs) get theirs back
         shutdown_distributed()
 
 
@@ -100,6 +110,8 @@ class _Runner:
     def run(self) -> dict[str, Any]:
         opts, stage, dist = self.opts, self.stage, self.dist
         resuming = self._prepare_run_dir()
+        if opts.compile and dist.device.type != "cuda":
+            self._log("note: --compile only applies on CUDA; ignored")
         try:
             train, valid = load_clips(opts.data, "train"), load_clips(opts.data, "valid")
         except CorpusError as exc:
@@ -115,19 +127,35 @@ class _Runner:
         total = hp.steps if (opts.steps is not None or opts.minutes is None) else None
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else self.run_dir.parent / ".melody-cache"
         seed_all(opts.seed)
-        ctx = StageContext(opts, hp, dist, dist.device, self.run_dir, cache_dir, config, train, valid,
-                           upstream, init, total, resuming)
+        ctx = StageContext(
+            opts=opts,
+            hp=hp,
+            dist=dist,
+            device=dist.device,
+            run_dir=self.run_dir,
+            cache_dir=cache_dir,
+            config=config,
+            train=train,
+            valid=valid,
+            upstream=upstream,
+            init=init,
+            total_steps=total,
+            resuming=resuming,
+        )
         stage.ctx = ctx
         stage.setup(ctx)
         if dist.is_main:
-            self._write_run_json(ctx, train, valid)
             self.log_file = MetricsLog(self.run_dir / "metrics.csv", stage.metrics)
         if resuming:
             self._load_checkpoint()
         else:
             seed_all(int(combine_hashes(str(opts.seed), str(dist.rank))[:8], 16))
-        self._log(f"{stage.name}: {'resuming at step ' + str(self.step) if resuming else 'starting'}; "
-                  f"{len(train)} train / {len(valid)} valid clips, device {dist.device}, world {dist.world}")
+        if dist.is_main:  # after the checkpoint: export_meta (e.g. latent_scale) is the restored one
+            self._write_run_json(ctx, train, valid)
+        self._log(
+            f"{stage.name}: {'resuming at step ' + str(self.step) if resuming else 'starting'}; "
+            f"{len(train)} train / {len(valid)} valid clips, device {dist.device}, world {dist.world}"
+        )
         try:
             return self._one_shot(ctx) if stage.one_shot else self._loop(ctx)
         finally:
@@ -156,8 +184,10 @@ class _Runner:
         if run.get("stage") != self.stage.name:
             raise TrainError(f"{self.run_dir} holds a {run.get('stage')!r} run; use another --out")
         if _jsonable(run.get("config")) != _jsonable(config):
-            raise TrainError(f"{self.run_dir}: the model config differs from the run being resumed "
-                             "(same --preset/--set/--upstream, or --no-resume to start over)")
+            raise TrainError(
+                f"{self.run_dir}: the model config differs from the run being resumed "
+                "(same --preset/--set/--upstream, or --no-resume to start over)"
+            )
 
     def _write_run_json(self, ctx: StageContext, train: ClipSet, valid: ClipSet) -> None:
         opts = self.opts
@@ -168,8 +198,11 @@ class _Runner:
             "preset": opts.preset,
             "config": ctx.config.to_dict(),
             "hyper": asdict(ctx.hp),
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()
-                        if k not in ("upstream", "kill_at_step")},
+            "options": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(opts).items()
+                if k not in ("upstream", "kill_at_step")
+            },
             "data": corpus_summary(train, valid),
             "upstream": {n: {"hash": c.hash, "source": c.source} for n, c in ctx.upstream.items()},
             "init_from": None if ctx.init is None else {"hash": ctx.init.hash, "source": ctx.init.source},
@@ -193,7 +226,9 @@ class _Runner:
                 elapsed = time.monotonic() - self.started
                 time_up = opts.minutes is not None and elapsed >= opts.minutes * 60
                 ckpt_due = time.monotonic() - last_ckpt >= opts.ckpt_minutes * 60
-                time_up, sig, ckpt_due = dist.all_reduce_max([float(time_up), float(self._signal), float(ckpt_due)])
+                time_up, sig, ckpt_due = dist.all_reduce_max(
+                    [float(time_up), float(self._signal), float(ckpt_due)]
+                )
                 if time_up or sig:
                     self.stop_reason = "time budget" if time_up else "signal"
                     break
@@ -203,8 +238,10 @@ class _Runner:
                 self.wall = wall_start + time.monotonic() - session_start
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
-                    raise TrainError(f"{stage.name}: {', '.join(bad)} became non-finite at step {self.step}; "
-                                     f"last checkpoint: step {max(self.saved_step, 0)} (lower --lr?)")
+                    raise TrainError(
+                        f"{stage.name}: {', '.join(bad)} became non-finite at step {self.step}; "
+                        f"last checkpoint: step {max(self.saved_step, 0)} (lower --lr?)"
+                    )
                 if self.log_file is not None and self.step % opts.log_every == 0:
                     self.log_file.write(self.step, "train", self.wall, lr, values)
                 bar.update(1)
@@ -264,8 +301,15 @@ class _Runner:
         if score is not None and (self.best is None or score < self.best["value"]):
             self.best = {"step": self.step, "value": score}
             models = {self.stage.component: self.stage.modules()[self.stage.component].state_dict()}
-            save_state(self.ckpt_dir / "best.pt", {"format": STATE_FORMAT, "step": self.step,
-                                                   "models": models, "export_meta": self.stage.export_meta()})
+            save_state(
+                self.ckpt_dir / "best.pt",
+                {
+                    "format": STATE_FORMAT,
+                    "step": self.step,
+                    "models": models,
+                    "export_meta": self.stage.export_meta(),
+                },
+            )
 
     def _save(self) -> None:
         rngs = self.dist.gather_objects(capture_rng())
@@ -321,23 +365,37 @@ class _Runner:
             return
         if self.dist.distributed:
             same = all(h == hashes[0] for h in hashes)
-            write_json(self.run_dir / DDP_CHECK_FILE, {"step": self.step, "world": self.dist.world,
-                                                        "params_hashes": hashes, "identical": same})
+            write_json(
+                self.run_dir / DDP_CHECK_FILE,
+                {"step": self.step, "world": self.dist.world, "params_hashes": hashes, "identical": same},
+            )
             if not same:
                 self._log("warning: parameters differ across DDP ranks (see ddp_check.json)")
         if self.opts.plot and self.log_file is not None:
             try:
-                plot_metrics(self.run_dir / "metrics.csv", self.run_dir / "loss.png",
-                             f"{self.stage.name} ({self.opts.preset})", self.stage.metrics)
+                plot_metrics(
+                    self.run_dir / "metrics.csv",
+                    self.run_dir / "loss.png",
+                    f"{self.stage.name} ({self.opts.preset})",
+                    self.stage.metrics,
+                )
             except Exception as exc:  # noqa: BLE001 - a plot never fails a training run
                 self._log(f"note: could not plot the metrics ({type(exc).__name__}: {exc})")
         why = f" ({self.stop_reason})" if self.stop_reason else ""
-        self._log(f"{self.stage.name}: stopped at step {self.step}{why}; {self.wall:.1f} s of training; "
-                  f"checkpoint {self.ckpt_dir / 'last.pt'}")
+        self._log(
+            f"{self.stage.name}: stopped at step {self.step}{why}; {self.wall:.1f} s of training; "
+            f"checkpoint {self.ckpt_dir / 'last.pt'}"
+        )
 
     def _summary(self) -> dict[str, Any]:
-        return {"stage": self.stage.name, "step": self.step, "wall_s": self.wall, "best": self.best,
-                "stopped": self.stop_reason, "run_dir": str(self.run_dir)}
+        return {
+            "stage": self.stage.name,
+            "step": self.step,
+            "wall_s": self.wall,
+            "best": self.best,
+            "stopped": self.stop_reason,
+            "run_dir": str(self.run_dir),
+        }
 
     # ---------------------------------------------------------------------------------- utilities
     def _lr(self) -> float:
@@ -360,10 +418,18 @@ class _Runner:
 
 def hardware(dist: DistContext) -> dict[str, Any]:
     dev = dist.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    return {"device": str(dev.type), "device_name": name, "world_size": dist.world,
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "platform": platform.platform()}
+    name = (
+        torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    )
+    return {
+        "device": str(dev.type),
+        "device_name": name,
+        "world_size": dist.world,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _jsonable(x: Any) -> Any:

@@ -31,7 +31,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Keep the header and rows with step <= `step` (rewritten atomically)."""
         rows = read_metrics(self.path) if self.path.is_file() else []
-        keep = [r for r in rows if int(r["step"]) <= step]
+        keep = [r for r in rows if (r.get("step") or "").isdigit() and int(r["step"]) <= step]  # torn rows go
         buf = io.StringIO()
         writer = csv.DictWriter(buf, self.columns, extrasaction="ignore")
         writer.writeheader()

@@ -22,7 +22,16 @@ from torch import nn
 from melody_core import SAMPLE_RATE
 from melody_core.models.mulan import MuLan, MuLanConfig
 from melody_core.train.data import AudioStore, ClipSet, batches, fixed_items
-from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, TrainError, adamw, crop_units, optimize
+from melody_core.train.stage import (
+    Hyper,
+    LRSchedule,
+    Stage,
+    StageContext,
+    TrainError,
+    adamw,
+    crop_units,
+    optimize,
+)
 
 BANK_FACTOR = 4  # RVQ bank rows = BANK_FACTOR x rvq_codebook_size
 
@@ -38,7 +47,9 @@ class MuLanStage(Stage):
 
     def defaults(self, preset: str) -> Hyper:
         if preset == "paper":
-            return Hyper(batch_size=64, crop_seconds=10.0, lr=1e-4, steps=200_000, warmup=5000, valid_every=2000)
+            return Hyper(
+                batch_size=64, crop_seconds=10.0, lr=1e-4, steps=200_000, warmup=5000, valid_every=2000
+            )
         return Hyper(batch_size=16, crop_seconds=10.0, lr=3e-4, steps=2000, warmup=200, valid_every=250)
 
     def setup(self, ctx: StageContext) -> None:
@@ -47,7 +58,7 @@ class MuLanStage(Stage):
         self.model = MuLan(cfg).to(ctx.device)
         self.init_weights(self.model)
         self.model.load_pretrained_text_tower()  # frozen MiniLM from its package (no-op for "hash")
-        self.net = ctx.dist.wrap(self.model)
+        self.net = ctx.prepare(self.model)
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
         self.crop = crop_units(min(ctx.hp.crop_seconds, cfg.clip_seconds), 1 / SAMPLE_RATE)
@@ -59,8 +70,9 @@ class MuLanStage(Stage):
         self.sampler = self.make_sampler(lengths, self.crop)
         self.audio, self.valid_audio = AudioStore(ctx.train), AudioStore(ctx.valid)
         valid_lengths = [n if ctx.valid.records[i].captions else 0 for i, n in enumerate(ctx.valid.lengths)]
-        self.valid_items = fixed_items(valid_lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size,
-                                       ctx.opts.seed)
+        self.valid_items = fixed_items(
+            valid_lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size, ctx.opts.seed
+        )
         self.bank = torch.zeros(BANK_FACTOR * cfg.rvq_codebook_size, cfg.embed_dim, device=ctx.device)
         self.bank_fill, self.bank_pos = 0, 0
 
@@ -92,8 +104,10 @@ class MuLanStage(Stage):
         with ctx.autocast():
             out = self.net(texts, wav)
         optimize(out.loss, self.opt, ctx.hp.grad_clip)
-        values = {"loss": float(out.loss.detach()),
-                  "temperature": float(1.0 / self.model.logit_scale.detach().exp())}
+        values = {
+            "loss": float(out.loss.detach()),
+            "temperature": float(1.0 / self.model.logit_scale.detach().exp()),
+        }
         self._push(ctx.dist.all_gather(out.audio_emb.detach().float()))
         if self.bank_fill >= min(len(self.bank), self.cfg.rvq_codebook_size):
             self.model.rvq.train()

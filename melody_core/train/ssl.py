@@ -19,7 +19,16 @@ from torch import nn
 from melody_core.models.kmeans import KMeansConfig, KMeansTokenizer
 from melody_core.models.ssl_conformer import HOP, SSLConfig, Wav2Vec2Conformer, hubert_frame_features
 from melody_core.train.data import AudioStore, batches, fixed_items
-from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, TrainError, adamw, crop_units, optimize
+from melody_core.train.stage import (
+    Hyper,
+    LRSchedule,
+    Stage,
+    StageContext,
+    TrainError,
+    adamw,
+    crop_units,
+    optimize,
+)
 
 OBJECTIVES = ("wav2vec2", "hubert")
 HUBERT_MELS = 64  # hubert_frame_features default: 2 x 64 dims (log-mel + delta)
@@ -46,10 +55,18 @@ class SSLStage(Stage):
 
     def defaults(self, preset: str) -> Hyper:
         if preset == "paper":
-            return Hyper(batch_size=32, crop_seconds=10.0, lr=3e-4, steps=400_000, warmup=32_000,
-                         grad_clip=10.0, valid_every=2000)
-        return Hyper(batch_size=8, crop_seconds=4.0, lr=5e-4, steps=3000, warmup=300, grad_clip=10.0,
-                     valid_every=250)
+            return Hyper(
+                batch_size=32,
+                crop_seconds=10.0,
+                lr=3e-4,
+                steps=400_000,
+                warmup=32_000,
+                grad_clip=10.0,
+                valid_every=2000,
+            )
+        return Hyper(
+            batch_size=8, crop_seconds=4.0, lr=5e-4, steps=3000, warmup=300, grad_clip=10.0, valid_every=250
+        )
 
     def setup(self, ctx: StageContext) -> None:
         if ctx.opts.objective not in OBJECTIVES:
@@ -58,11 +75,14 @@ class SSLStage(Stage):
         self.hubert = ctx.opts.objective == "hubert"
         self.model = Wav2Vec2Conformer(self.cfg).to(ctx.device)
         self.init_weights(self.model)
-        unused = [self.model.hubert_head] if not self.hubert else [
-            self.model.quantizer, self.model.project_q, self.model.final_proj]
+        unused = (
+            [self.model.hubert_head]
+            if not self.hubert
+            else [self.model.quantizer, self.model.project_q, self.model.final_proj]
+        )
         for m in unused:
             m.requires_grad_(False)
-        self.net = ctx.dist.wrap(_HubertObjective(self.model) if self.hubert else self.model)
+        self.net = ctx.prepare(_HubertObjective(self.model) if self.hubert else self.model)
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
         self.crop = crop_units(ctx.hp.crop_seconds, 1 / 24_000, HOP)
@@ -70,12 +90,14 @@ class SSLStage(Stage):
             raise TrainError("ssl needs crops of at least 2 frames (0.08 s)")
         self.sampler = self.make_sampler(ctx.train.lengths, self.crop, align=HOP)
         self.audio, self.valid_audio = AudioStore(ctx.train), AudioStore(ctx.valid)
-        self.valid_items = fixed_items(ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size,
-                                       ctx.opts.seed, HOP)
+        self.valid_items = fixed_items(
+            ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size, ctx.opts.seed, HOP
+        )
         self.targets_km: KMeansTokenizer | None = None
         if self.hubert:
             self.targets_km = KMeansTokenizer(
-                KMeansConfig(n_clusters=self.cfg.hubert_classes, dim=2 * HUBERT_MELS, layer=0))
+                KMeansConfig(n_clusters=self.cfg.hubert_classes, dim=2 * HUBERT_MELS, layer=0)
+            )
             if not ctx.resuming:
                 self._fit_targets()
 
@@ -97,7 +119,9 @@ class SSLStage(Stage):
                     break
             x = torch.cat(feats)
             if len(x) < self.cfg.hubert_classes:
-                raise TrainError(f"hubert targets: {len(x)} frames < hubert_classes={self.cfg.hubert_classes}")
+                raise TrainError(
+                    f"hubert targets: {len(x)} frames < hubert_classes={self.cfg.hubert_classes}"
+                )
             self.targets_km.fit(x, n_iter=HUBERT_KMEANS_ITERS, seed=ctx.opts.seed)
             cent = self.targets_km.centroids
         self.targets_km.centroids.copy_(ctx.dist.broadcast_object(cent))
@@ -126,8 +150,13 @@ class SSLStage(Stage):
             out = net(wav, self._targets(wav))
             return {"loss": out.loss, "contrastive": out.prediction_loss, "accuracy": out.accuracy}
         out = net(wav)
-        return {"loss": out.loss, "contrastive": out.contrastive_loss, "diversity": out.diversity_loss,
-                "code_ppl": out.code_perplexity, "accuracy": out.accuracy}
+        return {
+            "loss": out.loss,
+            "contrastive": out.contrastive_loss,
+            "diversity": out.diversity_loss,
+            "code_ppl": out.code_perplexity,
+            "accuracy": out.accuracy,
+        }
 
     def train_step(self, step: int) -> dict[str, float]:
         ctx = self.ctx
@@ -153,8 +182,9 @@ class SSLStage(Stage):
         try:
             for items in batches(self.valid_items, ctx.hp.batch_size):
                 wav = self.valid_audio.batch(items, self.crop).to(ctx.device)
-                for k, v in self._loss(self.model if not self.hubert else _HubertObjective(self.model),
-                                       wav).items():
+                for k, v in self._loss(
+                    self.model if not self.hubert else _HubertObjective(self.model), wav
+                ).items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(items)
                 n += len(items)
         finally:

@@ -84,8 +84,17 @@ class TrainOptions:
     def hyper(self, defaults: Hyper) -> Hyper:
         """Preset defaults with the CLI's explicit values applied."""
         h = Hyper(**defaults.__dict__)
-        for name in ("batch_size", "crop_seconds", "lr", "steps", "warmup", "weight_decay", "grad_clip",
-                     "valid_every", "valid_batches"):
+        for name in (
+            "batch_size",
+            "crop_seconds",
+            "lr",
+            "steps",
+            "warmup",
+            "weight_decay",
+            "grad_clip",
+            "valid_every",
+            "valid_batches",
+        ):
             value = getattr(self, name)
             if value is not None:
                 setattr(h, name, value)
@@ -111,6 +120,14 @@ class StageContext:
     init: Component | None
     total_steps: int | None  # None: wall-clock budget only
     resuming: bool = False  # a checkpoint will be loaded after setup
+
+    def prepare(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
+        """The module the training step calls: DDP-wrapped when distributed, then torch.compile'd
+        with --compile on CUDA (ignored on CPU). Checkpoints always hold the raw module."""
+        net = self.dist.wrap(module, find_unused)
+        if self.opts.compile and self.device.type == "cuda":
+            net = torch.compile(net)
+        return net
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA when --amp (default); a no-op on CPU."""
@@ -191,8 +208,9 @@ class Stage:
         """Config fields fixed by upstream models or the crop (e.g. vocabulary sizes)."""
         return {}
 
-    def make_config(self, opts: TrainOptions, hp: Hyper, upstream: dict[str, Component],
-                    init: Component | None) -> BaseConfig:
+    def make_config(
+        self, opts: TrainOptions, hp: Hyper, upstream: dict[str, Component], init: Component | None
+    ) -> BaseConfig:
         cfg_cls, _ = component_classes(self.component)
         try:
             base = init.config.to_dict() if init is not None else cfg_cls.preset(opts.preset).to_dict()
@@ -243,7 +261,9 @@ class Stage:
         ctx = self.ctx
         assert ctx is not None
         try:
-            return CropSampler(lengths, crop, ctx.hp.batch_size, ctx.dist.world, ctx.dist.rank, ctx.opts.seed, align)
+            return CropSampler(
+                lengths, crop, ctx.hp.batch_size, ctx.dist.world, ctx.dist.rank, ctx.opts.seed, align
+            )
         except ValueError:
             secs = crop * self.unit_seconds
             raise TrainError(

@@ -95,7 +95,9 @@ def run_component(path: Path, device: torch.device, which: str = "last") -> Comp
 def bundle_component(path: Path, name: str, device: torch.device) -> Component:
     bundle = load_bundle(path, device=device, components=[name])
     model = bundle.models[name]
-    return Component(name, model, bundle.configs[name], module_hash(model), f"bundle {path}", dict(bundle.meta))
+    return Component(
+        name, model, bundle.configs[name], module_hash(model), f"bundle {path}", dict(bundle.meta)
+    )
 
 
 def load_component(path: Path, name: str, device: torch.device) -> Component:
@@ -113,14 +115,18 @@ def load_component(path: Path, name: str, device: torch.device) -> Component:
     raise TrainError(f"{path}: neither a bundle nor a run folder")
 
 
-def resolve_upstream(paths: list[Path], needed: tuple[str, ...], device: torch.device) -> dict[str, Component]:
+def resolve_upstream(
+    paths: list[Path], needed: tuple[str, ...], device: torch.device
+) -> dict[str, Component]:
     """Each needed component from the given paths: a run folder provides its own component, a
     bundle any of its components; the first path providing a component wins."""
     found: dict[str, Component] = {}
     for name in needed:
         for p in paths:
             p = Path(p)
-            if (is_run(p) and read_run(p).get("component") == name) or (is_bundle(p) and _bundle_has(p, name)):
+            if (is_run(p) and read_run(p).get("component") == name) or (
+                is_bundle(p) and _bundle_has(p, name)
+            ):
                 found[name] = load_component(p, name, device)
                 break
         else:

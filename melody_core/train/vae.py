@@ -19,7 +19,7 @@ from melody_core import SAMPLE_RATE
 from melody_core.audio.features import si_sdr
 from melody_core.models.discriminators import VAEGANDiscriminator
 from melody_core.models.gan_losses import discriminator_loss, generator_loss_terms
-from melody_core.models.vae_gan import AudioVAE, VAEConfig
+from melody_core.models.vae_gan import AudioVAE, VAEConfig, VAEOutput
 from melody_core.train.data import AudioStore, batches, fixed_items
 from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, adamw, crop_units, optimize
 
@@ -33,10 +33,28 @@ class VAEStage(Stage):
 
     def defaults(self, preset: str) -> Hyper:
         if preset == "paper":
-            return Hyper(batch_size=16, crop_seconds=0.5, lr=2e-4, steps=400_000, warmup=0, weight_decay=0.0,
-                         grad_clip=0.0, betas=HIFIGAN_BETAS, valid_every=2000)
-        return Hyper(batch_size=8, crop_seconds=0.5, lr=2e-4, steps=3000, warmup=0, weight_decay=0.0,
-                     grad_clip=0.0, betas=HIFIGAN_BETAS, valid_every=250)
+            return Hyper(
+                batch_size=16,
+                crop_seconds=0.5,
+                lr=2e-4,
+                steps=400_000,
+                warmup=0,
+                weight_decay=0.0,
+                grad_clip=0.0,
+                betas=HIFIGAN_BETAS,
+                valid_every=2000,
+            )
+        return Hyper(
+            batch_size=8,
+            crop_seconds=0.5,
+            lr=2e-4,
+            steps=3000,
+            warmup=0,
+            weight_decay=0.0,
+            grad_clip=0.0,
+            betas=HIFIGAN_BETAS,
+            valid_every=250,
+        )
 
     def setup(self, ctx: StageContext) -> None:
         cfg: VAEConfig = ctx.config  # type: ignore[assignment]
@@ -44,17 +62,20 @@ class VAEStage(Stage):
         self.vae = AudioVAE(cfg).to(ctx.device)
         self.init_weights(self.vae)
         self.disc = VAEGANDiscriminator(cfg).to(ctx.device)
-        self.g = ctx.dist.wrap(self.vae)
-        self.d = ctx.dist.wrap(self.disc)
+        self.g = ctx.prepare(self.vae)
+        self.d = ctx.prepare(self.disc)
         self.opt_g, self.opt_d = adamw([self.vae], ctx.hp), adamw([self.disc], ctx.hp)
-        self.schedules = {"g": LRSchedule(self.opt_g, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps),
-                          "d": LRSchedule(self.opt_d, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
+        self.schedules = {
+            "g": LRSchedule(self.opt_g, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps),
+            "d": LRSchedule(self.opt_d, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps),
+        }
         self.crop = crop_units(ctx.hp.crop_seconds, 1 / SAMPLE_RATE, cfg.hop)
         self.sampler = self.make_sampler(ctx.train.lengths, self.crop, align=cfg.hop)
         self.audio = AudioStore(ctx.train)
         self.valid_audio = AudioStore(ctx.valid)
-        self.valid_items = fixed_items(ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size,
-                                       ctx.opts.seed, cfg.hop)
+        self.valid_items = fixed_items(
+            ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size, ctx.opts.seed, cfg.hop
+        )
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae, "disc": self.disc}
@@ -68,6 +89,7 @@ class VAEStage(Stage):
         b = wav.shape[0]
         with ctx.autocast():
             out = self.g(wav)
+        out = VAEOutput(*(t.float() for t in out))  # losses (STFT, mel, KL) in fp32 under --amp
         adversarial = step >= cfg.adversarial_start_step
         values: dict[str, float] = {}
         disc_real = disc_fake = None

@@ -1,0 +1,379 @@
+"""Application logic between the widgets and the pipeline (no widgets here).
+
+Loads the engine in a thread, runs one generation job at a time in a `GenerationWorker`, plays
+streamed chunks as they arrive, turns finished results into takes / arrangement edits, and turns
+every failure into a `message` signal -- the session is never touched by a failed job.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
+
+from app.engine import Engine, EngineError, EngineFactory, load_engine
+from app.playback import Playback
+from app.session import SessionModel
+from app.store import StoredAudio
+from app.worker import GenerationWorker, Job, TaskWorker, blocking_job
+from melody_core.pipeline_types import AudioChunk, GenerationResult, GenerationSettings, Progress, StreamControl
+
+log = logging.getLogger(__name__)
+
+SEED_RANGE = 2**31
+FIRST_SOUND_POLL_MS = 5
+FIRST_SOUND_TIMEOUT_S = 5.0
+INPAINT_FADE_S = 0.01  # crossfade inside the region edges (keeps samples outside it untouched)
+
+
+def random_seed() -> int:
+    return random.randrange(SEED_RANGE)
+
+
+def splice(original: np.ndarray, region: np.ndarray, start: int, end: int, fade: int) -> np.ndarray:
+    """`original` with [start, end) taken from `region` (same length as original), crossfaded
+    linearly over `fade` samples just inside both edges; samples outside [start, end) are untouched."""
+    out = original.copy()
+    out[start:end] = region[start:end]
+    fade = min(fade, (end - start) // 2)
+    if fade > 0:
+        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        out[start:start + fade] = original[start:start + fade] * (1 - ramp) + region[start:start + fade] * ramp
+        out[end - fade:end] = region[end - fade:end] * ramp[::-1] + original[end - fade:end] * (1 - ramp[::-1])
+    return out
+
+
+@dataclass
+class _Job:
+    kind: str  # generate | stream | regenerate | extend | inpaint
+    settings: GenerationSettings
+    worker: GenerationWorker
+    thread: QThread
+    apply: Callable[[int], None]  # arrangement edit with the new take id
+    parent_id: int | None = None
+    live: bool = False
+    pressed: float = field(default_factory=time.perf_counter)
+    first_chunk: float = 0.0
+    chunk_times: list[float] = field(default_factory=list)
+    samples: int = 0
+
+
+class Controller(QObject):
+    message = Signal(str, str)  # level: info | warning | error, text
+    busy_changed = Signal(bool, str)  # busy, job kind
+    progress = Signal(str, int, int)  # stage, done, total
+    engine_changed = Signal(str)  # "" = no engine; else a description
+    engine_loading = Signal(bool)
+    live_updated = Signal()  # live (not yet saved) audio grew
+    seed_used = Signal(int)
+    first_sound = Signal(float)  # milliseconds from Generate to the first sample at the device
+    style_loaded = Signal(object, str)  # (audio or None, path)
+    job_finished = Signal(str, object)  # kind, take id (None when cancelled/failed)
+
+    def __init__(self, session: SessionModel, playback: Playback, engine_factory: EngineFactory,
+                 threads: int | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.playback = playback
+        self._factory = engine_factory
+        self._threads = threads
+        self.engine: Engine | None = None
+        self.engine_error = ""
+        self._loading: tuple[TaskWorker, QThread] | None = None
+        self._after_load: list[Callable[[], None]] = []
+        self._job: _Job | None = None
+        self._tasks: list[tuple[QObject, QThread]] = []
+        self._live: list[np.ndarray] = []
+        self.last_first_sound_ms: float | None = None
+        self._fs_timer = QTimer(self)
+        self._fs_timer.setInterval(FIRST_SOUND_POLL_MS)
+        self._fs_timer.timeout.connect(self._poll_first_sound)
+        playback.player.underrun.connect(self._on_underrun)
+        playback.player.device_error.connect(lambda msg: self.message.emit("error", f"Playback stopped: {msg}"))
+
+    # ------------------------------------------------------------------ engine
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    @property
+    def loading(self) -> bool:
+        return self._loading is not None
+
+    def load_engine(self, bundle: str | None, device: str) -> None:
+        """Load (or reload) the model in a thread; generation requests wait for it."""
+        if self._loading is not None or self.busy:
+            self.message.emit("warning", "Wait for the current job to finish before changing the model")
+            return
+        self.engine = None
+        self.engine_changed.emit("")
+        worker = TaskWorker(lambda: load_engine(self._factory, bundle, device, self._threads))
+        worker.succeeded.connect(self._on_engine)
+        worker.failed.connect(self._on_engine_failed)
+        thread = worker.start(self)
+        self._loading = (worker, thread)
+        thread.finished.connect(self._loading_done)
+        self.engine_loading.emit(True)
+
+    def _loading_done(self) -> None:
+        self._loading = None
+        self.engine_loading.emit(False)
+        pending, self._after_load = self._after_load, []
+        if self.engine is not None:
+            for call in pending:
+                call()
+
+    def _on_engine(self, engine: Engine) -> None:
+        self.engine, self.engine_error = engine, ""
+        desc = f"{engine.device.upper()} · model {engine.model_hash[:12]}"
+        log.info("engine ready: %s", desc)
+        self.engine_changed.emit(desc)
+
+    def _on_engine_failed(self, msg: str) -> None:
+        self.engine_error = msg if msg.startswith("cannot") else f"cannot load the model: {msg}"
+        self.message.emit("error", self.engine_error)
+
+    def _ready(self, call: Callable[[], None]) -> bool:
+        if self.busy:
+            self.message.emit("warning", "A generation is running: cancel it first")
+            return False
+        if self.engine is None:
+            if self._loading is not None:
+                self._after_load.append(call)
+                self.message.emit("info", "The model is loading; generation starts when it is ready")
+            else:
+                self.message.emit("error", self.engine_error or "No model is loaded")
+            return False
+        return True
+
+    # ------------------------------------------------------------------ generation entry points
+    def _seeded(self, settings: GenerationSettings) -> GenerationSettings:
+        return settings if settings.seed is not None else replace(settings, seed=random_seed())
+
+    def generate(self, settings: GenerationSettings) -> None:
+        """New segment at the end of the arrangement; plays while it is generated."""
+        if not self._ready(lambda: self.generate(settings)):
+            return
+        s = self._seeded(settings)
+        self._start("generate", s, lambda ctl: self._engine().stream(s, ctl), self.session.append, live=True)
+
+    def keep_playing(self, settings: GenerationSettings) -> None:
+        """Endless stream steered by `steer()` until `stop_live()`; saved as one segment."""
+        if not self._ready(lambda: self.keep_playing(settings)):
+            return
+        s = self._seeded(settings)
+        self._start("stream", s, lambda ctl: self._engine().stream(s, ctl, endless=True), self.session.append,
+                    live=True)
+
+    def regenerate(self, index: int, settings: GenerationSettings, same_seed: bool) -> None:
+        """Replace segment `index`: its own settings with a new seed, or `settings` with its seed."""
+        if not self._ready(lambda: self.regenerate(index, settings, same_seed)):
+            return
+        take = self.session.take(self.session.take_ids[index])
+        if same_seed:
+            s = replace(settings, seed=take.seed)
+        else:
+            known = {k: v for k, v in take.settings.items() if k in GenerationSettings.__dataclass_fields__}
+            s = replace(GenerationSettings(**known), seed=random_seed())
+        self._start("regenerate", s, lambda ctl: self._engine().stream(s, ctl),
+                    lambda tid: self.session.replace(index, tid), live=True, parent_id=take.id)
+
+    def extend(self, index: int, settings: GenerationSettings) -> None:
+        """Continue segment `index` from its end; the continuation becomes a new segment after it."""
+        if not self._ready(lambda: self.extend(index, settings)):
+            return
+        take = self.session.take(self.session.take_ids[index])
+        audio = self.session.audio(take.id)
+        s = self._seeded(settings)
+        job = blocking_job(lambda ctl: self._engine().continue_(audio, s.seconds, s, ctl))
+        self._start("extend", s, job, lambda tid: self.session.insert(index + 1, tid), parent_id=take.id,
+                    transform=lambda out: out[len(audio):])
+
+    def inpaint(self, index: int, start: int, end: int, settings: GenerationSettings) -> None:
+        """Regenerate samples [start, end) of segment `index` only."""
+        if not self._ready(lambda: self.inpaint(index, start, end, settings)):
+            return
+        take = self.session.take(self.session.take_ids[index])
+        audio = self.session.audio(take.id)
+        start, end = max(0, start), min(len(audio), end)
+        if end - start < take.sample_rate // 10:
+            self.message.emit("warning", "Select at least 0.1 s inside one segment to regenerate it")
+            return
+        s = self._seeded(settings)
+        sr = take.sample_rate
+        job = blocking_job(lambda ctl: self._engine().inpaint(audio, start / sr, end / sr, s, ctl))
+        fade = int(INPAINT_FADE_S * sr)
+        self._start("inpaint", s, job, lambda tid: self.session.replace(index, tid), parent_id=take.id,
+                    transform=lambda out: splice(audio, out[: len(audio)], start, end, fade))
+
+    def _engine(self) -> Engine:
+        assert self.engine is not None
+        return self.engine
+
+    # ------------------------------------------------------------------ job plumbing
+    def _start(self, kind: str, settings: GenerationSettings, job: Job, apply: Callable[[int], None],
+               live: bool = False, parent_id: int | None = None,
+               transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        store, model_hash = self.session.store, self._engine().model_hash
+        tags = {"prompt": settings.prompt or "", "seed": str(settings.seed), "model_hash": model_hash,
+                "kind": kind}
+
+        def finalize(result: GenerationResult) -> tuple[GenerationResult, StoredAudio]:
+            audio = transform(result.audio) if transform else result.audio  # runs in the worker thread
+            return result, store.write_audio(audio, result.sample_rate, tags)
+
+        worker = GenerationWorker(job, StreamControl(), finalize)
+        worker.progress.connect(self._on_progress)
+        worker.chunk.connect(self._on_chunk)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        self._live = []
+        thread = worker.start(self)  # its signals queue up until we return to the event loop
+        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live)
+        thread.finished.connect(self._job_thread_done)
+        self.seed_used.emit(int(settings.seed or 0))
+        log.info("%s started: prompt=%r seed=%s steps=%s", kind, settings.prompt, settings.seed, settings.steps)
+        self.busy_changed.emit(True, kind)
+
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.worker.cancel()
+            if self._job.live:
+                self.playback.stop_live()
+            self.message.emit("info", "Cancelling…")
+
+    def stop_live(self) -> None:
+        """Stop of "keep playing": silence at once, keep what was generated as a segment."""
+        job = self._job
+        if job is None or job.kind != "stream":
+            return
+        job.worker.control.stop_after_current()
+        self.playback.stop_live()
+        self.message.emit("info", "Stopping: finishing the chunk in progress…")
+
+    def steer(self, prompt: str | None = None, style_weight: float | None = None,
+              style_audio_path: str | None = None) -> None:
+        """Change prompt/style of a running keep-playing stream (takes effect from the next chunk)."""
+        job = self._job
+        if job is None or job.kind != "stream":
+            return
+        control = job.worker.control
+        if prompt is not None:
+            control.set_prompt(prompt)
+        if style_weight is not None or style_audio_path is not None:
+            control.set_style(style_audio_path, style_weight)
+
+    def _on_progress(self, event: Progress) -> None:
+        self.progress.emit(event.stage, event.done, event.total)
+
+    def _on_chunk(self, chunk: AudioChunk) -> None:
+        job = self._job
+        if job is None:
+            return
+        now = time.perf_counter()
+        job.chunk_times.append(now)
+        job.samples += len(chunk.pcm)
+        self._live.append(chunk.pcm)
+        if job.first_chunk == 0.0:
+            job.first_chunk = now
+            log.info("first chunk ready %.0f ms after Generate", 1000 * (now - job.pressed))
+            if job.live:
+                self.playback.start_live(len(self.session.arrangement_audio()))
+                self._fs_timer.start()
+        if job.live:
+            self.playback.append_live(chunk.pcm)
+        self.live_updated.emit()
+
+    def live_audio(self) -> np.ndarray:
+        return np.concatenate(self._live) if self._live else np.zeros(0, np.float32)
+
+    def _poll_first_sound(self) -> None:
+        job = self._job
+        t = self.playback.player.first_sound_time
+        if job is not None and t:
+            self._fs_timer.stop()
+            ms = 1000 * (t - job.pressed)
+            self.last_first_sound_ms = ms
+            log.info("time from Generate to first sound: %.0f ms", ms)
+            self.first_sound.emit(ms)
+        elif job is None or time.perf_counter() - job.first_chunk > FIRST_SOUND_TIMEOUT_S:
+            self._fs_timer.stop()  # no output device (or it never started)
+
+    def _on_underrun(self, count: int) -> None:
+        job = self._job
+        rate = ""
+        if job is not None and len(job.chunk_times) >= 2:
+            secs = job.samples / self.playback.player.sample_rate
+            rtf = secs / max(job.chunk_times[-1] - job.pressed, 1e-6)
+            rate = f" (generating at {rtf:.2f}× real time)"
+        self.message.emit("warning", f"The generator cannot keep up{rate}: playback waits for the next chunk "
+                                     f"({count} gap{'s' if count != 1 else ''}). Fewer steps or the GPU help.")
+
+    def _on_finished(self, payload: tuple[GenerationResult, StoredAudio] | None, cancelled: bool) -> None:
+        job = self._job
+        if job is None:
+            return
+        if cancelled or payload is None:
+            self.message.emit("info", f"{job.kind.capitalize()} cancelled; the session is unchanged")
+            self.job_finished.emit(job.kind, None)
+            return
+        result, stored = payload
+        meta = dict(result.metadata)
+        settings = {**job.settings.to_dict(), "seed": meta.get("seed", job.settings.seed)}
+        take = self.session.add_take(stored, job.kind, settings, meta, self._engine().model_hash, job.parent_id)
+        job.apply(take.id)
+        if job.live:
+            seg = next((s for s in self.session.segments() if s.take.id == take.id), None)
+            self.playback.end_live(seg.start if seg else None)
+        elapsed = time.perf_counter() - job.pressed
+        self.message.emit("info", f"{job.kind.capitalize()}: {take.seconds:.1f} s in {elapsed:.1f} s "
+                                  f"(seed {take.seed})")
+        self.job_finished.emit(job.kind, take.id)
+
+    def _on_failed(self, msg: str) -> None:
+        job = self._job
+        if job is not None and job.live:
+            self.playback.stop_live()
+        self.message.emit("error", msg)
+        self.job_finished.emit(job.kind if job else "", None)
+
+    def _job_thread_done(self) -> None:
+        self._job = None
+        self._live = []
+        self.live_updated.emit()
+        self.busy_changed.emit(False, "")
+
+    # ------------------------------------------------------------------ style prompt files
+    def load_style(self, path: str) -> None:
+        """Decode a dropped file in a thread; `style_loaded(audio, path)` or an error message."""
+        def decode() -> np.ndarray:
+            from melody_core.audio import load_audio
+
+            return load_audio(path).numpy()
+
+        worker = TaskWorker(decode)
+        worker.succeeded.connect(lambda audio: self.style_loaded.emit(audio, path))
+        worker.failed.connect(lambda msg: self._style_failed(msg))
+        thread = worker.start(self)
+        entry = (worker, thread)
+        self._tasks.append(entry)
+        thread.finished.connect(lambda: self._tasks.remove(entry))
+
+    def _style_failed(self, msg: str) -> None:
+        self.message.emit("error", f"Cannot use this file as a style prompt: {msg}")
+        self.style_loaded.emit(None, "")
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        if self._job is not None:
+            self._job.worker.cancel()
+            self._job.thread.wait(timeout_ms)
+        if self._loading is not None:
+            self._loading[1].wait(timeout_ms)
+        for _, thread in list(self._tasks):
+            thread.wait(timeout_ms)

@@ -1,0 +1,483 @@
+"""The main window: assembles the views and wires them to the controller, session and playback.
+
+Widgets never call the pipeline; they call `Controller` (generation), `SessionModel` (ratings,
+arrangement edits, undo, export) and `Playback` (transport). Errors of any kind end up in the
+message bar at the top of the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QScrollArea,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.audio.player import Player, State
+from app.controller import Controller
+from app.playback import Playback
+from app.session import SessionModel
+from app.views import theme
+from app.views.dragout import DragHandle
+from app.views.history import HistoryPanel
+from app.views.prompt_panel import PromptPanel
+from app.views.segments import SegmentStrip
+from app.views.transport import TransportBar
+from app.views.waveform import ArrangementView
+
+log = logging.getLogger(__name__)
+
+POSITION_POLL_MS = 30
+PANEL_WIDTH = 380
+HISTORY_WIDTH = 360
+EXPORT_FILTER = "WAV (*.wav);;FLAC (*.flac)"
+MESSAGE_COLORS = {"error": "#c0392b", "warning": "#b9770e", "info": ""}
+
+
+class MessageBar(QWidget):
+    """A dismissable line at the top of the window for errors and warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton(text="✕")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.hide)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(8, 2, 8, 2)
+        row.addWidget(self.label, 1)
+        row.addWidget(close)
+        self.level = ""
+        self.hide()
+
+    def show_message(self, level: str, text: str) -> None:
+        self.level = level
+        self.label.setText(text)
+        self.setStyleSheet(f"background: {MESSAGE_COLORS[level]}; color: white;")
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, session: SessionModel, controller: Controller, playback: Playback,
+                 theme_mode: str = "system") -> None:
+        super().__init__()
+        self.session, self.controller, self.playback = session, controller, playback
+        self.player: Player = playback.player
+        self.store = session.store
+        self.sample_rate = self.player.sample_rate
+        self.selected: int | None = None
+        self._theme_mode = theme_mode
+        self._drag_dir = self.store.folder / "drag"
+        shutil.rmtree(self._drag_dir, ignore_errors=True)
+        self.setWindowTitle("MeLoDy Studio")
+        self.resize(1360, 820)
+        self._build()
+        self._wire()
+        self._shortcuts()
+        self._restore_prefs()
+        self.refresh_arrangement()
+        self.refresh_history()
+        self._poll = QTimer(self, interval=POSITION_POLL_MS)
+        self._poll.timeout.connect(self._update_position)
+        self._poll.start()
+        self.apply_theme(theme_mode)
+        hints = QApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(lambda *_: self.apply_theme(self._theme_mode))
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.messages = MessageBar()
+        self.arrangement = ArrangementView(self.sample_rate)
+        self.strip = SegmentStrip(self.sample_rate, lambda i: self._drag_file(indices=[i]))
+        self.strip.setMinimumHeight(150)
+        drags = QHBoxLayout()
+        drags.addWidget(QLabel("Drag out:"))
+        self.drag_all = DragHandle("Arrangement WAV", lambda: self._drag_file())
+        self.drag_sel = DragHandle("Selection WAV", lambda: self._drag_file(selection=True))
+        for h in (self.drag_all, self.drag_sel):
+            h.failed.connect(lambda m: self.show_message("error", m))
+            drags.addWidget(h)
+        drags.addStretch(1)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.arrangement)
+        splitter.addWidget(self.strip)
+        splitter.setSizes([480, 200])
+        central = QWidget()
+        col = QVBoxLayout(central)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addWidget(self.messages)
+        col.addWidget(splitter, 1)
+        col.addLayout(drags)
+        self.transport = TransportBar()
+        col.addWidget(self.transport)
+        self.setCentralWidget(central)
+        self.panel = PromptPanel()
+        scroll = QScrollArea()
+        scroll.setWidget(self.panel)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(PANEL_WIDTH)
+        left = QDockWidget("Prompt", self)
+        left.setObjectName("promptDock")
+        left.setWidget(scroll)
+        left.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
+        self.history = HistoryPanel()
+        right = QDockWidget("History", self)
+        right.setObjectName("historyDock")
+        right.setWidget(self.history)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
+        self.resizeDocks([left, right], [PANEL_WIDTH, HISTORY_WIDTH], Qt.Orientation.Horizontal)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.statusBar().addPermanentWidget(self.progress)
+        self._menus()
+
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Export arrangement…", self.export_arrangement, "Ctrl+E")
+        self._action(file_menu, "Export selected segment…", self.export_segment, "Ctrl+Shift+E")
+        self._action(file_menu, "Export selection…", lambda: self.export_dialog(selection=True))
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        edit = bar.addMenu("&Edit")
+        self.undo_action = self._action(edit, "Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.undo_action.setEnabled(False)
+        view = bar.addMenu("&View")
+        self.spec_action = self._action(view, "Spectrogram", lambda: None)
+        self.spec_action.setCheckable(True)
+        self.spec_action.toggled.connect(self.arrangement.set_spectrogram)
+        themes = view.addMenu("Theme")
+        for mode in ("system", "light", "dark"):
+            self._action(themes, mode.capitalize(), lambda m=mode: self.apply_theme(m, save=True))
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", lambda: theme.show_shortcuts(self), "F1")
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:  # noqa: ANN001
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _shortcuts(self) -> None:
+        keys = {
+            "Ctrl+Return": self.generate, "Ctrl+Enter": self.generate, "Ctrl+Shift+Return": self.keep_playing,
+            "Escape": self.cancel, "Space": self.playback.toggle, "S": self.playback.stop,
+            "L": self.transport.loop.toggle, "Left": lambda: self.select_segment((self.selected or 0) - 1),
+            "Right": lambda: self.select_segment(-1 if self.selected is None else self.selected + 1),
+            "P": lambda: self._with_selected(self.playback.play_segment),
+            "R": lambda: self._with_selected(lambda i: self.regenerate(i, False)),
+            "Shift+R": lambda: self._with_selected(lambda i: self.regenerate(i, True)),
+            "E": lambda: self._with_selected(self.extend), "I": lambda: self._with_selected(self.inpaint),
+            "Delete": lambda: self._with_selected(self.delete_segment), "B": self.playback.switch_ab,
+            "Ctrl+Shift+C": self.panel.copy_seed,
+        }
+        for n in range(6):
+            keys[str(n)] = lambda n=n: self._with_selected(lambda i: self.rate(i, n))
+        self._shortcut_objs = []
+        for key, slot in keys.items():
+            sc = QShortcut(QKeySequence(key), self)
+            sc.activated.connect(slot)
+            self._shortcut_objs.append(sc)
+
+    # ------------------------------------------------------------------ wiring
+    def _wire(self) -> None:
+        c, p, s = self.controller, self.panel, self.session
+        p.generate_requested.connect(self.generate)
+        p.keep_playing_requested.connect(self.keep_playing)
+        p.cancel_requested.connect(self.cancel)
+        p.model_requested.connect(self.load_model)
+        p.style_file_dropped.connect(c.load_style)
+        p.steer.connect(lambda prompt, w: c.steer(prompt=prompt, style_weight=w))
+        c.style_loaded.connect(self._on_style)
+        c.message.connect(self.show_message)
+        c.busy_changed.connect(self._on_busy)
+        c.progress.connect(self._on_progress)
+        c.engine_changed.connect(lambda d: p.engine_label.setText(d or c.engine_error or "no model"))
+        c.engine_loading.connect(lambda on: p.engine_label.setText("loading the model…") if on else None)
+        c.live_updated.connect(self._on_live)
+        c.seed_used.connect(p.set_seed)
+        c.first_sound.connect(lambda ms: self.statusBar().showMessage(f"First sound after {ms:.0f} ms", 8000))
+        c.job_finished.connect(self._on_job_finished)
+        s.arrangement_changed.connect(self.refresh_arrangement)
+        s.takes_changed.connect(self.refresh_history)
+        s.undo_changed.connect(self.undo_action.setEnabled)
+        self.arrangement.segment_clicked.connect(lambda i: self.select_segment(i if i >= 0 else None))
+        self.arrangement.seek_requested.connect(lambda sec: self.playback.seek(int(sec * self.sample_rate)))
+        self.arrangement.selection_changed.connect(lambda _: self._update_loop())
+        st = self.strip
+        st.selected.connect(self.select_segment)
+        st.play.connect(self.playback.play_segment)
+        st.rate.connect(self.rate)
+        st.regenerate.connect(self.regenerate)
+        st.extend.connect(self.extend)
+        st.inpaint.connect(self.inpaint)
+        st.delete.connect(self.delete_segment)
+        st.drag_failed.connect(lambda m: self.show_message("error", m))
+        t = self.transport
+        t.play_pause.connect(self.playback.toggle)
+        t.stop.connect(self.playback.stop)
+        t.loop_toggled.connect(lambda _: self._update_loop())
+        t.device_chosen.connect(self._choose_device)
+        t.volume_changed.connect(self._set_volume)
+        self.playback.state_changed.connect(lambda st_: t.set_playing(st_ == State.PLAYING.value))
+        h = self.history
+        h.play_take.connect(self.playback.play_take)
+        h.compare.connect(self.playback.set_ab)
+        h.switch_ab.connect(self.playback.switch_ab)
+        h.restore.connect(lambda tid: self.panel.apply_settings(self.session.take(tid).settings))
+        h.add_take.connect(self.session.append)
+        h.filter_changed.connect(lambda _: self.refresh_history())
+        if self.player.available:
+            t.set_devices(self.player.devices(), self.player.device)
+        else:
+            t.set_unavailable(self.player.unavailable_reason or "no device")
+
+    # ------------------------------------------------------------------ preferences
+    def _restore_prefs(self) -> None:
+        st = self.store
+        self.panel.bundle.setText(st.pref("bundle", "") or "")
+        idx = self.panel.device.findData(st.pref("device", "auto"))
+        self.panel.device.setCurrentIndex(max(idx, 0))
+        for prompt in reversed(st.pref("prompt_history", [])):
+            self.panel.remember_prompt(prompt)
+        last = st.pref("last_settings")
+        if last:
+            self.panel.apply_settings({**last, "seed": None})
+        volume = float(st.pref("volume", 1.0))
+        self.transport.set_volume(volume)
+        self.player.set_volume(volume)
+        self._theme_mode = st.pref("theme", self._theme_mode)
+
+    def _remember(self) -> None:
+        settings = self.panel.settings()
+        self.panel.remember_prompt(settings.prompt)
+        self.store.set_pref("prompt_history", self.panel.prompts())
+        self.store.set_pref("last_settings", settings.to_dict())
+
+    def load_model(self, bundle: str | None, device: str) -> None:
+        self.store.set_pref("bundle", bundle or "")
+        self.store.set_pref("device", device)
+        self.controller.load_engine(bundle, device)
+
+    def _choose_device(self, device: int | None) -> None:
+        self.player.set_device(device)
+        self.store.set_pref("output_device", device)
+
+    def _set_volume(self, volume: float) -> None:
+        self.player.set_volume(volume)
+        self.store.set_pref("volume", volume)
+
+    def apply_theme(self, mode: str, save: bool = False) -> None:
+        self._theme_mode = mode
+        app = QApplication.instance()
+        dark = theme.apply_theme(app, mode) if isinstance(app, QApplication) else False
+        bg, fg = (QColor("#1e1f22"), QColor("#d0d0d0")) if dark else (QColor("#ffffff"), QColor("#303030"))
+        self.arrangement.apply_theme(bg, fg)
+        self.panel.drop.preview.setBackground(bg)
+        if save:
+            self.store.set_pref("theme", mode)
+
+    # ------------------------------------------------------------------ actions
+    def show_message(self, level: str, text: str) -> None:
+        if level == "info":
+            self.statusBar().showMessage(text, 10000)
+        else:
+            self.messages.show_message(level, text)
+            if level == "error" and self.panel.drop.label.text().startswith("Reading"):
+                self.panel.drop.set_error(text)
+
+    def generate(self) -> None:
+        self._remember()
+        self.controller.generate(self.panel.settings())
+
+    def keep_playing(self) -> None:
+        self._remember()
+        self.controller.keep_playing(self.panel.settings())
+
+    def cancel(self) -> None:
+        job = self.controller._job  # noqa: SLF001 - which kind decides Stop vs Cancel
+        if job is not None and job.kind == "stream":
+            self.controller.stop_live()
+        elif job is not None:
+            self.controller.cancel()
+
+    def regenerate(self, index: int, same_seed: bool) -> None:
+        self.select_segment(index)
+        self.controller.regenerate(index, self.panel.settings(), same_seed)
+
+    def extend(self, index: int) -> None:
+        self.select_segment(index)
+        self.controller.extend(index, self.panel.settings())
+
+    def inpaint(self, index: int) -> None:
+        sel = self.arrangement.selection()
+        segs = self.session.segments()
+        if sel is None or not 0 <= index < len(segs):
+            self.show_message("warning", "Drag across the waveform to select the range to regenerate first")
+            return
+        seg = segs[index]
+        a, b = int(sel[0] * self.sample_rate) - seg.start, int(sel[1] * self.sample_rate) - seg.start
+        if a < 0 or b > seg.length:
+            self.show_message("warning", f"The selection must lie inside segment #{index + 1}")
+            return
+        self.controller.inpaint(index, a, b, self.panel.settings())
+
+    def rate(self, index: int, rating: int) -> None:
+        ids = self.session.take_ids
+        if 0 <= index < len(ids):
+            self.session.rate(ids[index], rating)
+
+    def delete_segment(self, index: int) -> None:
+        if 0 <= index < len(self.session.take_ids):
+            self.session.remove(index)
+            self.select_segment(min(index, len(self.session.take_ids) - 1) if self.session.take_ids else None)
+
+    def undo(self) -> None:
+        if not self.session.undo():
+            self.statusBar().showMessage("Nothing to undo", 3000)
+
+    def _with_selected(self, fn) -> None:  # noqa: ANN001
+        if self.selected is not None and 0 <= self.selected < len(self.session.take_ids):
+            fn(self.selected)
+
+    def select_segment(self, index: int | None) -> None:
+        n = len(self.session.take_ids)
+        if index is not None and n:
+            index = index % n if index < 0 else min(index, n - 1)
+        self.selected = index if n else None
+        self.arrangement.set_selected(self.selected)
+        self.strip.set_segments(self.session.segments(), self.selected)
+
+    # ------------------------------------------------------------------ export and drag
+    def _safe_name(self, indices: list[int]) -> str:
+        take = self.session.take(self.session.take_ids[indices[0]]) if indices else None
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", (take.prompt or "melody") if take else "melody").strip("-")[:40]
+        return f"{stem or 'melody'}-{take.seed if take else 0}"
+
+    def _selection_samples(self) -> tuple[int, int] | None:
+        sel = self.arrangement.selection()
+        return None if sel is None else (int(sel[0] * self.sample_rate), int(sel[1] * self.sample_rate))
+
+    def _drag_file(self, indices: list[int] | None = None, selection: bool = False) -> Path:
+        rng = self._selection_samples() if selection else None
+        if selection and rng is None:
+            raise ValueError("select a time range first")
+        name = self._safe_name(indices or list(range(len(self.session.take_ids))))
+        suffix = "-selection" if selection else ("" if indices else "-arrangement")
+        return self.session.export(self._drag_dir / f"{name}{suffix}.wav", indices, rng)
+
+    def export_dialog(self, indices: list[int] | None = None, selection: bool = False) -> None:
+        rng = self._selection_samples() if selection else None
+        if selection and rng is None:
+            self.show_message("warning", "Select a time range first")
+            return
+        default = self._safe_name(indices or list(range(len(self.session.take_ids)))) + ".wav"
+        path, _ = QFileDialog.getSaveFileName(self, "Export audio", default, EXPORT_FILTER)
+        if path:
+            self.export_to(path, indices, rng)
+
+    def export_to(self, path: str, indices: list[int] | None = None,
+                  sample_range: tuple[int, int] | None = None) -> Path | None:
+        try:
+            out = self.session.export(path, indices, sample_range)
+        except Exception as exc:  # noqa: BLE001 - AudioError, ValueError, OSError: all become messages
+            self.show_message("error", f"Export failed: {' '.join(str(exc).split())}")
+            return None
+        self.statusBar().showMessage(f"Exported {out}", 8000)
+        return out
+
+    def export_arrangement(self) -> None:
+        self.export_dialog()
+
+    def export_segment(self) -> None:
+        if self.selected is None:
+            self.show_message("warning", "Select a segment first")
+        else:
+            self.export_dialog([self.selected])
+
+    # ------------------------------------------------------------------ updates
+    def refresh_arrangement(self) -> None:
+        segs = self.session.segments()
+        if self.selected is not None and self.selected >= len(segs):
+            self.selected = len(segs) - 1 if segs else None
+        self.arrangement.set_segments(segs, self.selected)
+        self.strip.set_segments(segs, self.selected)
+
+    def refresh_history(self) -> None:
+        self.history.set_takes(self.session.history(self.history.min_rating()))
+
+    def _update_loop(self) -> None:
+        self.playback.set_loop(self._selection_samples(), self.transport.loop.isChecked())
+
+    def _update_position(self) -> None:
+        pos = self.playback.position()
+        self.arrangement.set_playhead(pos)
+        total = len(self.session.arrangement_audio()) + len(self.controller.live_audio())
+        if pos >= 0:
+            self.transport.set_position(pos / self.sample_rate, total / self.sample_rate)
+        elif self.playback.source_kind == "take":
+            self.transport.set_position(max(self.playback.source_position(), 0) / self.sample_rate, 0)
+
+    def _on_busy(self, busy: bool, kind: str) -> None:
+        self.panel.set_busy(busy, kind)
+        self.progress.setVisible(busy)
+        if busy:
+            self.progress.setRange(0, 0)
+            self.messages.hide()
+            self.statusBar().showMessage({"stream": "Keep playing: generating…"}.get(kind, f"{kind}…"))
+
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{stage} {done}/{total}")
+
+    def _on_live(self) -> None:
+        self.arrangement.set_live(self.controller.live_audio(), len(self.session.arrangement_audio()))
+
+    def _on_job_finished(self, kind: str, take_id: int | None) -> None:
+        if take_id is None:
+            return
+        ids = self.session.take_ids
+        if take_id in ids:
+            self.select_segment(ids.index(take_id))
+
+    def _on_style(self, audio, path: str) -> None:  # noqa: ANN001
+        if audio is None:
+            return
+        self.panel.drop.set_audio(audio, path, self.sample_rate)
+        self.controller.steer(style_audio_path=path)
+
+    # ------------------------------------------------------------------ shutdown
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self._poll.stop()
+        self.controller.shutdown()
+        self.player.shutdown()
+        super().closeEvent(event)

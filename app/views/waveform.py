@@ -1,0 +1,236 @@
+"""The arrangement timeline: segments end to end as waveforms (or a spectrogram), playhead, selection.
+
+pyqtgraph does the heavy lifting: `setDownsampling(auto=True, method='peak')` keeps the envelope
+of long takes, `setClipToView(True)` only draws what is visible. Left-drag selects a time range
+(for inpainting, looping, exporting), a click selects the segment under it, the wheel zooms and
+right/middle drag pan as usual in pyqtgraph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from app.session import Segment
+
+SEGMENT_COLORS = ("#4c9be8", "#3fb68b")  # alternate so neighbouring segments stay distinct
+SELECTED_COLOR = "#f0a030"
+LIVE_COLOR = "#d05ad0"
+PLAYHEAD_COLOR = "#e04040"
+SPEC_NFFT = 512
+SPEC_MAX_COLUMNS = 3000  # the spectrogram hop grows with the length to stay this wide at most
+SPEC_FLOOR_DB = -80.0
+
+
+def spectrogram(audio: np.ndarray, n_fft: int = SPEC_NFFT, max_columns: int = SPEC_MAX_COLUMNS) -> tuple[np.ndarray, int]:
+    """Log-magnitude spectrogram (columns, n_fft//2+1) in dB and its hop in samples."""
+    hop = max(n_fft // 2, int(np.ceil(len(audio) / max_columns)))
+    if len(audio) < n_fft:
+        audio = np.pad(audio, (0, n_fft - len(audio)))
+    n_frames = 1 + (len(audio) - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]  # (frames, n_fft)
+    frames = audio[idx] * np.hanning(n_fft).astype(np.float32)
+    mag = np.abs(np.fft.rfft(frames, axis=1))  # (frames, bins)
+    return np.maximum(20 * np.log10(mag + 1e-9), SPEC_FLOOR_DB), hop
+
+
+class _TimelineBox(pg.ViewBox):
+    """ViewBox whose left button selects time instead of panning."""
+
+    def __init__(self, relay: _Relay) -> None:
+        super().__init__()
+        self._relay = relay
+        self.setMouseEnabled(x=True, y=False)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: ANN001 - pyqtgraph event
+        if ev.button() != Qt.MouseButton.LeftButton:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        a = self.mapSceneToView(ev.buttonDownScenePos()).x()
+        b = self.mapSceneToView(ev.scenePos()).x()
+        self._relay.dragged.emit(min(a, b), max(a, b), bool(ev.isFinish()))
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: ANN001
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._relay.clicked.emit(self.mapSceneToView(ev.scenePos()).x(), bool(ev.double()))
+        else:
+            super().mouseClickEvent(ev)
+
+
+class _Relay(QObject):
+    dragged = Signal(float, float, bool)
+    clicked = Signal(float, bool)
+
+
+class ArrangementView(QWidget):
+    """Timeline of the session; seconds on the x axis."""
+
+    segment_clicked = Signal(int)  # index, or -1 for empty space
+    seek_requested = Signal(float)  # seconds (double click)
+    selection_changed = Signal(object)  # (start_s, end_s) or None
+
+    def __init__(self, sample_rate: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.sample_rate = sample_rate
+        self._relay = _Relay()
+        self._box = _TimelineBox(self._relay)
+        self.plot = pg.PlotWidget(viewBox=self._box)
+        self.plot.setYRange(-1.0, 1.0, padding=0.05)
+        self.plot.setLabel("bottom", "time", units="s")
+        self.plot.hideAxis("left")
+        self.plot.showGrid(x=True, y=False, alpha=0.2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot)
+        self._items: list[pg.GraphicsObject] = []
+        self._curves: list[pg.PlotDataItem] = []
+        self._segments: list[Segment] = []
+        self._selected: int | None = None
+        self._live_curve = pg.PlotDataItem(pen=pg.mkPen(LIVE_COLOR))
+        self.plot.addItem(self._live_curve)
+        self._prep(self._live_curve)
+        self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(PLAYHEAD_COLOR, width=2))
+        self.playhead.setZValue(20)
+        self.playhead.hide()
+        self.plot.addItem(self.playhead)
+        self.region = pg.LinearRegionItem(values=(0, 0), brush=pg.mkBrush(240, 160, 48, 50))
+        self.region.setZValue(15)
+        self.region.hide()
+        self.region.sigRegionChangeFinished.connect(self._region_moved)
+        self.plot.addItem(self.region)
+        self._spec = pg.ImageItem()
+        self._spec.hide()
+        self.plot.addItem(self._spec)
+        self._spectrogram = False
+        self._relay.dragged.connect(self._on_drag)
+        self._relay.clicked.connect(self._on_click)
+
+    @staticmethod
+    def _prep(curve: pg.PlotDataItem) -> None:
+        curve.setDownsampling(auto=True, method="peak")
+        curve.setClipToView(True)
+
+    # ------------------------------------------------------------------ content
+    def set_segments(self, segments: list[Segment], selected: int | None) -> None:
+        for item in self._items:
+            self.plot.removeItem(item)
+        self._items, self._curves, self._segments = [], [], list(segments)
+        self._selected = selected
+        sr = self.sample_rate
+        for seg in segments:
+            audio = seg.take.audio if seg.take.audio is not None else np.zeros(seg.length, np.float32)
+            x = (seg.start + np.arange(seg.length)) / sr
+            curve = pg.PlotDataItem(pen=pg.mkPen(self._color(seg.index)))
+            label = pg.TextItem(self._label(seg), anchor=(0, 0), color=self._color(seg.index))
+            label.setPos(seg.start / sr, 1.0)
+            border = pg.InfiniteLine(pos=seg.start / sr, angle=90, pen=pg.mkPen("#888888", style=Qt.PenStyle.DashLine))
+            for item in (curve, label, border):
+                self.plot.addItem(item)
+                self._items.append(item)
+            self._prep(curve)  # after addItem: pyqtgraph needs the ViewBox to clip/downsample
+            curve.setData(x, audio)
+            self._curves.append(curve)
+            curve.setVisible(not self._spectrogram)
+        self._refresh_spectrogram()
+        total = segments[-1].end / sr if segments else 1.0
+        self.plot.setXRange(0, max(total, 1.0), padding=0.02)
+
+    @staticmethod
+    def _label(seg: Segment) -> str:
+        stars = "★" * seg.take.rating + "☆" * (5 - seg.take.rating)
+        prompt = (seg.take.prompt or "(style audio)").replace("\n", " ")
+        return f"#{seg.index + 1} {stars}  {prompt[:40]}"
+
+    def _color(self, index: int) -> str:
+        return SELECTED_COLOR if index == self._selected else SEGMENT_COLORS[index % len(SEGMENT_COLORS)]
+
+    def set_selected(self, index: int | None) -> None:
+        self._selected = index
+        for i, curve in enumerate(self._curves):
+            curve.setPen(pg.mkPen(self._color(i)))
+
+    def set_live(self, audio: np.ndarray, origin: int) -> None:
+        """Audio being generated (not saved yet), drawn from arrangement sample `origin`."""
+        if len(audio) == 0:
+            self._live_curve.setData([], [])
+            return
+        x = (origin + np.arange(len(audio))) / self.sample_rate
+        self._live_curve.setData(x, audio)
+        end = x[-1]
+        lo, hi = self._box.viewRange()[0]
+        if end > hi:
+            self.plot.setXRange(lo, end + 1.0, padding=0)
+
+    def set_playhead(self, sample: int) -> None:
+        if sample < 0:
+            self.playhead.hide()
+            return
+        self.playhead.setPos(sample / self.sample_rate)
+        self.playhead.show()
+
+    # ------------------------------------------------------------------ spectrogram option
+    def set_spectrogram(self, on: bool) -> None:
+        self._spectrogram = on
+        for curve in self._curves:
+            curve.setVisible(not on)
+        self._refresh_spectrogram()
+
+    def _refresh_spectrogram(self) -> None:
+        if not self._spectrogram or not self._segments:
+            self._spec.hide()
+            return
+        audio = np.concatenate([s.take.audio for s in self._segments if s.take.audio is not None])
+        spec, hop = spectrogram(audio)
+        self._spec.setImage(spec, autoLevels=False, levels=(SPEC_FLOOR_DB, 0.0))
+        self._spec.setColorMap(pg.colormap.get("viridis"))
+        width = spec.shape[0] * hop / self.sample_rate
+        self._spec.setRect(0.0, -1.0, width, 2.0)  # frequency 0..Nyquist drawn over the y range -1..1
+        self._spec.setZValue(-10)
+        self._spec.show()
+
+    # ------------------------------------------------------------------ selection
+    def selection(self) -> tuple[float, float] | None:
+        if not self.region.isVisible():
+            return None
+        a, b = self.region.getRegion()
+        return (float(a), float(b)) if b > a else None
+
+    def set_selection(self, sel: tuple[float, float] | None) -> None:
+        if sel is None:
+            self.region.hide()
+        else:
+            self.region.setRegion(sel)
+            self.region.show()
+        self.selection_changed.emit(self.selection())
+
+    def _on_drag(self, a: float, b: float, finished: bool) -> None:
+        total = self._segments[-1].end / self.sample_rate if self._segments else 0.0
+        a, b = max(0.0, a), min(total, b)
+        self.region.setRegion((a, b))
+        self.region.setVisible(b > a)
+        if finished:
+            self.selection_changed.emit(self.selection())
+
+    def _region_moved(self) -> None:
+        self.selection_changed.emit(self.selection())
+
+    def _on_click(self, x: float, double: bool) -> None:
+        sample = int(x * self.sample_rate)
+        index = next((s.index for s in self._segments if s.start <= sample < s.end), -1)
+        if double:
+            self.seek_requested.emit(max(0.0, x))
+            return
+        self.region.hide()
+        self.selection_changed.emit(None)
+        self.segment_clicked.emit(index)
+
+    def apply_theme(self, background: QColor, foreground: QColor) -> None:
+        self.plot.setBackground(background)
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).setPen(foreground)
+            self.plot.getAxis(axis).setTextPen(foreground)

@@ -1,0 +1,191 @@
+"""`melody generate`, `melody continue`, `melody inpaint`: the pipeline from the command line.
+
+Output is WAV or FLAC by extension, with the prompt, seed, settings, NFE and model hash embedded
+as metadata tags (`pipeline.file_metadata`; read back with `melody info --audio` or
+`audio.read_metadata`). Every input check that needs no model (output extension, settings, input
+file, region) runs before the bundle is loaded; every user error is `error: ...`, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from melody_core.commands import CLIError
+
+OUTPUT_SUFFIXES = (".wav", ".flac")
+
+
+def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .wav or .flac")
+    if prompt_option:
+        p.add_argument("--prompt", default=None, help="text prompt (default: the input audio's own style)")
+    p.add_argument("--style-audio", metavar="FILE", help="audio file used as a style prompt (MuLan)")
+    p.add_argument("--style-weight", type=float, default=0.5, help="0 = text only .. 1 = style audio only")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    p.add_argument("--steps", type=int, default=10, help="DPD steps T of a full window (default 10)")
+    p.add_argument("--continuation-steps", type=int, default=None, help="steps per continuation chunk "
+                   "(default ceil(T/M))")
+    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
+    p.add_argument("--schedule", default="linear", help="angle schedule: linear (Eq. 4) or uniform")
+    p.add_argument("--temperature", type=float, default=1.0, help="semantic LM sampling temperature")
+    p.add_argument("--top-k", type=int, default=0, help="semantic LM top-k (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="semantic LM nucleus threshold (1 = off)")
+    p.add_argument("--start-mode", default="window", help="first window: window (paper) or progressive")
+    p.add_argument("--bundle", metavar="DIR", help="model bundle folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda[:N] or mps")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    g = sub.add_parser("generate", help="generate music from a text prompt and/or style audio")
+    g.add_argument("prompt", help='text prompt ("" with --style-audio for a style-only prompt)')
+    g.add_argument("--seconds", type=float, default=10.0, help="length in seconds (default 10)")
+    _common(g, prompt_option=False)
+    g.set_defaults(func=run_generate)
+
+    c = sub.add_parser("continue", help="continue an audio file (its samples are kept exactly)")
+    c.add_argument("input", help="audio file to continue")
+    c.add_argument("--seconds", type=float, default=10.0, help="seconds to add (default 10)")
+    _common(c, prompt_option=True)
+    c.set_defaults(func=run_continue)
+
+    i = sub.add_parser("inpaint", help="regenerate a region of an audio file (the rest is kept)")
+    i.add_argument("input", help="audio file")
+    i.add_argument("--start", type=float, required=True, help="region start in seconds")
+    i.add_argument("--end", type=float, required=True, help="region end in seconds")
+    _common(i, prompt_option=True)
+    i.set_defaults(func=run_inpaint)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _settings(args: argparse.Namespace, prompt: str | None, seconds: float, need_prompt: bool) -> Any:
+    from melody_core.pipeline import validate_settings
+    from melody_core.pipeline_types import GenerationSettings, PipelineError
+
+    s = GenerationSettings(
+        prompt=prompt, style_audio_path=args.style_audio, style_weight=args.style_weight, seconds=seconds,
+        seed=args.seed, steps=args.steps, guidance=args.guidance, schedule=args.schedule,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        continuation_steps=args.continuation_steps, start=args.start_mode,
+    )
+    try:
+        validate_settings(s, need_prompt=need_prompt)
+    except PipelineError as exc:
+        raise CLIError(str(exc)) from None
+    if args.style_audio:
+        _audio_seconds(args.style_audio)
+    return s
+
+
+def _check_output(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise CLIError(f"{path}: output must end in .wav or .flac")
+    if out.is_dir():
+        raise CLIError(f"{path}: is a folder, not an output file")
+    return out
+
+
+def _audio_seconds(path: str) -> float:
+    from melody_core.audio import AudioError, audio_info
+
+    try:
+        return audio_info(path).duration_s
+    except AudioError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from melody_core.pipeline import MelodyPipeline
+    from melody_core.pipeline_types import PipelineError
+
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    try:
+        return MelodyPipeline.load(args.bundle, device=args.device, threads=args.threads)
+    except PipelineError as exc:
+        raise CLIError(str(exc)) from None
+
+
+class ProgressBar:
+    """tqdm bar over NFEs (LM tokens + DPD steps); the total grows as windows start."""
+
+    def __init__(self, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="NFE", file=sys.stderr, disable=quiet, leave=False, dynamic_ncols=True)
+        self.seen: dict[tuple[str, int], int] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.stage not in ("lm", "dpd"):
+            return
+        key = (event.stage, event.chunk_index)
+        if key not in self.seen:
+            self.seen[key] = 0
+            self.bar.total += event.total
+        name = "semantic tokens" if event.stage == "lm" else "diffusion"
+        self.bar.set_description(f"window {event.chunk_index + 1}: {name}", refresh=False)
+        self.bar.update(event.done - self.seen[key])
+        self.seen[key] = event.done
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run(args: argparse.Namespace, call: Any) -> int:
+    """Load the pipeline, run `call(pipe, progress)`, write the file, print one summary line."""
+    from melody_core.audio import AudioError, save_audio
+    from melody_core.pipeline import file_metadata
+    from melody_core.pipeline_types import PipelineError
+
+    out = _check_output(args.output)
+    pipe = _load(args)
+    bar = ProgressBar(args.quiet)
+    t0 = time.perf_counter()
+    try:
+        result = call(pipe, bar)
+    except PipelineError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    import torch
+
+    try:
+        tags = file_metadata(result.metadata)
+        save_audio(out, torch.from_numpy(result.audio), result.sample_rate, metadata=tags)
+    except (AudioError, OSError) as exc:
+        raise CLIError(f"cannot write {out}: {exc}") from None
+    m = result.metadata
+    print(f"wrote {out} ({result.seconds:.2f} s, seed {m['seed']}, {m['nfe']} NFE, {wall:.1f} s "
+          f"on {m['device']}, model {str(m['model_hash'])[:12]})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- commands
+def run_generate(args: argparse.Namespace) -> int:
+    s = _settings(args, args.prompt, args.seconds, need_prompt=True)
+    _check_output(args.output)
+    return _run(args, lambda pipe, bar: pipe.generate(s, progress=bar))
+
+
+def run_continue(args: argparse.Namespace) -> int:
+    s = _settings(args, args.prompt, args.seconds, need_prompt=False)
+    _check_output(args.output)
+    _audio_seconds(args.input)
+    return _run(args, lambda pipe, bar: pipe.continue_(args.input, s.seconds, s, progress=bar))
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    s = _settings(args, args.prompt, 10.0, need_prompt=False)
+    _check_output(args.output)
+    duration = _audio_seconds(args.input)
+    if not 0 <= args.start < args.end <= duration + 1e-6:
+        raise CLIError(f"region {args.start:g}-{args.end:g} s is outside the clip (0-{duration:.3f} s) "
+                       "or empty")
+    return _run(args, lambda pipe, bar: pipe.inpaint(args.input, args.start, args.end, s, progress=bar))

@@ -1,0 +1,79 @@
+"""An in-process output backend for app tests: a thread calls the player's callback in real time and
+records what it was given; `vanish()` makes the device disappear like an unplugged USB card."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from app.audio.backend import OutputDevice
+
+BLOCK = 240  # frames per callback (10 ms at 24 kHz)
+
+
+class _Flags:
+    output_underflow = False
+
+
+class FakeStream:
+    def __init__(self, backend: FakeBackend, sample_rate: int, callback) -> None:  # noqa: ANN001
+        self._backend = backend
+        self._rate = sample_rate
+        self._callback = callback
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._running and not self._backend.vanished
+
+    def start(self) -> None:
+        if self._backend.vanished:
+            raise RuntimeError("device unavailable")
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        out = np.zeros((BLOCK, 1), np.float32)
+        t = time.perf_counter()
+        while self._running and not self._backend.vanished:
+            self._callback(out, BLOCK, None, _Flags())
+            self._backend.played.append(out[:, 0].copy())
+            t += BLOCK / self._rate / self._backend.speed
+            time.sleep(max(0.0, t - time.perf_counter()))
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+    def close(self) -> None:
+        self.stop()
+
+
+class FakeBackend:
+    def __init__(self, speed: float = 1.0) -> None:
+        self.speed = speed  # >1 consumes audio faster than real time (shorter tests)
+        self.vanished = False
+        self.played: list[np.ndarray] = []
+        self.opened = 0
+
+    def devices(self) -> list[OutputDevice]:
+        return [] if self.vanished else [OutputDevice(0, "fake output", True)]
+
+    def open(self, device, sample_rate: int, callback) -> FakeStream:  # noqa: ANN001
+        if self.vanished:
+            from app.audio.backend import DeviceError
+
+            raise DeviceError("cannot open audio output (device gone)")
+        self.opened += 1
+        return FakeStream(self, sample_rate, callback)
+
+    def vanish(self) -> None:
+        self.vanished = True
+
+    def captured(self) -> np.ndarray:
+        return np.concatenate(self.played) if self.played else np.zeros(0, np.float32)

@@ -1,0 +1,172 @@
+"""The trainer end to end on a synthetic corpus (in process): every stage, export, --init-from,
+resume rules, the crop sampler, CLI errors."""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from melody_core.checkpoint import load_bundle
+from melody_core.commands import CLIError
+from melody_core.commands.train import main, options_from_args, register, run_stage
+from melody_core.train.data import CropSampler
+from melody_core.train.loop import train
+from melody_core.train.metrics import read_metrics
+from melody_core.train.smoke import SMOKE_RUN, run_pipeline, stage_argv
+from melody_core.train.state import module_hash
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    run_pipeline(root)
+    return root
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["train", *argv])
+
+
+def test_every_stage_trains_and_exports_one_bundle(smoke: Path) -> None:
+    bundle = load_bundle(smoke / "bundle")
+    assert set(bundle.models) == {"vae", "ssl", "kmeans", "mulan", "lm", "dpd"}
+    runs = smoke / "runs"
+    dpd_run = json.loads((runs / "dpd" / "run.json").read_text())
+    scale = dpd_run["export_meta"]["latent_scale"]
+    assert scale > 0 and bundle.meta["latent_scale"] == pytest.approx(scale)
+    for name, (steps, _, _) in SMOKE_RUN.items():
+        info = bundle.meta["stages"][name]
+        assert info["step"] == steps and info["wall_s"] >= 0
+        assert info["data"]["train_clips"] == 6 and info["hardware"]["device"] == "cpu"
+        assert info["hash"] == module_hash(bundle.models[name])
+        rows = read_metrics(runs / name / "metrics.csv")
+        assert [int(r["step"]) for r in rows if r["split"] == "train"] == list(range(1, steps + 1))
+        assert any(r["split"] == "valid" for r in rows)
+        key = "inertia" if name == "kmeans" else "loss"
+        assert all(math.isfinite(float(r[key])) for r in rows)
+    # the LM/DPD were trained on exactly the exported upstream weights
+    assert bundle.meta["stages"]["lm"]["upstream"]["kmeans"]["hash"] == module_hash(bundle.models["kmeans"])
+    assert bundle.meta["stages"]["dpd"]["upstream"]["vae"]["hash"] == module_hash(bundle.models["vae"])
+    # caches were built once per (kind, upstream) and hold one file per clip
+    caches = sorted(p.name.split("-")[0] for p in (runs / "cache").iterdir())
+    assert caches == ["latents", "mulan", "tokens"]
+    assert all(len(list(p.glob("*.safetensors"))) == 8 for p in (runs / "cache").iterdir())
+
+
+def test_init_from_bundle_keeps_weights_and_latent_scale(smoke: Path) -> None:
+    runs, out = smoke / "runs", smoke / "init_dpd"
+    argv = stage_argv(
+        "dpd",
+        smoke / "corpus",
+        runs,
+        "--init-from",
+        str(smoke / "bundle"),
+        "--steps",
+        "1",
+        "--lr",
+        "1e-12",
+        "--warmup",
+        "0",
+        out=out,
+    )
+    assert main(argv) == 0
+    bundle = load_bundle(smoke / "bundle")
+    run = json.loads((out / "run.json").read_text())
+    assert run["init_from"]["hash"] == module_hash(bundle.models["dpd"])
+    assert run["export_meta"]["latent_scale"] == pytest.approx(bundle.meta["latent_scale"])
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["models"]["dpd"]
+    for key, t in bundle.models["dpd"].state_dict().items():
+        assert torch.allclose(state[key], t, atol=1e-6), key
+
+
+def test_export_refuses_runs_trained_on_other_upstream(smoke: Path) -> None:
+    runs = smoke / "runs"
+    other = smoke / "kmeans_other"
+    assert main(stage_argv("kmeans", smoke / "corpus", runs, "--seed", "5", out=other)) == 0
+    parts = [str(runs / "ssl"), str(other), str(runs / "mulan"), str(runs / "lm")]
+    args = _args(["export", *parts, "--out", str(smoke / "bad")])
+    with pytest.raises(CLIError, match="lm was trained on another kmeans"):
+        args.func(args)
+    assert not (smoke / "bad").exists()
+    assert main(["export", *parts, "--out", str(smoke / "forced"), "--allow-mismatch"]) == 0
+    assert load_bundle(smoke / "forced").meta["mismatches"]
+
+
+def test_resume_rules(smoke: Path) -> None:
+    runs = smoke / "runs"
+    out = smoke / "rules_vae"
+    first = stage_argv("vae", smoke / "corpus", runs, "--steps", "2", out=out)
+    assert main([a for a in first if a != "--no-plot"]) == 0
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # same command again: nothing left to do, the checkpoint is untouched
+    assert main(stage_argv("vae", smoke / "corpus", runs, "--steps", "2", out=out)) == 0
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    # more steps: continues from step 2
+    assert main(stage_argv("vae", smoke / "corpus", runs, "--steps", "3", out=out)) == 0
+    rows = [r for r in read_metrics(out / "metrics.csv") if r["split"] == "train"]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    # another model config cannot resume this run...
+    bad = stage_argv("vae", smoke / "corpus", runs, "--steps", "4", "--set", "kl_weight=0.5", out=out)
+    with pytest.raises(CLIError, match="config differs"):
+        run_stage(_args(bad))
+    # ...but --no-resume starts over
+    assert main([*bad, "--no-resume"]) == 0
+    assert [int(r["step"]) for r in read_metrics(out / "metrics.csv") if r["split"] == "train"] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
+def test_wall_clock_budget_and_hubert_objective(smoke: Path) -> None:
+    runs = smoke / "runs"
+    argv = stage_argv("ssl", smoke / "corpus", runs, "--objective", "hubert", out=smoke / "hubert")
+    i = argv.index("--steps")
+    argv = argv[:i] + argv[i + 2 :]  # no step limit: the budget stops it
+    summary = train(options_from_args(_args([*argv, "--minutes", "0.08"])))
+    assert summary["stopped"] == "time budget" and summary["step"] >= 1
+    state = torch.load(smoke / "hubert" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["extra"]["hubert_centroids"].shape == (8, 128)
+    rows = [r for r in read_metrics(smoke / "hubert" / "metrics.csv") if r["split"] == "train"]
+    assert len(rows) == summary["step"] and all(float(r["accuracy"]) >= 0 for r in rows)
+
+
+def test_user_errors_are_one_line_cli_errors(smoke: Path, tmp_path: Path) -> None:
+    runs = smoke / "runs"
+    no_up = stage_argv("lm", smoke / "corpus", tmp_path / "nothing", out=tmp_path / "lm")
+    with pytest.raises(CLIError, match="needs a trained 'ssl'"):
+        run_stage(_args(no_up))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CLIError, match="no audio clips"):
+        run_stage(_args(stage_argv("vae", tmp_path / "empty", runs, out=tmp_path / "v")))
+    with pytest.raises(CLIError, match="unknown field"):
+        run_stage(_args(stage_argv("vae", smoke / "corpus", runs, "--set", "bogus=1", out=tmp_path / "v")))
+    with pytest.raises(CLIError, match="at least 5.00 s"):
+        run_stage(_args(stage_argv("vae", smoke / "corpus", runs, "--crop-seconds", "5", out=tmp_path / "v")))
+    with pytest.raises(CLIError, match="set by the upstream"):
+        run_stage(
+            _args(stage_argv("lm", smoke / "corpus", runs, "--set", "vocab_size=7", out=tmp_path / "l"))
+        )
+
+
+def test_sampler_shards_one_global_stream_and_resumes_exactly() -> None:
+    lengths = [50, 7, 120, 33, 80]  # the 7-unit clip is shorter than the crop: never drawn
+    single = CropSampler(lengths, crop=10, batch=6, seed=3, align=2)
+    ranks = [CropSampler(lengths, crop=10, batch=3, world=2, rank=r, seed=3, align=2) for r in range(2)]
+    for _ in range(25):  # several epochs
+        items = single.next()
+        assert items == ranks[0].next() + ranks[1].next()
+        assert all(it.clip != 1 and it.offset % 2 == 0 and it.offset + 10 <= lengths[it.clip] for it in items)
+    state = single.state_dict()
+    expected = [single.next() for _ in range(5)]
+    fresh = CropSampler(lengths, crop=10, batch=6, seed=3, align=2)
+    fresh.load_state_dict(state)
+    assert [fresh.next() for _ in range(5)] == expected
+    counts = torch.bincount(torch.tensor([it.clip for _ in range(50) for it in fresh.next()]), minlength=5)
+    assert counts[2] > counts[0] > counts[3] > 0 and counts[1] == 0  # drawn in proportion to length
