@@ -7,6 +7,7 @@ every failure into a `message` signal -- the session is never touched by a faile
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -16,12 +17,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from app.engine import Engine, EngineError, EngineFactory, load_engine
+from app.engine import Engine, EngineFactory, load_engine
 from app.playback import Playback
 from app.session import SessionModel
 from app.store import StoredAudio
 from app.worker import GenerationWorker, Job, TaskWorker, blocking_job
-from melody_core.pipeline_types import AudioChunk, GenerationResult, GenerationSettings, Progress, StreamControl
+from melody_core.pipeline_types import (
+    AudioChunk,
+    GenerationResult,
+    GenerationSettings,
+    Progress,
+    StreamControl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,15 @@ SEED_RANGE = 2**31
 FIRST_SOUND_POLL_MS = 5
 FIRST_SOUND_TIMEOUT_S = 5.0
 INPAINT_FADE_S = 0.01  # crossfade inside the region edges (keeps samples outside it untouched)
+
+
+def _progress_option(method: Callable[..., object], report: Callable[[Progress], None]) -> dict[str, object]:
+    """`progress=report` when the engine method takes a progress callback (the real pipeline does)."""
+    try:
+        takes = "progress" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"progress": report} if takes else {}
 
 
 def random_seed() -> int:
@@ -43,8 +59,9 @@ def splice(original: np.ndarray, region: np.ndarray, start: int, end: int, fade:
     fade = min(fade, (end - start) // 2)
     if fade > 0:
         ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
-        out[start:start + fade] = original[start:start + fade] * (1 - ramp) + region[start:start + fade] * ramp
-        out[end - fade:end] = region[end - fade:end] * ramp[::-1] + original[end - fade:end] * (1 - ramp[::-1])
+        head, tail = slice(start, start + fade), slice(end - fade, end)
+        out[head] = original[head] * (1 - ramp) + region[head] * ramp
+        out[tail] = region[tail] * ramp[::-1] + original[tail] * (1 - ramp[::-1])
     return out
 
 
@@ -69,7 +86,8 @@ class Controller(QObject):
     progress = Signal(str, int, int)  # stage, done, total
     engine_changed = Signal(str)  # "" = no engine; else a description
     engine_loading = Signal(bool)
-    live_updated = Signal()  # live (not yet saved) audio grew
+    live_chunk = Signal(object, int)  # live (not yet saved) audio: pcm, its first sample in the stream
+    live_cleared = Signal()
     seed_used = Signal(int)
     first_sound = Signal(float)  # milliseconds from Generate to the first sample at the device
     style_loaded = Signal(object, str)  # (audio or None, path)
@@ -87,14 +105,16 @@ class Controller(QObject):
         self._loading: tuple[TaskWorker, QThread] | None = None
         self._after_load: list[Callable[[], None]] = []
         self._job: _Job | None = None
-        self._tasks: list[tuple[QObject, QThread]] = []
+        self._running: list[tuple[QObject, QThread]] = []  # every started worker until its thread ends
         self._live: list[np.ndarray] = []
+        self.live_samples = 0  # samples in `_live`
         self.last_first_sound_ms: float | None = None
         self._fs_timer = QTimer(self)
         self._fs_timer.setInterval(FIRST_SOUND_POLL_MS)
         self._fs_timer.timeout.connect(self._poll_first_sound)
         playback.player.underrun.connect(self._on_underrun)
-        playback.player.device_error.connect(lambda msg: self.message.emit("error", f"Playback stopped: {msg}"))
+        playback.player.device_error.connect(
+            lambda msg: self.message.emit("error", f"Playback stopped: {msg}"))
 
     # ------------------------------------------------------------------ engine
     @property
@@ -115,9 +135,9 @@ class Controller(QObject):
         worker = TaskWorker(lambda: load_engine(self._factory, bundle, device, self._threads))
         worker.succeeded.connect(self._on_engine)
         worker.failed.connect(self._on_engine_failed)
-        thread = worker.start(self)
+        thread = self._spawn(worker)
         self._loading = (worker, thread)
-        thread.finished.connect(self._loading_done)
+        worker.done.connect(self._loading_done)
         self.engine_loading.emit(True)
 
     def _loading_done(self) -> None:
@@ -190,9 +210,9 @@ class Controller(QObject):
         take = self.session.take(self.session.take_ids[index])
         audio = self.session.audio(take.id)
         s = self._seeded(settings)
-        job = blocking_job(lambda ctl: self._engine().continue_(audio, s.seconds, s, ctl))
-        self._start("extend", s, job, lambda tid: self.session.insert(index + 1, tid), parent_id=take.id,
-                    transform=lambda out: out[len(audio):])
+        # streamed, so the continuation plays as it is generated; its chunks are the new part only
+        self._start("extend", s, lambda ctl: self._engine().stream(s, ctl, continue_from=audio),
+                    lambda tid: self.session.insert(index + 1, tid), live=True, parent_id=take.id)
 
     def inpaint(self, index: int, start: int, end: int, settings: GenerationSettings) -> None:
         """Regenerate samples [start, end) of segment `index` only."""
@@ -206,7 +226,9 @@ class Controller(QObject):
             return
         s = self._seeded(settings)
         sr = take.sample_rate
-        job = blocking_job(lambda ctl: self._engine().inpaint(audio, start / sr, end / sr, s, ctl))
+        inpaint = self._engine().inpaint
+        job = blocking_job(lambda ctl, report: inpaint(audio, start / sr, end / sr, s, ctl,
+                                                       **_progress_option(inpaint, report)))
         fade = int(INPAINT_FADE_S * sr)
         self._start("inpaint", s, job, lambda tid: self.session.replace(index, tid), parent_id=take.id,
                     transform=lambda out: splice(audio, out[: len(audio)], start, end, fade))
@@ -232,12 +254,13 @@ class Controller(QObject):
         worker.chunk.connect(self._on_chunk)
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
-        self._live = []
-        thread = worker.start(self)  # its signals queue up until we return to the event loop
+        self._live, self.live_samples = [], 0
+        thread = self._spawn(worker)  # its signals queue up until we return to the event loop
         self._job = _Job(kind, settings, worker, thread, apply, parent_id, live)
-        thread.finished.connect(self._job_thread_done)
+        worker.done.connect(self._job_thread_done)
         self.seed_used.emit(int(settings.seed or 0))
-        log.info("%s started: prompt=%r seed=%s steps=%s", kind, settings.prompt, settings.seed, settings.steps)
+        log.info("%s started: prompt=%r seed=%s steps=%s", kind, settings.prompt, settings.seed,
+                 settings.steps)
         self.busy_changed.emit(True, kind)
 
     def cancel(self) -> None:
@@ -279,6 +302,7 @@ class Controller(QObject):
         job.chunk_times.append(now)
         job.samples += len(chunk.pcm)
         self._live.append(chunk.pcm)
+        start, self.live_samples = self.live_samples, self.live_samples + len(chunk.pcm)
         if job.first_chunk == 0.0:
             job.first_chunk = now
             log.info("first chunk ready %.0f ms after Generate", 1000 * (now - job.pressed))
@@ -287,7 +311,7 @@ class Controller(QObject):
                 self._fs_timer.start()
         if job.live:
             self.playback.append_live(chunk.pcm)
-        self.live_updated.emit()
+        self.live_chunk.emit(chunk.pcm, start)
 
     def live_audio(self) -> np.ndarray:
         return np.concatenate(self._live) if self._live else np.zeros(0, np.float32)
@@ -311,8 +335,9 @@ class Controller(QObject):
             secs = job.samples / self.playback.player.sample_rate
             rtf = secs / max(job.chunk_times[-1] - job.pressed, 1e-6)
             rate = f" (generating at {rtf:.2f}× real time)"
+        gaps = f"{count} gap{'s' if count != 1 else ''}"
         self.message.emit("warning", f"The generator cannot keep up{rate}: playback waits for the next chunk "
-                                     f"({count} gap{'s' if count != 1 else ''}). Fewer steps or the GPU help.")
+                                     f"({gaps}). Fewer steps or the GPU help.")
 
     def _on_finished(self, payload: tuple[GenerationResult, StoredAudio] | None, cancelled: bool) -> None:
         job = self._job
@@ -325,7 +350,8 @@ class Controller(QObject):
         result, stored = payload
         meta = dict(result.metadata)
         settings = {**job.settings.to_dict(), "seed": meta.get("seed", job.settings.seed)}
-        take = self.session.add_take(stored, job.kind, settings, meta, self._engine().model_hash, job.parent_id)
+        take = self.session.add_take(stored, job.kind, settings, meta, self._engine().model_hash,
+                                     job.parent_id)
         job.apply(take.id)
         if job.live:
             seg = next((s for s in self.session.segments() if s.take.id == take.id), None)
@@ -344,8 +370,8 @@ class Controller(QObject):
 
     def _job_thread_done(self) -> None:
         self._job = None
-        self._live = []
-        self.live_updated.emit()
+        self._live, self.live_samples = [], 0
+        self.live_cleared.emit()
         self.busy_changed.emit(False, "")
 
     # ------------------------------------------------------------------ style prompt files
@@ -359,21 +385,29 @@ class Controller(QObject):
         worker = TaskWorker(decode)
         worker.succeeded.connect(lambda audio: self.style_loaded.emit(audio, path))
         worker.failed.connect(lambda msg: self._style_failed(msg))
-        thread = worker.start(self)
-        entry = (worker, thread)
-        self._tasks.append(entry)
-        thread.finished.connect(lambda: self._tasks.remove(entry))
+        self._spawn(worker)
 
     def _style_failed(self, msg: str) -> None:
         self.message.emit("error", f"Cannot use this file as a style prompt: {msg}")
         self.style_loaded.emit(None, "")
 
     # ------------------------------------------------------------------ shutdown
+    def _spawn(self, worker: GenerationWorker | TaskWorker) -> QThread:
+        """Start `worker` in its own thread; keep both alive until the thread has really ended."""
+        thread = worker.start(self)
+        entry = (worker, thread)
+        self._running.append(entry)
+
+        def reap() -> None:  # `done` is relayed in the GUI thread, after the body has returned
+            thread.wait()  # the thread is quitting by itself: this is at most a moment
+            self._running.remove(entry)
+
+        worker.done.connect(reap)
+        return thread
+
     def shutdown(self, timeout_ms: int = 5000) -> None:
+        """Cancel the job and wait for every worker thread (a QThread must not die running)."""
         if self._job is not None:
             self._job.worker.cancel()
-            self._job.thread.wait(timeout_ms)
-        if self._loading is not None:
-            self._loading[1].wait(timeout_ms)
-        for _, thread in list(self._tasks):
+        for _, thread in list(self._running):
             thread.wait(timeout_ms)

@@ -36,8 +36,8 @@ class Engine(Protocol):
     device: str
     sample_rate: int
 
-    def stream(self, settings: GenerationSettings, control: StreamControl | None = None, endless: bool = False,
-               continue_from: np.ndarray | None = None) -> Iterator[Event]: ...
+    def stream(self, settings: GenerationSettings, control: StreamControl | None = None,
+               endless: bool = False, continue_from: np.ndarray | None = None) -> Iterator[Event]: ...
 
     def continue_(self, audio: np.ndarray, seconds: float, settings: GenerationSettings,
                   control: StreamControl | None = None) -> GenerationResult: ...
@@ -83,7 +83,8 @@ def one_line(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
-def load_engine(factory: EngineFactory, bundle: str | Path | None, device: str, threads: int | None) -> Engine:
+def load_engine(factory: EngineFactory, bundle: str | Path | None, device: str,
+                threads: int | None) -> Engine:
     """Load through `factory`; every failure becomes `EngineError` (never a crash)."""
     where = "the bundled model" if bundle is None else str(bundle)
     try:

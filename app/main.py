@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theme", choices=("system", "light", "dark"), default="system")
     p.add_argument("--no-audio", action="store_true", help="run without audio output")
     p.add_argument("--smoke-test", action="store_true",
-                   help="open the window, generate a 4 s clip, play it, exit 0 (or print error: ... and exit 1)")
+                   help="open the window, generate a 4 s clip, play it, exit 0 "
+                        "(or print error: ... and exit 1)")
     p.add_argument("--screenshot", metavar="FILE", help="with --smoke-test: save a screenshot of the window")
     p.add_argument("--engine", metavar="MODULE:NAME", help=argparse.SUPPRESS)  # tests: a stand-in pipeline
     p.add_argument("--verbose", action="store_true", help="log to stderr")

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 POSITION_POLL_MS = 30
 PANEL_WIDTH = 380
+SCROLLBAR_ALLOWANCE = 24  # the prompt panel scrolls vertically: leave room for the bar
 HISTORY_WIDTH = 360
 EXPORT_FILTER = "WAV (*.wav);;FLAC (*.flac)"
 MESSAGE_COLORS = {"error": "#c0392b", "warning": "#b9770e", "info": ""}
@@ -138,7 +139,7 @@ class MainWindow(QMainWindow):
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(PANEL_WIDTH)
+        scroll.setMinimumWidth(max(PANEL_WIDTH, self.panel.minimumSizeHint().width() + SCROLLBAR_ALLOWANCE))
         left = QDockWidget("Prompt", self)
         left.setObjectName("promptDock")
         left.setWidget(scroll)
@@ -222,7 +223,9 @@ class MainWindow(QMainWindow):
         c.progress.connect(self._on_progress)
         c.engine_changed.connect(lambda d: p.engine_label.setText(d or c.engine_error or "no model"))
         c.engine_loading.connect(lambda on: p.engine_label.setText("loading the model…") if on else None)
-        c.live_updated.connect(self._on_live)
+        c.live_chunk.connect(lambda pcm, start: self.arrangement.add_live(
+            pcm, len(self.session.arrangement_audio()) + start))
+        c.live_cleared.connect(self.arrangement.clear_live)
         c.seed_used.connect(p.set_seed)
         c.first_sound.connect(lambda ms: self.statusBar().showMessage(f"First sound after {ms:.0f} ms", 8000))
         c.job_finished.connect(self._on_job_finished)
@@ -440,7 +443,7 @@ class MainWindow(QMainWindow):
     def _update_position(self) -> None:
         pos = self.playback.position()
         self.arrangement.set_playhead(pos)
-        total = len(self.session.arrangement_audio()) + len(self.controller.live_audio())
+        total = len(self.session.arrangement_audio()) + self.controller.live_samples
         if pos >= 0:
             self.transport.set_position(pos / self.sample_rate, total / self.sample_rate)
         elif self.playback.source_kind == "take":
@@ -458,9 +461,6 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
         self.progress.setFormat(f"{stage} {done}/{total}")
-
-    def _on_live(self) -> None:
-        self.arrangement.set_live(self.controller.live_audio(), len(self.session.arrangement_audio()))
 
     def _on_job_finished(self, kind: str, take_id: int | None) -> None:
         if take_id is None:

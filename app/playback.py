@@ -50,7 +50,8 @@ class Playback(QObject):
         self.state_changed.emit(state)
 
     def _on_arrangement_changed(self) -> None:
-        if self._source and self._source.kind in ("arrangement", "segment") and self.state is not State.STOPPED:
+        playing = self.state is not State.STOPPED
+        if playing and self._source and self._source.kind in ("arrangement", "segment"):
             self.stop()  # the audio under the playhead changed
 
     def position(self) -> int:

@@ -130,10 +130,12 @@ class SessionStore:
         self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (time.time(), session_id))
 
     # ------------------------------------------------------------ audio files
-    def write_audio(self, audio: np.ndarray, sample_rate: int, tags: dict[str, str] | None = None) -> StoredAudio:
+    def write_audio(self, audio: np.ndarray, sample_rate: int,
+                    tags: dict[str, str] | None = None) -> StoredAudio:
         """Write a FLAC (atomically) and read it back; safe to call from a worker thread."""
-        from melody_core.audio import save_audio  # torch-backed; imported lazily
         import torch
+
+        from melody_core.audio import save_audio  # torch-backed; imported lazily
 
         name = f"take-{uuid.uuid4().hex}.flac"
         path = self.audio_dir / name
@@ -161,8 +163,9 @@ class SessionStore:
         with self._db:
             self._db.execute("BEGIN")
             cur = self._db.execute(
-                "INSERT INTO takes (session_id, kind, parent_id, prompt, seed, settings, metadata, model_hash,"
-                " audio_file, sample_rate, seconds, rating, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?)",
+                "INSERT INTO takes (session_id, kind, parent_id, prompt, seed, settings, metadata,"
+                " model_hash, audio_file, sample_rate, seconds, rating, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?)",
                 (session_id, kind, parent_id, prompt, seed, _jsonable(settings), _jsonable(metadata),
                  model_hash, stored.file, stored.sample_rate, seconds, now))
             self._touch(session_id)

@@ -17,6 +17,7 @@ from app.controller import Controller
 from app.engine import EngineFactory, real_pipeline
 from app.main_window import MainWindow
 from app.playback import Playback
+from app.qt_compat import guard_none_refcount
 from app.session import SessionModel
 from app.store import SessionStore, default_data_dir
 
@@ -51,8 +52,10 @@ class Studio:
 
     @classmethod
     def create(cls, data_dir: str | Path | None = None, engine_factory: EngineFactory = real_pipeline,
-               backend: OutputBackend | str | None = "auto", bundle: str | None = None, device: str | None = None,
-               threads: int | None = None, load_engine: bool = True, theme_mode: str = "system") -> Studio:
+               backend: OutputBackend | str | None = "auto", bundle: str | None = None,
+               device: str | None = None, threads: int | None = None, load_engine: bool = True,
+               theme_mode: str = "system") -> Studio:
+        guard_none_refcount()
         store = SessionStore(default_data_dir() if data_dir is None else data_dir)
         session = SessionModel(store)
         out, reason = open_backend(backend)

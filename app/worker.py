@@ -21,10 +21,12 @@ signal emitted from another thread directly in that thread, which is never what 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from app.engine import Event, one_line
 from melody_core.pipeline_types import (
@@ -61,7 +63,10 @@ class _Runner(QObject):
 
     @Slot()
     def run(self) -> None:
-        self._body(lambda name, *args: self.emitted.emit(name, args))
+        try:
+            self._body(lambda name, *args: self.emitted.emit(name, args))
+        finally:
+            QThread.currentThread().quit()  # the thread ends on its own (the GUI may be waiting on it)
 
 
 class _ThreadedWorker(QObject):
@@ -78,13 +83,12 @@ class _ThreadedWorker(QObject):
         raise NotImplementedError
 
     def start(self, parent: QObject | None = None) -> QThread:
-        """Run in a new QThread (which quits after `done`); keep a reference until `thread.finished`."""
+        """Run in a new QThread (which ends after the body); keep a reference until `thread.finished`."""
         thread = QThread(parent)
         runner = _Runner(self._body)
         runner.moveToThread(thread)
         runner.emitted.connect(self._relay, Qt.ConnectionType.QueuedConnection)
         thread.started.connect(runner.run)
-        self.done.connect(thread.quit)
         self.thread, self._runner = thread, runner
         thread.start()
         return thread
@@ -103,7 +107,8 @@ class GenerationWorker(_ThreadedWorker):
     finished = Signal(object, bool)  # finalize(result) or None, cancelled
     failed = Signal(str)  # one-line message
 
-    def __init__(self, job: Job, control: StreamControl | None = None, finalize: Finalize | None = None) -> None:
+    def __init__(self, job: Job, control: StreamControl | None = None,
+                 finalize: Finalize | None = None) -> None:
         super().__init__()
         self.control = control or StreamControl()
         self._job = job
@@ -170,11 +175,34 @@ class TaskWorker(_ThreadedWorker):
             emit("done")
 
 
-def blocking_job(call: Callable[[StreamControl], GenerationResult]) -> Job:
-    """Wrap a blocking pipeline call (continue_, inpaint) as a one-event job."""
+ProgressFn = Callable[[Progress], None]
+_DONE = object()
 
-    def job(control: StreamControl) -> Iterable[Event]:
-        yield Progress("dpd", 0, 1)
-        yield StreamFinished(call(control))
+
+def blocking_job(call: Callable[[StreamControl, ProgressFn], GenerationResult]) -> Job:
+    """Wrap a blocking pipeline call (`inpaint`, `continue_`) as a job: the call runs in a helper
+    thread and reports through `progress`; its Progress events are yielded as they come, then the
+    result. A cancel reaches the call through `control`, as for streams."""
+
+    def job(control: StreamControl) -> Iterator[Event]:
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = call(control, events.put)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the worker thread below
+                box["error"] = exc
+            finally:
+                events.put(_DONE)
+
+        helper = threading.Thread(target=target, name="melody-blocking-job", daemon=True)
+        helper.start()
+        while (item := events.get()) is not _DONE:
+            yield item
+        helper.join()
+        if "error" in box:
+            raise box["error"]
+        yield StreamFinished(box["result"])
 
     return job

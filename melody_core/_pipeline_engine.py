@@ -169,10 +169,11 @@ class LMJob:
 class Engine:
     """Runs a window plan on a timeline; see the module docstring.
 
-    model: object with `dpd`, `lm`, `threads`, `lm_threads`, `dpd_forward` (a DPDNetwork-contract
-    callable, possibly autocast/compiled); condition: () -> (1, n_prefix) MuLan tokens for the
-    current prompt/style; on_update: called with `StreamControl.take_updates()` before each window
-    after the first (prompt automation) and returns True when the conditioning changed.
+    model: object with `lm` (SemanticLM), `lm_threads` and `dpd_forward` (a callable with the
+    DPDNetwork contract, possibly autocast/compiled) — the MelodyPipeline; prefix: (1, n_prefix) MuLan
+    tokens; on_update: called with `StreamControl.take_updates()` before each window after the first
+    (prompt automation), returns the new prefix or None when the conditioning is unchanged;
+    stop_on_request: end after the window in progress once `control.stop_after_current()` was called.
     """
 
     def __init__(

@@ -10,7 +10,15 @@ Public API (plain data in and out, see `pipeline_types`):
 - `inpaint(audio, start_s, end_s, settings=None, control=None, ...) -> GenerationResult`
 - `stream(settings | prompt, control=None, endless=False, continue_from=None, ...)` -> iterator of
   `Progress`, `AudioChunk` and finally `StreamFinished`.
-Any length: the first window, then continuation windows (`_pipeline_plan` has the geometry).
+Any length: the first window, then continuation windows (`_pipeline_plan` has the geometry: L = 10 s
+windows, M = 4 chunks, continuation hop 630 frames = 63 whole tokens, ⌈T/M⌉ steps per continuation
+window). `GenerationSettings.start`: "window" (paper, default) denoises the whole first window in T
+steps — the first audio needs 250 LM tokens + T steps on 2500 frames; "progressive" *(our choice)*
+grows the first window chunk by chunk, so the first audio needs 62 tokens + T steps on 620 frames
+(measured ~5x lower time to first sound on a 2-core CPU; use it for live playback). The
+DESIGN's "staggered start" (`diffusion.staggered_chunks`) cannot lower it with this DPD: every step
+still runs on all L frames and chunk 0 is clean after the same T steps (and T + (M − 1)⌈T/M⌉ NFEs
+in all), so it is not used.
 Streaming, decoding and the equality of streamed and non-streamed audio: `_pipeline_decode`.
 Sampling engine (LM + DPD, progress, cancellation, threads): `_pipeline_engine`. Continuation /
 inpainting of user audio: `_pipeline_jobs`.
@@ -23,10 +31,11 @@ Latent scale: the DPD works on `latent_scale` × VAE latents (`melody_core.train
 the bundle meta `latent_scale` (written by `melody train export`) or a `latent_scale` field of the
 DPD config, default 1.0.
 
-Precision / speed options of `load` *(our choice)*: fp32 everywhere on CPU; on CUDA the DPD runs
-under bf16 autocast (`precision="auto"`), the VAE decoder stays fp32 (streamed = full decode to
-1e-4 needs it); `compile=True` wraps the DPD in `torch.compile` (CUDA only, worth it for the
-paper-size model).
+Precision / speed options of `load` *(our choice)*: fp32 by default (`precision="auto"`); on CUDA
+"tf32" (TensorFloat-32 matmuls) or "bf16"/"fp16" autocast for the DPD only — the VAE decoder stays
+fp32 (streamed = full decode to 1e-4 needs it). bf16 is not the default because the SRU's CPU path
+is not autocast-safe (measure it with packaging/gpu_bench.sh first). `compile=True` wraps the DPD in
+`torch.compile` (for the paper-size model on CUDA).
 """
 
 from __future__ import annotations
@@ -77,7 +86,9 @@ MIN_REGION_SECONDS = 0.02  # shortest inpainting region
 MAX_STEPS = 1000
 MAX_GUIDANCE = 20.0
 MAX_TEMPERATURE = 10.0
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# DPD precision: autocast dtype (None = fp32 weights and activations); "tf32" = fp32 with TensorFloat-32
+# matmuls/convolutions (CUDA only; sets the process-wide torch.backends flags)
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 EMPTY_PROMPT = "give a text prompt or a style audio file (both are empty)"
 STRING_TAGS = ("prompt", "model_hash", "mode", "device", "software")  # file tags stored as plain text
 
@@ -128,14 +139,16 @@ def validate_settings(s: GenerationSettings, need_prompt: bool = True, check_len
 
 def file_metadata(metadata: dict[str, Any]) -> dict[str, str]:
     """Flat string tags for an audio file (`audio.save_audio`): prompt, seed, mode, model hash,
-    device, NFE, the settings as JSON, and the continue/inpaint facts; `parse_file_metadata` inverts
-    it for every key it writes."""
+    device, NFE, the settings as JSON (without the prompt, which is its own tag), and the
+    continue/inpaint facts; `parse_file_metadata` inverts it for every key it writes."""
     keys = ("prompt", "seed", "mode", "model_hash", "device", "nfe", "settings", "seconds",
             "region_s", "crossfade_s", "continued_from_s", "prompt_changes")
     tags = {"software": f"MeLoDy Studio {__version__}"}
     for k in keys:
         if k in metadata and metadata[k] not in (None, []):
             v = metadata[k]
+            if k == "settings" and isinstance(v, dict):  # the prompt has its own tag (WAV tags are ~2 KB)
+                v = {name: x for name, x in v.items() if name != "prompt"}
             tags[k] = v if k in STRING_TAGS and isinstance(v, str) else json.dumps(v, sort_keys=True)
     return tags
 
@@ -192,9 +205,11 @@ class MelodyPipeline:
         self.latent_scale = float(scale)
         self.context_tokens = max(self.lm.config.window, (self.layout.length - self.layout.hop) // 10) + 1
         self.mulan_clip_samples = round(self.mulan.config.clip_seconds * SAMPLE_RATE)
-        if precision == "auto":
-            precision = "bf16" if self.torch_device.type == "cuda" else "fp32"
+        precision = "fp32" if precision == "auto" else precision
         _check(precision in PRECISIONS, f"precision must be one of auto, {', '.join(PRECISIONS)}")
+        if precision == "tf32" and self.torch_device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.precision = precision
         self._dpd_net = torch.compile(self.dpd) if compile else self.dpd
 
@@ -232,7 +247,10 @@ class MelodyPipeline:
             MelodyConfig(components=dict(loaded.configs)).validate()
         except ConfigError as exc:
             raise PipelineError(f"{path}: {exc}") from None
-        return cls(loaded, n_threads, lm_threads, precision, compile)
+        pipe = cls(loaded, n_threads, lm_threads, precision, compile)
+        with torch.inference_mode():
+            pipe.mulan.embed_text(["warm up"])  # loads a frozen pretrained text tower now, not mid-generation
+        return pipe
 
     # ------------------------------------------------------------------ conditioning
     def dpd_forward(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None) -> Tensor:
@@ -388,7 +406,7 @@ class MelodyPipeline:
         decoder = StreamDecoder(self.vae, self.latent_scale, job.decode_first, job.decode_end)
         pieces: list[np.ndarray] = []
         produced, final = 0, 0
-        limit = math.inf if job.out_samples is None else job.out_samples
+        limit = 0 if job.out_samples is None else job.out_samples
         cancelled = False
 
         def emit(parts: Iterator[tuple[int, np.ndarray]]) -> Iterator[AudioChunk]:
@@ -400,8 +418,9 @@ class MelodyPipeline:
                 if part is None:
                     return
                 first_frame, pcm = part
-                lo = job.out_start - first_frame * self.vae.hop  # output starts inside this piece?
-                pcm = pcm[max(0, lo) :][: max(0, int(min(limit - produced, len(pcm))))]
+                skip = max(0, job.out_start - first_frame * self.vae.hop)  # before the output start
+                take = len(pcm) - skip if job.out_samples is None else min(len(pcm) - skip, limit - produced)
+                pcm = pcm[skip : skip + max(0, take)]
                 if len(pcm):
                     pieces.append(pcm)
                     yield AudioChunk(len(pieces) - 1, produced, pcm)

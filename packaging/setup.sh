@@ -11,7 +11,7 @@ if [[ "${1:-}" == "--dev" ]]; then EXTRAS="app,data,dev"; fi
 # System packages: PortAudio (sound output), FluidSynth + GM soundfont (training corpus),
 # Xvfb + xcb libs (real-window tests / screenshots).
 APT_PKGS=(libportaudio2 fluidsynth fluid-soundfont-gm xvfb libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0
-          libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-cursor0 libegl1 libgl1 g++)
+          libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-cursor0 libegl1 libgl1 xauth g++)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if (( ${#missing[@]} )); then

@@ -74,9 +74,10 @@ class FakePipeline:
                 "model_hash": self.model_hash, "device": self.device, "nfe": nfe}
 
     # ---------------------------------------------------------------- API
-    def stream(self, settings: GenerationSettings, control: StreamControl | None = None, endless: bool = False,
-               continue_from: np.ndarray | None = None) -> Iterator[Event]:
-        self._check(settings)
+    def stream(self, settings: GenerationSettings, control: StreamControl | None = None,
+               endless: bool = False, continue_from: np.ndarray | None = None) -> Iterator[Event]:
+        if continue_from is None:
+            self._check(settings)
         control = control or StreamControl()
         seed = settings.seed if settings.seed is not None else int(time.time() * 1000) % 2**31
         chunk_n = int(self.chunk_seconds * self.sample_rate)
@@ -85,6 +86,7 @@ class FakePipeline:
         prompt = settings.prompt
         pieces: list[np.ndarray] = []
         produced, index, nfe = 0, 0, 0
+        phase0 = 0 if continue_from is None else len(continue_from)  # a continuation carries on the tone
         cancelled = False
         while endless or index < n_chunks:
             prompt = control.take_updates().get("prompt", prompt)
@@ -100,7 +102,7 @@ class FakePipeline:
             if self.fail_prompt in (prompt or ""):
                 raise RuntimeError("fake model exploded")
             n = chunk_n if endless else min(chunk_n, total - produced)
-            pcm = self._tone(self._freq(prompt, seed), produced, n)
+            pcm = self._tone(self._freq(prompt, seed), phase0 + produced, n)
             pieces.append(pcm)
             yield AudioChunk(index=index, start_sample=produced, pcm=pcm)
             produced += n
@@ -128,13 +130,21 @@ class FakePipeline:
         return GenerationResult(out, self.sample_rate, {**new.metadata, "continued_from": len(audio)})
 
     def inpaint(self, audio: np.ndarray, start_s: float, end_s: float, settings: GenerationSettings,
-                control: StreamControl | None = None) -> GenerationResult:
+                control: StreamControl | None = None, progress=None) -> GenerationResult:  # noqa: ANN001
         audio = np.asarray(audio, np.float32)
         s, e = int(round(start_s * self.sample_rate)), int(round(end_s * self.sample_rate))
         if not 0 <= s < e <= len(audio):
             raise PipelineError(f"region {start_s:.2f}-{end_s:.2f} s is outside the clip")
-        new = self.generate(GenerationSettings(**{**settings.to_dict(), "seconds": (e - s) / self.sample_rate}),
-                            control)
+        region = GenerationSettings(**{**settings.to_dict(), "seconds": (e - s) / self.sample_rate})
+        pieces = []
+        for event in self.stream(region, control):
+            if isinstance(event, Progress) and progress is not None:
+                progress(event)
+            elif isinstance(event, StreamFinished):
+                if event.cancelled:
+                    raise GenerationCancelled("cancelled")
+                pieces.append(event.result)
+        new = pieces[0]
         out = audio + np.float32(self.inpaint_leak)
         out[s:e] = new.audio[: e - s]
         return GenerationResult(out, self.sample_rate, {**new.metadata, "inpaint": [start_s, end_s]})

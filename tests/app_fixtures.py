@@ -10,9 +10,11 @@ import pytest
 from app_fake_pipeline import FakePipeline
 
 from app.engine import Engine
+from app.qt_compat import guard_none_refcount
 from app.studio import Studio
 
 WAIT_MS = 20000
+guard_none_refcount()  # PySide6 6.12 on Python 3.11 drops references to None (see app/qt_compat.py)
 
 
 def fake_factory(cls: type[FakePipeline] = FakePipeline) -> Callable[[str | None, str, int | None], Engine]:
@@ -41,6 +43,16 @@ def make_studio(qtbot, tmp_path: Path) -> Iterator[Callable[..., Studio]]:  # no
     yield make
     for studio in created:
         studio.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:  # noqa: ANN001
+    """A random tiny model bundle (real pipeline, meaningless audio), built once per test session."""
+    from melody_core.checkpoint import random_bundle
+
+    path = tmp_path_factory.mktemp("bundle") / "tiny"
+    random_bundle(path, preset="tiny")
+    return path
 
 
 def run_job(qtbot, studio: Studio, action: Callable[[], None]) -> Any:  # noqa: ANN001

@@ -221,3 +221,47 @@ def test_history_filter_restore_and_ab(qtbot, make_studio):  # noqa: F811
     assert panel.settings().seed == studio.session.take(a).seed
     studio.window.playback.set_ab(a, b)  # no device: A/B bookkeeping still works
     assert studio.window.playback.switch_ab() == b and studio.window.playback.switch_ab() == a
+
+
+def test_spectrogram_theme_help_and_shortcuts(qtbot, make_studio):  # noqa: F811
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication, QLabel
+
+    from app.views import theme
+
+    studio = make_studio()
+    w = studio.window
+    generate(qtbot, studio, "a", 1.0)
+    generate(qtbot, studio, "b", 1.0)
+    w.spec_action.setChecked(True)
+    assert w.arrangement._spec.isVisible() and not w.arrangement._curves[0].isVisible()
+    assert w.arrangement._spec.image.shape[1] == theme_bins()
+    w.spec_action.setChecked(False)
+    assert w.arrangement._curves[0].isVisible()
+    w.apply_theme("dark")
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Window).lightness() < 100
+    w.apply_theme("light")
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Window).lightness() > 150
+    dialog = theme.show_shortcuts(w)
+    text = dialog.findChild(QLabel).text()
+    assert "Ctrl+Enter" in text and "Space" in text and "Ctrl+Z" in text
+    dialog.close()
+    ids = w.session.take_ids
+    w.select_segment(0)
+    qtbot.keyClick(w, Qt.Key.Key_Delete)
+    assert w.session.take_ids == ids[1:]
+    qtbot.keyClick(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert w.session.take_ids == ids
+    qtbot.keyClick(w, Qt.Key.Key_Right)
+    assert w.selected == 1
+    qtbot.keyClick(w, Qt.Key.Key_5)
+    assert w.session.take(ids[1]).rating == 5
+    w.panel.prompt.setFocus()
+    qtbot.keyClick(w.panel.prompt, Qt.Key.Key_3)  # typing in the prompt does not rate
+    assert w.session.take(ids[1]).rating == 5 and "3" in w.panel.prompt_text()
+
+
+def theme_bins() -> int:
+    from app.views.waveform import SPEC_NFFT
+
+    return SPEC_NFFT // 2 + 1

@@ -118,8 +118,8 @@ def test_gui_stays_responsive_during_generation(qtbot, make_studio):  # noqa: AN
     timer.timeout.connect(tick)
     panel = studio.window.panel
     panel.prompt.setPlainText("busy")
-    panel.length.setValue(6.0)
-    panel.steps.setValue(20)
+    panel.length.setValue(3.0)
+    panel.steps.setValue(12)
     clock.start()
     timer.start()
     with qtbot.waitSignal(studio.controller.job_finished, timeout=60000):
@@ -129,5 +129,6 @@ def test_gui_stays_responsive_during_generation(qtbot, make_studio):  # noqa: AN
     assert len(gaps) > 20, "the generation was too short to measure"
     worst = max(gaps)
     p95 = float(np.percentile(gaps, 95))
-    print(f"event-loop gaps during generation: median {np.median(gaps):.0f} ms, p95 {p95:.0f} ms, max {worst} ms")
+    print(f"event-loop gaps during generation: median {np.median(gaps):.0f} ms, p95 {p95:.0f} ms, "
+          f"max {worst} ms at tick {gaps.index(worst)} of {len(gaps)}")
     assert p95 < 60 and worst < 250, f"GUI thread blocked: p95 {p95:.0f} ms, worst {worst} ms"

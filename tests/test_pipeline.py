@@ -111,7 +111,9 @@ def test_metadata(pipe: MelodyPipeline) -> None:
     tags = file_metadata(m)
     assert all(isinstance(v, str) for v in tags.values())
     back = parse_file_metadata(tags)
-    assert back["seed"] == 7 and back["settings"] == m["settings"] and back["prompt"] == "a jazz trio"
+    assert back["seed"] == 7 and back["prompt"] == "a jazz trio" and back["nfe"] == m["nfe"]
+    assert back["settings"] == {k: v for k, v in m["settings"].items() if k != "prompt"}
+    assert back["model_hash"] == pipe.model_hash and back["mode"] == "generate"
 
 
 def test_continue_keeps_prefix(pipe: MelodyPipeline) -> None:
@@ -263,3 +265,19 @@ def test_style_audio_and_latent_scale(pipe: MelodyPipeline, bundle_dir) -> None:
     assert torch.equal(t1, t2)
     r = scaled.continue_(clip, 1.0, **FAST)
     np.testing.assert_array_equal(r.audio[: len(clip)], clip)
+
+
+def test_app_engine_protocol(pipe: MelodyPipeline) -> None:
+    """The calling convention of app/engine.py's `Engine` protocol (positional settings + control)."""
+    assert isinstance(pipe.model_hash, str) and pipe.device == "cpu" and pipe.sample_rate == SAMPLE_RATE
+    s = GenerationSettings(prompt="harp", seconds=1.0, steps=2, seed=3)
+    control = StreamControl()
+    *_, finished = pipe.stream(s, control, False, None)
+    assert isinstance(finished, StreamFinished) and finished.result.seconds == 1.0
+    src = finished.result.audio
+    cont = pipe.continue_(src, 0.5, s, control)
+    assert len(cont.audio) == len(src) + SAMPLE_RATE // 2
+    inp = pipe.inpaint(src, 0.2, 0.6, s, control)
+    assert inp.audio.shape == src.shape
+    result = pipe.generate(settings=s)
+    np.testing.assert_allclose(result.audio, src, atol=1e-4)

@@ -1,5 +1,6 @@
 """Exact resumption after kill -9: run A uninterrupted; run B SIGKILLed in a subprocess after a
-checkpoint, then resumed; B's per-step losses after the checkpoint must equal A's."""
+checkpoint, then resumed; B's per-step losses after the checkpoint must equal A's. Runs A and the
+resumption are in-process (1 thread, like the subprocess) to save interpreter start-ups."""
 
 import csv
 import os
@@ -30,16 +31,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _subprocess(argv: list[str]) -> subprocess.CompletedProcess:
+def _launch(argv: list[str]) -> subprocess.Popen:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(REPO))
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "melody_core.train", *argv],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
     )
+
+
+def _wait_all(procs: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str, str]]:
+    """Wait for every process: {name: (returncode, stdout, stderr)}."""
+    outs = {k: p.communicate(timeout=240) for k, p in procs.items()}
+    return {k: (procs[k].returncode, *outs[k]) for k in procs}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -47,30 +54,40 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("stage", ["vae", "dpd"])  # vae: two optimizers + GAN phase; dpd: noise, CFG, caches
-def test_kill9_then_resume_repeats_the_uninterrupted_losses(runs: Path, stage: str) -> None:
+def test_kill9_then_resume_repeats_the_uninterrupted_losses(
+    runs: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # vae: two optimizers + the GAN phase; dpd: diffusion noise, CFG dropout, caches, latent scale
+    stages = ("vae", "dpd")
     data = runs / "corpus"
-    out_a, out_b = runs / "A" / stage, runs / "B" / stage
-    assert main(stage_argv(stage, data, runs / "runs", *STEPS, out=out_a)) == 0
-    argv_b = stage_argv(stage, data, runs / "runs", *STEPS, out=out_b)
+    argv_b = {}
+    for stage in stages:
+        assert main(stage_argv(stage, data, runs / "runs", *STEPS, out=runs / "A" / stage)) == 0
+        argv_b[stage] = stage_argv(stage, data, runs / "runs", *STEPS, out=runs / "B" / stage)
 
-    killed = _subprocess([*argv_b, "--kill-at-step", str(KILL_AT)])
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    ckpt = torch.load(out_b / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 3  # checkpoint at 3, killed after 5
-    assert max(int(r["step"]) for r in _rows(out_b / "metrics.csv")) == KILL_AT
+    killed = _wait_all({s: _launch([*argv_b[s], "--kill-at-step", str(KILL_AT)]) for s in stages})
+    for stage in stages:  # the two B runs run side by side
+        rc, _, err = killed[stage]
+        assert rc == -signal.SIGKILL, err[-2000:]
+        out_b = runs / "B" / stage
+        assert torch.load(out_b / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+        assert max(int(r["step"]) for r in _rows(out_b / "metrics.csv")) == KILL_AT
 
-    resumed = _subprocess(argv_b)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at step 3" in resumed.stdout
+    for stage in stages:  # resume in this process (same code path as a fresh `melody train` call)
+        capsys.readouterr()
+        assert main(argv_b[stage]) == 0
+        assert f"{stage}: resuming at step 3" in capsys.readouterr().out
+        _assert_same_run(runs / "A" / stage, runs / "B" / stage, stage)
 
+
+def _assert_same_run(out_a: Path, out_b: Path, stage: str) -> None:
     rows_a, rows_b = _rows(out_a / "metrics.csv"), _rows(out_b / "metrics.csv")
     assert [(r["step"], r["split"]) for r in rows_a] == [(r["step"], r["split"]) for r in rows_b]
     metric_cols = [c for c in rows_a[0] if c not in ("step", "split", "wall_s")]
     compared = 0
     for ra, rb in zip(rows_a, rows_b):
         for col in metric_cols:
-            assert (ra[col] == "") == (rb[col] == ""), (ra["step"], col)
+            assert (ra[col] == "") == (rb[col] == ""), (stage, ra["step"], col)
             if ra[col]:
                 a, b = float(ra[col]), float(rb[col])
                 assert abs(a - b) <= TOL * max(1.0, abs(a)), (stage, ra["step"], ra["split"], col, a, b)
@@ -80,4 +97,4 @@ def test_kill9_then_resume_repeats_the_uninterrupted_losses(runs: Path, stage: s
     final_b = torch.load(out_b / "checkpoints" / "last.pt", weights_only=True)["models"]
     for name, state in final_a.items():
         for key, t in state.items():
-            assert torch.allclose(t.float(), final_b[name][key].float(), atol=1e-6), (name, key)
+            assert torch.allclose(t.float(), final_b[name][key].float(), atol=1e-6), (stage, name, key)

@@ -79,6 +79,13 @@ class Player(QObject):
     def available(self) -> bool:
         return self._backend is not None
 
+    def set_backend(self, backend: OutputBackend | None, unavailable_reason: str = "") -> None:
+        """Switch output backends (e.g. after re-scanning devices); stops playback."""
+        self.stop()
+        self._close_stream()
+        self._backend = backend
+        self.unavailable_reason = unavailable_reason if backend is None else ""
+
     def devices(self) -> list[OutputDevice]:
         return self._backend.devices() if self._backend else []
 
@@ -269,7 +276,7 @@ class Player(QObject):
 
     def position(self) -> int:
         """Source sample last handed to the device (-1 before the first)."""
-        return self._ring.last_position if self._state is not State.STOPPED else -1
+        return self._ring.position() if self._state is not State.STOPPED else -1
 
     @property
     def underruns(self) -> int:

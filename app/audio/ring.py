@@ -56,6 +56,13 @@ class RingBuffer:
         self._write += n  # publish only after the data is in place
         return n
 
+    def position(self) -> int:
+        """Producer-side view of `last_position`: -1 until the consumer has read a sample written
+        after the last flush (so a seek or a new source never reports the old source's position)."""
+        if self._read <= self._flush_to:  # read before last_position: it is at least this recent
+            return -1
+        return self.last_position
+
     def flush(self) -> None:
         """Drop every sample written so far (takes effect at the consumer's next read)."""
         self._flush_to = self._write

@@ -37,7 +37,8 @@ class DragHandle(QLabel):
         self._press: QPoint | None = None
         self.setCursor(Qt.CursorShape.OpenHandCursor)
         self.setToolTip("Drag this into a DAW or a file manager (WAV)")
-        self.setStyleSheet("QLabel { border: 1px dashed palette(mid); border-radius: 4px; padding: 2px 6px; }")
+        self.setStyleSheet("QLabel { border: 1px dashed palette(mid); border-radius: 4px;"
+                           " padding: 2px 6px; }")
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:

@@ -50,8 +50,9 @@ class HistoryPanel(QWidget):
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda _: self._emit_one(self.play_take))
         self.buttons = {
-            "play": QPushButton("Play"), "ab": QPushButton("A/B compare"), "switch": QPushButton("Switch A/B"),
-            "restore": QPushButton("Restore settings"), "add": QPushButton("Add to arrangement"),
+            "play": QPushButton("Play"), "ab": QPushButton("A/B compare"),
+            "switch": QPushButton("Switch A/B"), "restore": QPushButton("Restore settings"),
+            "add": QPushButton("Add to arrangement"),
         }
         self.buttons["play"].clicked.connect(lambda: self._emit_one(self.play_take))
         self.buttons["ab"].clicked.connect(self._compare)
@@ -76,8 +77,9 @@ class HistoryPanel(QWidget):
         self.table.setRowCount(len(takes))
         for r, take in enumerate(takes):
             s = take.settings
-            values = (time.strftime("%m-%d %H:%M:%S", time.localtime(take.created)),
-                      "★" * take.rating + "☆" * (5 - take.rating), (take.prompt or "(style audio)").replace("\n", " "),
+            stars = "★" * take.rating + "☆" * (5 - take.rating)
+            prompt = (take.prompt or "(style audio)").replace("\n", " ")
+            values = (time.strftime("%m-%d %H:%M:%S", time.localtime(take.created)), stars, prompt,
                       str(take.seed), str(s.get("steps", "")), f"{float(s.get('guidance', 0)):.2f}",
                       f"{take.seconds:.1f} s", take.kind)
             for c, v in enumerate(values):

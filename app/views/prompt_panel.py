@@ -42,6 +42,7 @@ EXAMPLE_PROMPTS = (
     "Acoustic folk guitar fingerpicking, warm and intimate",
 )
 HISTORY_LIMIT = 30
+COMBO_CHARS = 12  # visible characters of the prompt-history / example combos
 STEER_DEBOUNCE_MS = 400
 SEED_MAX = 2**31 - 1
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
@@ -89,6 +90,9 @@ class PromptPanel(QWidget):
         self.examples.setPlaceholderText("Examples")
         self.examples.addItems(EXAMPLE_PROMPTS)
         self.examples.activated.connect(lambda i: self.prompt.setPlainText(EXAMPLE_PROMPTS[i]))
+        for combo in (self.history, self.examples):  # long prompts must not widen the panel
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(COMBO_CHARS)
         pick = QHBoxLayout()
         pick.addWidget(self.history, 2)
         pick.addWidget(self.examples, 1)
@@ -116,7 +120,8 @@ class PromptPanel(QWidget):
         self.generate_button.setToolTip("Generate a new segment (Ctrl+Enter)")
         self.generate_button.clicked.connect(self.generate_requested)
         self.keep_button = QPushButton("Keep playing")
-        self.keep_button.setToolTip("Generate endlessly while playing; edit the prompt to steer (Ctrl+Shift+Enter)")
+        self.keep_button.setToolTip("Generate endlessly while playing; edit the prompt to steer "
+                                    "(Ctrl+Shift+Enter)")
         self.keep_button.clicked.connect(self.keep_playing_requested)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Cancel the running generation (Esc)")
@@ -177,7 +182,8 @@ class PromptPanel(QWidget):
         for label, value in DEVICES:
             self.device.addItem(label, value)
         self.load_button = QPushButton("Load")
-        self.load_button.clicked.connect(lambda: self.model_requested.emit(self.bundle_path(), self.device_name()))
+        self.load_button.clicked.connect(
+            lambda: self.model_requested.emit(self.bundle_path(), self.device_name()))
         self.engine_label = QLabel("no model")
         self.engine_label.setWordWrap(True)
         dev_row = QHBoxLayout()

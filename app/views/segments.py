@@ -27,6 +27,7 @@ from app.views.dragout import DragHandle
 
 MAX_STARS = 5
 CARD_WIDTH = 230
+STAR_SCALE = 1.4  # stars drawn larger than the body text
 
 
 class StarRating(QWidget):
@@ -40,13 +41,17 @@ class StarRating(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         self._buttons: list[QToolButton] = []
+        font = self.font()
+        font.setPointSizeF(font.pointSizeF() * STAR_SCALE)
         for i in range(1, MAX_STARS + 1):
             b = QToolButton(self)
             b.setAutoRaise(True)
+            b.setFont(font)
             b.setToolTip(f"Rate {i} of {MAX_STARS} (key {i})")
             b.clicked.connect(lambda _=False, n=i: self._clicked(n))
             layout.addWidget(b)
             self._buttons.append(b)
+        layout.addStretch(1)
         self._rating = 0
         self.set_rating(rating)
 
@@ -139,7 +144,8 @@ class SegmentStrip(QScrollArea):
     delete = Signal(int)
     drag_failed = Signal(str)
 
-    def __init__(self, sample_rate: int, make_file: Callable[[int], Path], parent: QWidget | None = None) -> None:
+    def __init__(self, sample_rate: int, make_file: Callable[[int], Path],
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.sample_rate = sample_rate
         self._make_file = make_file
@@ -158,6 +164,7 @@ class SegmentStrip(QScrollArea):
     def set_segments(self, segments: list[Segment], selected: int | None) -> None:
         for card in self.cards:
             self._row.removeWidget(card)
+            card.hide()  # deleteLater only runs on the next event-loop pass
             card.deleteLater()
         self.cards = []
         self._empty.setVisible(not segments)

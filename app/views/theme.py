@@ -45,13 +45,12 @@ def system_is_dark() -> bool:
 def dark_palette() -> QPalette:
     p = QPalette()
     c = {k: QColor(v) for k, v in DARK.items()}
-    for role, color in ((QPalette.ColorRole.Window, c["window"]), (QPalette.ColorRole.WindowText, c["text"]),
-                        (QPalette.ColorRole.Base, c["base"]), (QPalette.ColorRole.AlternateBase, c["alt"]),
-                        (QPalette.ColorRole.Text, c["text"]), (QPalette.ColorRole.Button, c["button"]),
-                        (QPalette.ColorRole.ButtonText, c["text"]), (QPalette.ColorRole.ToolTipBase, c["alt"]),
-                        (QPalette.ColorRole.ToolTipText, c["text"]), (QPalette.ColorRole.Highlight, c["highlight"]),
-                        (QPalette.ColorRole.HighlightedText, QColor("#ffffff")), (QPalette.ColorRole.Link, c["link"]),
-                        (QPalette.ColorRole.PlaceholderText, c["disabled"])):
+    R = QPalette.ColorRole
+    roles = {R.Window: c["window"], R.WindowText: c["text"], R.Base: c["base"], R.AlternateBase: c["alt"],
+             R.Text: c["text"], R.Button: c["button"], R.ButtonText: c["text"], R.ToolTipBase: c["alt"],
+             R.ToolTipText: c["text"], R.Highlight: c["highlight"], R.HighlightedText: QColor("#ffffff"),
+             R.Link: c["link"], R.PlaceholderText: c["disabled"]}
+    for role, color in roles.items():
         p.setColor(role, color)
     for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
         p.setColor(QPalette.ColorGroup.Disabled, role, c["disabled"])

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider
 from app.audio.backend import OutputDevice
 
 VOLUME_STEPS = 100
+VOLUME_WIDTH = 110
 
 
 def format_time(seconds: float) -> str:
@@ -44,7 +45,7 @@ class TransportBar(QWidget):
         self.volume = QSlider(Qt.Orientation.Horizontal)
         self.volume.setRange(0, VOLUME_STEPS)
         self.volume.setValue(VOLUME_STEPS)
-        self.volume.setMaximumWidth(120)
+        self.volume.setFixedWidth(VOLUME_WIDTH)
         self.volume.setToolTip("Volume")
         self.volume.valueChanged.connect(lambda v: self.volume_changed.emit(v / VOLUME_STEPS))
         self.notice = QLabel("")

@@ -20,12 +20,14 @@ SEGMENT_COLORS = ("#4c9be8", "#3fb68b")  # alternate so neighbouring segments st
 SELECTED_COLOR = "#f0a030"
 LIVE_COLOR = "#d05ad0"
 PLAYHEAD_COLOR = "#e04040"
+BORDER_COLOR = "#888888"
 SPEC_NFFT = 512
 SPEC_MAX_COLUMNS = 3000  # the spectrogram hop grows with the length to stay this wide at most
 SPEC_FLOOR_DB = -80.0
 
 
-def spectrogram(audio: np.ndarray, n_fft: int = SPEC_NFFT, max_columns: int = SPEC_MAX_COLUMNS) -> tuple[np.ndarray, int]:
+def spectrogram(audio: np.ndarray, n_fft: int = SPEC_NFFT,
+                max_columns: int = SPEC_MAX_COLUMNS) -> tuple[np.ndarray, int]:
     """Log-magnitude spectrogram (columns, n_fft//2+1) in dB and its hop in samples."""
     hop = max(n_fft // 2, int(np.ceil(len(audio) / max_columns)))
     if len(audio) < n_fft:
@@ -91,9 +93,7 @@ class ArrangementView(QWidget):
         self._curves: list[pg.PlotDataItem] = []
         self._segments: list[Segment] = []
         self._selected: int | None = None
-        self._live_curve = pg.PlotDataItem(pen=pg.mkPen(LIVE_COLOR))
-        self.plot.addItem(self._live_curve)
-        self._prep(self._live_curve)
+        self._live_curves: list[pg.PlotDataItem] = []  # one per streamed chunk (no re-plotting)
         self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(PLAYHEAD_COLOR, width=2))
         self.playhead.setZValue(20)
         self.playhead.hide()
@@ -127,8 +127,10 @@ class ArrangementView(QWidget):
             x = (seg.start + np.arange(seg.length)) / sr
             curve = pg.PlotDataItem(pen=pg.mkPen(self._color(seg.index)))
             label = pg.TextItem(self._label(seg), anchor=(0, 0), color=self._color(seg.index))
+            label.setToolTip(seg.take.prompt or "(style audio)")
             label.setPos(seg.start / sr, 1.0)
-            border = pg.InfiniteLine(pos=seg.start / sr, angle=90, pen=pg.mkPen("#888888", style=Qt.PenStyle.DashLine))
+            border = pg.InfiniteLine(pos=seg.start / sr, angle=90,
+                                     pen=pg.mkPen(BORDER_COLOR, style=Qt.PenStyle.DashLine))
             for item in (curve, label, border):
                 self.plot.addItem(item)
                 self._items.append(item)
@@ -142,9 +144,7 @@ class ArrangementView(QWidget):
 
     @staticmethod
     def _label(seg: Segment) -> str:
-        stars = "★" * seg.take.rating + "☆" * (5 - seg.take.rating)
-        prompt = (seg.take.prompt or "(style audio)").replace("\n", " ")
-        return f"#{seg.index + 1} {stars}  {prompt[:40]}"
+        return f"#{seg.index + 1} " + "★" * seg.take.rating + "☆" * (5 - seg.take.rating)
 
     def _color(self, index: int) -> str:
         return SELECTED_COLOR if index == self._selected else SEGMENT_COLORS[index % len(SEGMENT_COLORS)]
@@ -154,17 +154,27 @@ class ArrangementView(QWidget):
         for i, curve in enumerate(self._curves):
             curve.setPen(pg.mkPen(self._color(i)))
 
-    def set_live(self, audio: np.ndarray, origin: int) -> None:
-        """Audio being generated (not saved yet), drawn from arrangement sample `origin`."""
-        if len(audio) == 0:
-            self._live_curve.setData([], [])
+    def add_live(self, pcm: np.ndarray, start: int) -> None:
+        """A chunk being generated (not saved yet), drawn from arrangement sample `start`."""
+        if len(pcm) == 0:
             return
-        x = (origin + np.arange(len(audio))) / self.sample_rate
-        self._live_curve.setData(x, audio)
-        end = x[-1]
+        curve = pg.PlotDataItem(pen=pg.mkPen(LIVE_COLOR))
+        self.plot.addItem(curve)
+        self._prep(curve)
+        x = (start + np.arange(len(pcm))) / self.sample_rate
+        curve.setData(x, pcm)
+        self._live_curves.append(curve)
         lo, hi = self._box.viewRange()[0]
-        if end > hi:
-            self.plot.setXRange(lo, end + 1.0, padding=0)
+        if x[-1] > hi:
+            self.plot.setXRange(lo, x[-1] + 1.0, padding=0)
+
+    def clear_live(self) -> None:
+        for curve in self._live_curves:
+            self.plot.removeItem(curve)
+        self._live_curves = []
+
+    def live_samples(self) -> int:
+        return sum(len(c.getData()[1] if c.getData()[1] is not None else []) for c in self._live_curves)
 
     def set_playhead(self, sample: int) -> None:
         if sample < 0:

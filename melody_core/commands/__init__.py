@@ -11,6 +11,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "melody_core.commands.bench_models",
     "melody_core.commands.generate",
     "melody_core.commands.bench",
+    "melody_core.commands.train",
+    "melody_core.commands.data",
 )
 
 

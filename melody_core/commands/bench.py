@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--lm-threads", type=int, default=1, help="threads while sampling LM tokens (default 1)")
-    p.add_argument("--precision", default="auto", help="DPD precision: auto (bf16 on CUDA), fp32, bf16, fp16")
+    p.add_argument("--precision", default="auto", help="DPD precision: auto (= fp32), fp32, tf32, bf16, fp16")
     p.add_argument("--compile", action="store_true", help="torch.compile the DPD (CUDA)")
     p.add_argument("--hash-text-tower", action="store_true", help="with --random-init: MuLan's hashed "
                    "text backbone instead of MiniLM (for machines without the MiniLM package)")
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     kw = {"lm_threads": args.lm_threads, "precision": args.precision, "compile": args.compile}
     try:
         if args.random_init:
-            pipe = random_pipeline(args.preset or "tiny", args.device, args.threads, args.hash_text_tower, **kw)
+            preset = args.preset or "tiny"
+            pipe = random_pipeline(preset, args.device, args.threads, args.hash_text_tower, **kw)
         else:
             pipe = MelodyPipeline.load(args.bundle, device=args.device, threads=args.threads, **kw)
         report = run_bench(pipe, args.seconds, args.steps, args.guidance, args.repeats, args.stream_seconds)

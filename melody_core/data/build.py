@@ -11,6 +11,7 @@ music the user asked for are always included whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -189,8 +190,10 @@ def _consume(
             tally.works.setdefault(rec.source, set()).add(res.key)
             total += rec.seconds
         if i % every == 0 or i == n_jobs:
+            elapsed = time.monotonic() - start
+            eta = f", ~{elapsed / i * (n_jobs - i) / 60:.0f} min left" if i < n_jobs else ""
             log(f"[{i}/{n_jobs}] {res.key}: {len(res.records)} clips; total {total / 60:.1f} min of audio, "
-                f"{time.monotonic() - start:.0f} s")  # fmt: skip
+                f"{elapsed:.0f} s{eta}")  # fmt: skip
 
 
 def _remove_strays(out: Path, keep: set[str]) -> None:
@@ -218,6 +221,24 @@ def _versions(renderer: Renderer | None) -> dict:
         v["fluidsynth"] = fluidsynth_version(renderer.binary)
         v["soundfont"] = {"path": str(sf), "name": sf.resolve().name, "bytes": sf.stat().st_size}
     return v
+
+
+def _group(rec) -> str:
+    """The unit a split is decided for: a work (all its renders) or a recorded file."""
+    return rec.attributes.get("work") or f"{rec.source}/{rec.attributes.get('file', rec.id)}"
+
+
+def _ensure_valid(records: list) -> None:
+    """A small corpus may draw no validation work by hash: then the group with the smallest hash
+    becomes the validation set (deterministic, and only when there are at least two groups)."""
+    if any(r.split == "valid" for r in records):
+        return
+    groups = sorted({_group(r) for r in records}, key=lambda g: hashlib.sha256(g.encode("utf-8")).hexdigest())
+    if len(groups) < 2:
+        return
+    for r in records:
+        if _group(r) == groups[0]:
+            r.split = "valid"
 
 
 def _seconds(records: list) -> float:
@@ -301,6 +322,7 @@ def build_corpus(settings: BuildSettings, log: Log = print, works: list[WorkRef]
     if not tally.records:
         raise BuildError("the build produced no clips (see the skipped items above)")
     tally.records.sort(key=lambda r: r.id)
+    _ensure_valid(tally.records)
     write_records(out / CAPTIONS, tally.records)
     manifest = _manifest(settings, tally, licences, notes, renderer, time.monotonic() - start)
     tmp = out / (MANIFEST + ".tmp")

@@ -20,7 +20,7 @@ from melody_core.data.catalog import COLLECTION_BY_NAME, WorkRef
 from melody_core.data.clips import PEAK_DBFS, ClipSpec, cut_clips, normalize_peak
 from melody_core.data.corpus import ClipRecord, split_of
 from melody_core.data.midi import end_seconds, write_midi
-from melody_core.data.render import Renderer, RenderError, render_midi
+from melody_core.data.render import KEEP_TAIL_S, Renderer, RenderError, render_midi
 from melody_core.data.symbolic import ScoreFacts, extract_facts, load_score
 from melody_core.data.variations import (
     ENSEMBLE_BY_NAME,
@@ -33,6 +33,7 @@ from melody_core.data.variations import (
 MAX_RECORDED_S = 2 * 3600.0  # longest recorded file loaded at once
 CLIP_EXT = ".flac"
 TMP_DIR = ".tmp"
+STOP_MARGIN_S = 0.5  # "all sound off" this long after the kept tail (the render is trimmed anyway)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def _render_variation(job: SymbolicJob, facts: ScoreFacts, index: int, result: J
     tmp = out / TMP_DIR
     midi, wav = tmp / f"{stem}.mid", tmp / f"{stem}.wav"
     try:
-        write_midi(midi, tracks, var.qpm)
+        write_midi(midi, tracks, var.qpm, stop_after_s=KEEP_TAIL_S + STOP_MARGIN_S)
         audio = render_midi(job.renderer, midi, wav, expected)
     except RenderError as exc:
         result.skipped.append(f"{work.id} v{index}: {exc}")

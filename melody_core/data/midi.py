@@ -20,6 +20,7 @@ MICROSECONDS_PER_MINUTE = 60_000_000
 CC_VOLUME = 7
 CC_REVERB = 91
 CC_CHORUS = 93
+CC_ALL_SOUND_OFF = 120
 NOTE_ON = 0x90
 NOTE_OFF = 0x80
 CONTROL_CHANGE = 0xB0
@@ -97,7 +98,7 @@ def note_ticks(notes: list[Note]) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _track_bytes(track: Track) -> bytes:
+def _track_bytes(track: Track, stop_tick: int | None) -> bytes:
     ch = track.channel
     events: list[tuple[int, int, bytes]] = []
     if track.name:
@@ -111,12 +112,16 @@ def _track_bytes(track: Track) -> bytes:
         events.append((on, 4, bytes([NOTE_ON | ch, pitch, vel])))
         events.append((off, 3, bytes([NOTE_OFF | ch, pitch, 0])))  # order 3: offs before ons at a tick
         end = max(end, off)
+    if stop_tick is not None:  # silence every voice (long releases would make the render run on)
+        end = max(end, stop_tick)
+        events.append((end, 8, bytes([CONTROL_CHANGE | ch, CC_ALL_SOUND_OFF, 0])))
     events.append((end, 9, bytes([0xFF, META_END_OF_TRACK, 0])))
     return _chunk(b"MTrk", _events_to_bytes(events))
 
 
-def midi_bytes(tracks: list[Track], qpm: float) -> bytes:
-    """A format-1 SMF: a tempo track at `qpm` quarter notes per minute, then one track per part."""
+def midi_bytes(tracks: list[Track], qpm: float, stop_after_s: float | None = None) -> bytes:
+    """A format-1 SMF: a tempo track at `qpm` quarter notes per minute, then one track per part.
+    With `stop_after_s`, every channel gets "all sound off" that long after the last note-off."""
     if qpm <= 0:
         raise ValueError(f"tempo must be positive, got {qpm}")
     channels = [t.channel for t in tracks]
@@ -127,13 +132,16 @@ def midi_bytes(tracks: list[Track], qpm: float) -> bytes:
     end = bytes([0xFF, META_END_OF_TRACK, 0])
     conductor = _chunk(b"MTrk", _events_to_bytes([(0, 0, tempo), (0, 9, end)]))
     header = _chunk(b"MThd", struct.pack(">HHH", 1, len(tracks) + 1, TICKS_PER_QUARTER))
-    return header + conductor + b"".join(_track_bytes(t) for t in tracks)
+    stop = None
+    if stop_after_s is not None:
+        stop = round((end_seconds(tracks, qpm) + stop_after_s) * qpm / 60.0 * TICKS_PER_QUARTER)
+    return header + conductor + b"".join(_track_bytes(t, stop) for t in tracks)
 
 
-def write_midi(path: str | Path, tracks: list[Track], qpm: float) -> Path:
+def write_midi(path: str | Path, tracks: list[Track], qpm: float, stop_after_s: float | None = None) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(midi_bytes(tracks, qpm))
+    p.write_bytes(midi_bytes(tracks, qpm, stop_after_s))
     return p
 
 

@@ -1,7 +1,8 @@
 """FluidSynth rendering of MIDI files, always under a guard.
 
-A score with a stuck voice makes `fluidsynth -F` render forever, so every render runs in its own
-process group with two limits: a wall-clock timeout (`timeout_for`) and a size watchdog that kills
+A score with a stuck voice makes `fluidsynth -F` render forever (and long releases make it run
+on for many seconds: the builder's MIDI ends with "all sound off" for that), so every render runs
+in its own process group with two limits: a wall-clock timeout (`timeout_for`) and a size watchdog that kills
 the renderer as soon as its output file is longer than the expected duration plus a tail. The
 rendered length is checked again after loading. Failures raise `RenderError` (one line); the
 builder logs and skips them.
@@ -29,7 +30,8 @@ SOUNDFONT_CANDIDATES = (
     "/usr/share/soundfonts/default.sf2",
 )
 DEFAULT_GAIN = 0.6  # fluidsynth master gain (its default 0.2 leaves solo parts very quiet)
-TAIL_S = 15.0  # release + reverb tail allowed after the last note-off (FluidR3's harp rings ~10 s)
+TAIL_S = 10.0  # tail allowed after the last note-off (the builder's MIDI silences all voices ~2.5 s
+# after it; without that, FluidR3's harp and steel guitar ring on for 10-20 s)
 KEEP_TAIL_S = 2.0  # the render is cut this long after the last note-off ...
 FADE_OUT_S = 1.0  # ... with a fade-out of this length
 SHORT_SLACK_S = 0.5  # a render may end this much before the expected length (rounding)

@@ -89,6 +89,7 @@ def _stream_timing(pipe: MelodyPipeline, settings: GenerationSettings) -> dict[s
     t0 = time.perf_counter()
     first = t_cont = None
     audio_at_cont = produced = 0
+    total = 0.0
     for event in pipe.stream(settings):
         now = time.perf_counter() - t0
         if isinstance(event, AudioChunk):
@@ -98,7 +99,7 @@ def _stream_timing(pipe: MelodyPipeline, settings: GenerationSettings) -> dict[s
             t_cont, audio_at_cont = now, produced
         elif isinstance(event, StreamFinished):
             total = now
-    out = {"first_chunk_seconds": first or float("nan"), "stream_seconds": total}
+    out = {"first_chunk_seconds": first, "stream_seconds": total}
     if t_cont is not None and total > t_cont:
         out["streaming_realtime_factor"] = (produced - audio_at_cont) / SAMPLE_RATE / (total - t_cont)
     return out
@@ -165,8 +166,9 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
         "realtime_factor_10s": seconds / e2e,
         "first_chunk_seconds": stream["first_chunk_seconds"],
         "first_chunk_seconds_progressive": prog["first_chunk_seconds"],
-        "streaming_realtime_factor": stream.get("streaming_realtime_factor", float("nan")),
-        "streaming_realtime_factor_progressive": prog.get("streaming_realtime_factor", float("nan")),
+        # None when the stream had no continuation window (stream_seconds <= one window)
+        "streaming_realtime_factor": stream.get("streaming_realtime_factor"),
+        "streaming_realtime_factor_progressive": prog.get("streaming_realtime_factor"),
         "dpd_vae_realtime_factor": window_s / (steps * stages["dpd_step_s"] + stages["vae_decode_window_s"]),
         "nfe": meta["nfe"],
         "nfe_detail": {"lm": meta["nfe_lm"], "dpd": meta["nfe_dpd"],
@@ -186,6 +188,10 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
     return out
 
 
+def _x(value: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def format_report(r: dict[str, Any]) -> str:
     s, st = r["settings"], r["stages"]
     ref = r["nfe_reference"]
@@ -202,10 +208,10 @@ def format_report(r: dict[str, Any]) -> str:
         f"end to end {s['seconds']:g} s clip: {r['end_to_end_seconds']:.2f} s -> "
         f"{r['realtime_factor_10s']:.2f}x real time  (stage split {r['timings_10s']})",
         f"DPD + VAE only: {r['dpd_vae_realtime_factor']:.2f}x real time",
-        f"streaming ({s['stream_seconds']:g} s): first chunk {r['first_chunk_seconds']:.2f} s "
-        f"(progressive start {r['first_chunk_seconds_progressive']:.2f} s), sustained "
-        f"{r['streaming_realtime_factor']:.2f}x real time "
-        f"(progressive {r['streaming_realtime_factor_progressive']:.2f}x)",
+        f"streaming ({s['stream_seconds']:g} s): first chunk {_x(r['first_chunk_seconds'])} s "
+        f"(progressive start {_x(r['first_chunk_seconds_progressive'])} s), sustained "
+        f"{_x(r['streaming_realtime_factor'])}x real time "
+        f"(progressive {_x(r['streaming_realtime_factor_progressive'])}x)",
         f"NFE for {s['seconds']:g} s: {r['nfe']} "
         f"(LM {r['nfe_detail']['lm']} + DPD {r['nfe_detail']['dpd']}); "
         f"Table 3: MusicLM {ref['musiclm']:.0f}, Noise2Music {ref['noise2music']}, "

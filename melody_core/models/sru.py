@@ -346,6 +346,14 @@ class SRU(nn.Module):
     def forward(self, x: torch.Tensor, c0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 3:
             raise ValueError(f"SRU expects (length, batch, features), got shape {tuple(x.shape)}")
+        if torch.is_autocast_enabled(x.device.type):
+            # the recurrence is elementwise and precision-sensitive: run it in float32 (its custom
+            # autograd function needs one dtype for activations and weights)
+            with torch.autocast(x.device.type, enabled=False):
+                return self._run(x.float(), None if c0 is None else c0.float())
+        return self._run(x, c0)
+
+    def _run(self, x: torch.Tensor, c0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         states = []
         for i, layer in enumerate(self.layers):
             x, c = layer(x, None if c0 is None else c0[i])

@@ -49,6 +49,9 @@ class DPDStage(Stage):
     needs = ("vae", "ssl", "kmeans")
     metrics = ("loss",)
     unit_seconds = 1.0 / LATENT_RATE
+    # the in-house SRU's custom autograd Function mixes bf16 activations with fp32 gate weights
+    # under autocast (RuntimeError in its recurrence): fp32 until sru.py casts its inputs
+    amp = False
 
     def defaults(self, preset: str) -> Hyper:
         if preset == "paper":
@@ -163,3 +166,4 @@ class UNet1DStage(DPDStage):
     """The 1-D U-Net ablation (Appendix E): same data, objective and CFG as DPD."""
 
     name = component = "unet1d"
+    amp = True  # no SRU

@@ -141,6 +141,7 @@ class _Runner:
             init=init,
             total_steps=total,
             resuming=resuming,
+            amp_ok=stage.amp,
         )
         stage.ctx = ctx
         stage.setup(ctx)
@@ -258,7 +259,7 @@ class _Runner:
             restore()
             bar.close()
         if self.saved_step != self.step:
-            if ctx.hp.valid_every > 0 and self.step % ctx.hp.valid_every:
+            if ctx.hp.valid_every <= 0 or self.step % ctx.hp.valid_every:  # not validated at this step yet
                 self._validate(self._lr(), None)
             self._save()
         self._finish()
@@ -327,6 +328,7 @@ class _Runner:
                 "optimizers": {k: o.state_dict() for k, o in stage.optimizers().items()},
                 "schedules": {k: s.state_dict() for k, s in stage.schedules.items()},
                 "sampler": stage.sampler.state_dict() if stage.sampler is not None else None,
+                "data": self._data_fingerprint(),
                 "extra": stage.extra_state(),
                 "rng": rngs,
                 "export_meta": stage.export_meta(),
@@ -346,7 +348,10 @@ class _Runner:
         for k, s in stage.schedules.items():
             s.load_state_dict(state["schedules"][k])
         if stage.sampler is not None and state.get("sampler") is not None:
-            stage.sampler.load_state_dict(state["sampler"])
+            if state.get("data") == self._data_fingerprint():
+                stage.sampler.load_state_dict(state["sampler"])
+            else:  # other clips than at the checkpoint: the old data position means nothing
+                self._log("note: the training clips changed since the checkpoint; the sampler starts afresh")
         stage.load_extra_state(state.get("extra", {}))
         self.step, self.wall, self.best = int(state["step"]), float(state["wall_s"]), state.get("best")
         self.saved_step = self.step
@@ -398,6 +403,10 @@ class _Runner:
         }
 
     # ---------------------------------------------------------------------------------- utilities
+    def _data_fingerprint(self) -> str:
+        train = self.stage.ctx.train
+        return combine_hashes(*(f"{r.id}:{n}" for r, n in zip(train.records, train.lengths)))
+
     def _lr(self) -> float:
         return next(iter(self.stage.schedules.values())).last if self.stage.schedules else 0.0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from melody_core import SAMPLE_RATE
 from melody_core.models.kmeans import KMeansConfig, KMeansTokenizer
 from melody_core.models.ssl_conformer import HOP, SSLConfig, Wav2Vec2Conformer, hubert_frame_features
 from melody_core.train.data import AudioStore, batches, fixed_items
@@ -85,7 +86,7 @@ class SSLStage(Stage):
         self.net = ctx.prepare(_HubertObjective(self.model) if self.hubert else self.model)
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
-        self.crop = crop_units(ctx.hp.crop_seconds, 1 / 24_000, HOP)
+        self.crop = crop_units(ctx.hp.crop_seconds, 1 / SAMPLE_RATE, HOP)
         if self.crop < 2 * HOP:
             raise TrainError("ssl needs crops of at least 2 frames (0.08 s)")
         self.sampler = self.make_sampler(ctx.train.lengths, self.crop, align=HOP)
@@ -107,7 +108,7 @@ class SSLStage(Stage):
         cent = None
         if ctx.dist.is_main:
             feats, n = [], 0
-            limit = int(HUBERT_FIT_SECONDS * 24_000)
+            limit = int(HUBERT_FIT_SECONDS * SAMPLE_RATE)
             for i in range(len(ctx.train)):
                 wav = self.audio.clip(i)[:limit]
                 if wav.shape[-1] < HOP:

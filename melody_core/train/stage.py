@@ -7,7 +7,7 @@ Stages with no gradient loop (k-means) set `one_shot = True` and implement `fit(
 
 Learning rate *(our choice)*: linear warm-up, then cosine decay to `MIN_LR_RATIO` x lr at the
 final step; with a wall-clock budget and no step count the rate stays constant after warm-up.
-AdamW; weight decay only on matrices (dim >= 2), not on gains, biases or embeddings' norms.
+AdamW; weight decay only on matrices and embedding tables (dim >= 2), not on gains or biases.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from melody_core import SAMPLE_RATE
 from melody_core.config import BaseConfig, ConfigError, component_classes
 from melody_core.train.data import ClipSet, CropSampler
 from melody_core.train.dist import DistContext
@@ -120,6 +121,7 @@ class StageContext:
     init: Component | None
     total_steps: int | None  # None: wall-clock budget only
     resuming: bool = False  # a checkpoint will be loaded after setup
+    amp_ok: bool = True  # the stage's networks run under bf16 autocast (Stage.amp)
 
     def prepare(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
         """The module the training step calls: DDP-wrapped when distributed, then torch.compile'd
@@ -131,7 +133,7 @@ class StageContext:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA when --amp (default); a no-op on CPU."""
-        enabled = self.opts.amp and self.device.type == "cuda"
+        enabled = self.opts.amp and self.amp_ok and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -193,7 +195,8 @@ class Stage:
     metrics: tuple[str, ...] = ("loss",)  # metrics.csv columns (train and valid)
     valid_key = "loss"  # validation metric that selects best.pt (lower is better)
     one_shot = False  # no step loop: `fit()` does the work
-    unit_seconds = 1.0 / 24_000  # seconds per sampler unit (audio samples by default)
+    amp = True  # bf16 autocast allowed on CUDA (--amp)
+    unit_seconds = 1.0 / SAMPLE_RATE  # seconds per sampler unit (audio samples by default)
 
     def __init__(self) -> None:
         self.ctx: StageContext | None = None
