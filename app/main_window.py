@@ -48,6 +48,8 @@ PANEL_WIDTH = 380
 SCROLLBAR_ALLOWANCE = 24  # the prompt panel scrolls vertically: leave room for the bar
 HISTORY_WIDTH = 360
 EXPORT_FILTER = "WAV (*.wav);;FLAC (*.flac)"
+BUSY_TEXT = {"generate": "Generating…", "stream": "Keep playing: generating… (Esc stops)",
+             "regenerate": "Regenerating…", "extend": "Extending…", "inpaint": "Regenerating the selection…"}
 MESSAGE_COLORS = {"error": "#c0392b", "warning": "#b9770e", "info": ""}
 
 
@@ -231,6 +233,7 @@ class MainWindow(QMainWindow):
         c.job_finished.connect(self._on_job_finished)
         s.arrangement_changed.connect(self.refresh_arrangement)
         s.takes_changed.connect(self.refresh_history)
+        s.rating_changed.connect(self._on_rating)
         s.undo_changed.connect(self.undo_action.setEnabled)
         self.arrangement.segment_clicked.connect(lambda i: self.select_segment(i if i >= 0 else None))
         self.arrangement.seek_requested.connect(lambda sec: self.playback.seek(int(sec * self.sample_rate)))
@@ -305,6 +308,10 @@ class MainWindow(QMainWindow):
         bg, fg = (QColor("#1e1f22"), QColor("#d0d0d0")) if dark else (QColor("#ffffff"), QColor("#303030"))
         self.arrangement.apply_theme(bg, fg)
         self.panel.drop.preview.setBackground(bg)
+        for widget in self.findChildren(QWidget):  # style-sheeted widgets keep the palette they were
+            if widget.styleSheet():  # polished with: polish them again
+                widget.setStyleSheet(widget.styleSheet())
+        self.strip.set_segments(self.session.segments(), self.selected)
         if save:
             self.store.set_pref("theme", mode)
 
@@ -434,6 +441,12 @@ class MainWindow(QMainWindow):
         self.arrangement.set_segments(segs, self.selected)
         self.strip.set_segments(segs, self.selected)
 
+    def _on_rating(self, take_id: int, rating: int) -> None:
+        for seg in self.session.segments():
+            if seg.take.id == take_id:
+                self.strip.cards[seg.index].stars.set_rating(rating)
+        self.arrangement.update_labels(self.session.segments())
+
     def refresh_history(self) -> None:
         self.history.set_takes(self.session.history(self.history.min_rating()))
 
@@ -455,7 +468,7 @@ class MainWindow(QMainWindow):
         if busy:
             self.progress.setRange(0, 0)
             self.messages.hide()
-            self.statusBar().showMessage({"stream": "Keep playing: generating…"}.get(kind, f"{kind}…"))
+            self.statusBar().showMessage(BUSY_TEXT.get(kind, "Working…"))
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))

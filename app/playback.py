@@ -50,9 +50,16 @@ class Playback(QObject):
         self.state_changed.emit(state)
 
     def _on_arrangement_changed(self) -> None:
-        playing = self.state is not State.STOPPED
-        if playing and self._source and self._source.kind in ("arrangement", "segment"):
-            self.stop()  # the audio under the playhead changed
+        """Stop when the audio under the playhead may have moved: any edit while the arrangement
+        plays, or removal of the segment being played."""
+        src = self._source
+        if src is None or self.state is State.STOPPED:
+            return
+        if src.kind == "arrangement" or (src.kind == "segment" and src.take_id not in self.session.take_ids):
+            self.stop()
+        elif src.kind == "segment":
+            seg = next(s for s in self.session.segments() if s.take.id == src.take_id)
+            src.origin = seg.start  # the same take, maybe at another place
 
     def position(self) -> int:
         """Playhead in arrangement samples (-1 when the source is outside the arrangement/stopped)."""

@@ -21,6 +21,7 @@ import numpy as np
 from app.audio.backend import OutputDevice
 from melody_core.runtime import prepare_environment
 
+SAMPLE_RATE = 24000
 BLOCK = 480  # frames per callback of the silent device (20 ms)
 PROMPTS = (("Warm lo-fi piano loop with vinyl crackle", 5), ("Upbeat funk groove, slap bass and brass", 3),
            ("Solemn baroque organ chorale", 4), ("Ambient pad with slow evolving strings", 2))
@@ -90,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > end:
                 raise TimeoutError("screenshot scenario timed out")
 
+    def settle(seconds: float) -> None:  # let timers (playhead, position) run
+        end = time.monotonic() + seconds
+        pump(lambda: time.monotonic() > end)
+
     def shot(name: str) -> None:
-        pump(lambda: True)
+        settle(0.1)
         w.grab().save(str(out / name))
         print(out / name)
 
@@ -105,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     for i, (prompt, stars) in enumerate(PROMPTS):
         w.panel.prompt.setPlainText(prompt)
         w.panel.length.setValue(6.0 + 2 * (i % 2))
-        w.generate()
-        pump(lambda: studio.controller.busy)
-        if i == len(PROMPTS) - 1:  # the last one: catch it half-way
-            pump(lambda: studio.controller.live_samples > 0)
-            time.sleep(0.3)
+        if i < len(PROMPTS) - 1:
+            w.generate()
+        else:  # the last one streams ("keep playing") and is caught half-way
+            w.keep_playing()
+            pump(lambda: studio.controller.live_samples > 6 * SAMPLE_RATE)
+            settle(0.5)
             shot("main-generating.png")
+            w.cancel()  # Stop: keeps what was generated as a segment
+        pump(lambda: studio.controller.busy)
         pump(lambda: not studio.controller.busy)
         w.rate(len(studio.session.take_ids) - 1, stars)
     studio.playback.stop()
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     w.arrangement.set_selection((15.0, 17.5))
     studio.playback.play_segment(2)
     pump(lambda: studio.playback.position() > 0)
-    time.sleep(0.8)
+    settle(1.2)
     shot("main-rated.png")
     w.apply_theme("dark")
     shot("main-rated-dark.png")

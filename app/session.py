@@ -51,6 +51,7 @@ def _compact(tags: dict[str, str]) -> dict[str, str]:
 class SessionModel(QObject):
     arrangement_changed = Signal()
     takes_changed = Signal()  # a take was added or re-rated (history view)
+    rating_changed = Signal(int, int)  # take id, rating (no audio changed: playback goes on)
     undo_changed = Signal(bool)
 
     def __init__(self, store: SessionStore, session_id: int | None = None) -> None:
@@ -127,7 +128,7 @@ class SessionModel(QObject):
         self.store.set_rating(take_id, rating)
         take.rating = rating
         self.takes_changed.emit()
-        self.arrangement_changed.emit()
+        self.rating_changed.emit(take_id, rating)
 
     # ------------------------------------------------------------------ arrangement edits
     def _set(self, ids: list[int], undoable: bool = True) -> None:

@@ -181,6 +181,8 @@ def test_positions_follow_the_source_across_switches(qtbot, make_studio):  # noq
         qtbot.wait(10)
     assert all(p == -1 or second.start <= p < second.end for p in seen), seen
     assert any(p >= second.start for p in seen)
+    studio.window.rate(1, 4)  # rating while listening does not interrupt playback
+    assert studio.player.state is State.PLAYING and studio.window.strip.cards[1].stars.rating == 4
     studio.playback.stop()
     studio.window.arrangement.set_selection((0.5, 1.0))
     studio.window.transport.loop.setChecked(True)  # loop the selection of the arrangement

@@ -152,7 +152,9 @@ def test_cancel(qtbot, make_studio):  # noqa: F811
     studio.window.panel.prompt.setPlainText("long one")
     studio.window.panel.length.setValue(30.0)
     with qtbot.waitSignal(studio.controller.job_finished, timeout=WAIT_MS) as blocker:
-        studio.window.generate()
+        studio.window.panel.prompt.setFocus()
+        qtbot.keyClick(studio.window.panel.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+        assert studio.controller.busy and studio.window.panel.prompt_text() == "long one"  # no newline typed
         qtbot.waitUntil(lambda: len(studio.controller.live_audio()) > 0, timeout=WAIT_MS)
         qtbot.keyClick(studio.window, Qt.Key.Key_Escape)
     assert blocker.args == ["generate", None]

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.store import Take
 
-COLUMNS = ("Time", "Rating", "Prompt", "Seed", "Steps", "Guidance", "Length", "Kind")
+COLUMNS = ("Time", "Rating", "Prompt", "Seed", "Steps", "CFG", "Length", "Kind")
 FILTERS = (("All takes", 0), ("★ and up", 1), ("★★ and up", 2), ("★★★ and up", 3), ("★★★★ and up", 4),
            ("★★★★★ only", 5))
 
@@ -79,13 +79,14 @@ class HistoryPanel(QWidget):
             s = take.settings
             stars = "★" * take.rating + "☆" * (5 - take.rating)
             prompt = (take.prompt or "(style audio)").replace("\n", " ")
-            values = (time.strftime("%m-%d %H:%M:%S", time.localtime(take.created)), stars, prompt,
+            values = (time.strftime("%H:%M:%S", time.localtime(take.created)), stars, prompt,
                       str(take.seed), str(s.get("steps", "")), f"{float(s.get('guidance', 0)):.2f}",
                       f"{take.seconds:.1f} s", take.kind)
             for c, v in enumerate(values):
                 item = QTableWidgetItem(v)
                 item.setData(Qt.ItemDataRole.UserRole, take.id)
-                item.setToolTip(take.prompt or "")
+                item.setToolTip(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(take.created))}\n"
+                                f"{take.prompt or '(style audio)'}")
                 self.table.setItem(r, c, item)
             if take.id in selected:
                 self.table.selectRow(r)

@@ -91,6 +91,7 @@ class ArrangementView(QWidget):
         layout.addWidget(self.plot)
         self._items: list[pg.GraphicsObject] = []
         self._curves: list[pg.PlotDataItem] = []
+        self._labels: list[pg.TextItem] = []
         self._segments: list[Segment] = []
         self._selected: int | None = None
         self._live_curves: list[pg.PlotDataItem] = []  # one per streamed chunk (no re-plotting)
@@ -119,7 +120,7 @@ class ArrangementView(QWidget):
     def set_segments(self, segments: list[Segment], selected: int | None) -> None:
         for item in self._items:
             self.plot.removeItem(item)
-        self._items, self._curves, self._segments = [], [], list(segments)
+        self._items, self._curves, self._labels, self._segments = [], [], [], list(segments)
         self._selected = selected
         sr = self.sample_rate
         for seg in segments:
@@ -137,6 +138,7 @@ class ArrangementView(QWidget):
             self._prep(curve)  # after addItem: pyqtgraph needs the ViewBox to clip/downsample
             curve.setData(x, audio)
             self._curves.append(curve)
+            self._labels.append(label)
             curve.setVisible(not self._spectrogram)
         self._refresh_spectrogram()
         total = segments[-1].end / sr if segments else 1.0
@@ -148,6 +150,11 @@ class ArrangementView(QWidget):
 
     def _color(self, index: int) -> str:
         return SELECTED_COLOR if index == self._selected else SEGMENT_COLORS[index % len(SEGMENT_COLORS)]
+
+    def update_labels(self, segments: list[Segment]) -> None:
+        """Refresh the '#n ★★★☆☆' labels (ratings changed, audio did not)."""
+        for seg, label in zip(segments, self._labels):
+            label.setText(self._label(seg))
 
     def set_selected(self, index: int | None) -> None:
         self._selected = index

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -56,7 +57,7 @@ class BuildSettings:
     """Everything a build depends on (stored in the manifest)."""
 
     out: str = ""  # corpus folder ("" = default_out(quick))
-    seed: int = 0
+    seed: int = 0  # seed of every choice (work order, variations, captions)
     quick: bool = False  # small corpus: QUICK_WORKS short works, 1 variation, short excerpts
     hours: float | None = None  # cap on the rendered hours (None = all allowed works)
     symbolic: bool = True  # render the music21 corpus
@@ -148,6 +149,9 @@ def _init_worker() -> None:
 
 def _results(jobs: list, workers: int) -> Iterator[JobResult]:
     """Job results in job order (a pool of `workers` processes, or inline for 1)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and not os.path.exists(main_file):  # e.g. `python - <script`: spawn cannot re-import it
+        workers = 1
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield run_job(job)

@@ -20,13 +20,11 @@ from melody_core.data.clips import ClipSpec
 from melody_core.data.jobs import RecordedJob
 
 DEFAULT_PACKAGES = ("asc-music", "singularity-music", "warzone2100-music", "wesnoth-1.16-music")
-DESCRIPTIONS = {  # package -> what its music is (caption words)
-    "asc-music": "an electronic strategy game soundtrack",
-    "singularity-music": "an ambient electronic game soundtrack",
-    "warzone2100-music": "a sci-fi strategy game soundtrack with electronic and orchestral textures",
+DESCRIPTIONS = {  # package -> short description of its music (caption words)
+    "asc-music": "a strategy game soundtrack",
+    "singularity-music": "an electronic game soundtrack made in music trackers",
+    "warzone2100-music": "a sci-fi strategy game soundtrack",
     "wesnoth-1.16-music": "an orchestral fantasy game soundtrack",
-    "hyperrogue-music": "an atmospheric game soundtrack",
-    "nexuiz-music": "an electronic action game soundtrack",
 }
 AUDIO_SUFFIXES = (".ogg", ".opus", ".flac", ".wav", ".mp3", ".oga")
 LICENSE_FILE_STEMS = ("license", "licence", "copying", "copyright")

@@ -13,8 +13,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+import torch
+
 from melody_core import SAMPLE_RATE
-from melody_core.audio import AudioError, load_audio, save_audio
+from melody_core.audio import AudioError, CorruptAudioError, audio_info, load_audio, resample, save_audio
 from melody_core.data.captions import symbolic_captions, tempo_words
 from melody_core.data.catalog import COLLECTION_BY_NAME, WorkRef
 from melody_core.data.clips import PEAK_DBFS, ClipSpec, cut_clips, normalize_peak
@@ -31,6 +35,7 @@ from melody_core.data.variations import (
 )
 
 MAX_RECORDED_S = 2 * 3600.0  # longest recorded file loaded at once
+SHORT_DECODE_FRACTION = 0.001  # a recorded file may decode this share of frames short (Opus)
 CLIP_EXT = ".flac"
 TMP_DIR = ".tmp"
 STOP_MARGIN_S = 0.5  # "all sound off" this long after the kept tail (the render is trimmed anyway)
@@ -175,10 +180,30 @@ def run_symbolic(job: SymbolicJob) -> JobResult:
     return result
 
 
+def _load_short_decode(path: str) -> torch.Tensor | None:
+    """Decode what libsndfile gives; accept it when at most SHORT_DECODE_FRACTION of the frames the
+    header declares are missing (`load_audio` refuses any shortfall outside MP3)."""
+    try:
+        info = audio_info(path)
+        if info.duration_s > MAX_RECORDED_S:
+            return None
+        data, rate = sf.read(path, dtype="float32", always_2d=True)  # (frames, channels)
+    except (AudioError, sf.SoundFileError, RuntimeError):
+        return None
+    if len(data) < (1.0 - SHORT_DECODE_FRACTION) * info.frames or not np.isfinite(data).all():
+        return None
+    return resample(torch.from_numpy(data.mean(axis=1)), rate, SAMPLE_RATE)
+
+
 def run_recorded(job: RecordedJob) -> JobResult:
     result = JobResult(job.file_id, job.source)
     try:
         audio = load_audio(job.file, max_seconds=MAX_RECORDED_S)
+    except CorruptAudioError as exc:
+        audio = _load_short_decode(job.file)  # e.g. Opus files that decode a few frames short
+        if audio is None:
+            result.skipped.append(f"{job.file_id}: {exc.reason}")
+            return result
     except AudioError as exc:
         result.skipped.append(f"{job.file_id}: {exc.reason}")
         return result
