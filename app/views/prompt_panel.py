@@ -216,7 +216,10 @@ class PromptPanel(QWidget):
         return GenerationSettings(prompt=self.prompt_text() or None, style_audio_path=self.drop.path,
                                   style_weight=self.style_weight(), seconds=self.length.value(),
                                   seed=self.seed.value() if self.seed_lock.isChecked() else None,
-                                  steps=self.steps.value(), guidance=self.guidance.value())
+                                  steps=self.steps.value(), guidance=self.guidance.value(),
+                                  # live playback: the first window grows chunk by chunk, so the
+                                  # first sound comes after one chunk's steps, not the whole window's
+                                  start="progressive")
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
         """Restore every control from a take's settings (the seed is locked to reproduce it)."""
