@@ -40,6 +40,18 @@ def _setup_logging(data_dir: Path | None, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
+def _display_problem() -> str | None:
+    """Qt aborts the process (no exception) when it has no display: say so in one line instead."""
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open a window on (DISPLAY/WAYLAND_DISPLAY unset); run it in a desktop "
+            "session, under xvfb-run, or with QT_QPA_PLATFORM=offscreen")
+
+
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()  # before torch is imported anywhere
     args = build_parser().parse_args(argv)
@@ -56,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         factory = factory_from_spec(args.engine) if args.engine else real_pipeline
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    problem = _display_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     from PySide6.QtWidgets import QApplication

@@ -1,0 +1,85 @@
+"""`melody eval`: measurements of a bundle. `melody eval card` computes the MODEL_CARD figures
+(`melody_core.eval.card`): VAE reconstruction, DPD validation velocity MSE, LM validation
+perplexity and MuLan retrieval on a corpus's held-out split, plus three generated samples with
+their spectrograms."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from melody_core.commands import CLIError
+
+MAX_CARD_SECONDS = 60.0  # longest crop / sample of `eval card`
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a bundle (model card figures)",
+                       description="Evaluation commands. `card`: the measured figures of a MODEL_CARD.")
+    what = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+    c = what.add_parser(
+        "card",
+        help="model card figures on a corpus's held-out split + three generated samples",
+        description="On the held-out (\"valid\") clips of CORPUS_DIR: VAE reconstruction (mel distance, "
+        "SI-SDR), DPD validation velocity MSE, LM validation perplexity, MuLan text->audio retrieval "
+        "top-1/top-5; then three generated samples (WAV + spectrogram PNG). Writes metrics.json, "
+        "metrics.md, sample_N.wav and spectrogram_N.png into --out.",
+    )
+    c.add_argument("--bundle", metavar="DIR", help="bundle folder (default: the bundled model)")
+    c.add_argument("--data", metavar="CORPUS_DIR", required=True, help="corpus folder (captions.jsonl)")
+    c.add_argument("--out", metavar="DIR", required=True, help="folder for metrics, samples and images")
+    c.add_argument("--max-clips", type=int, default=48, help="held-out clips evaluated at most (default 48)")
+    c.add_argument("--seconds", type=float, default=10.0,
+                   help="crop of each held-out clip and length of each sample (default 10)")
+    c.add_argument("--seed", type=int, default=0, help="base seed of the DPD draws and samples (default 0)")
+    c.add_argument("--dpd-draws", type=int, default=2, help="noise/angle draws per clip for the DPD MSE")
+    c.add_argument("--no-samples", action="store_true", help="metrics only, no generated samples")
+    c.add_argument("--device", default="cpu", help="cpu (default), auto, cuda[:N] or mps")
+    c.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    c.add_argument("--json", action="store_true", help="print metrics.json instead of the tables")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    c.set_defaults(func=run_card)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not (math.isfinite(args.seconds) and 1.0 <= args.seconds <= MAX_CARD_SECONDS):
+        raise CLIError(f"--seconds must be between 1 and {MAX_CARD_SECONDS:g}, got {args.seconds}")
+    if args.max_clips < 1:
+        raise CLIError(f"--max-clips must be >= 1, got {args.max_clips}")
+    if not 1 <= args.dpd_draws <= 64:
+        raise CLIError(f"--dpd-draws must be 1..64, got {args.dpd_draws}")
+    if not 0 <= args.seed < 2**62:
+        raise CLIError(f"--seed must be an integer in [0, 2^62), got {args.seed}")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
+
+
+def run_card(args: argparse.Namespace) -> int:
+    _check_args(args)
+    from melody_core.audio import AudioError
+    from melody_core.data.corpus import CorpusError
+    from melody_core.eval.card import CardError, CardOptions, evaluate_card, format_card
+    from melody_core.pipeline import MelodyPipeline
+    from melody_core.pipeline_types import PipelineError
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    opts = CardOptions(seconds=args.seconds, max_clips=args.max_clips, seed=args.seed,
+                       dpd_draws=args.dpd_draws, samples=not args.no_samples)
+    try:
+        pipe = MelodyPipeline.load(args.bundle, device=args.device, threads=args.threads)
+        metrics = evaluate_card(pipe, args.data, args.out, opts, log)
+    except (PipelineError, CorpusError, CardError, AudioError) as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        print(format_card(metrics), end="")
+        print(f"wrote {args.out}/metrics.json")
+    return 0
