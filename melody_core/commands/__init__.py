@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "melody_core.commands.bench",
     "melody_core.commands.train",
     "melody_core.commands.data",
+    "melody_core.commands.eval",
 )
 
 

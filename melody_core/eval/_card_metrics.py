@@ -78,7 +78,9 @@ def velocity_mse(
     return float(err[:draws].mean()), float(err[draws:].mean()), zero
 
 
-def lm_nll(lm: torch.nn.Module, tokens: Tensor, codes: Tensor, window_seconds: float) -> tuple[float, int, int]:
+def lm_nll(
+    lm: torch.nn.Module, tokens: Tensor, codes: Tensor, window_seconds: float
+) -> tuple[float, int, int]:
     """(summed NLL in nats, number of tokens, correct argmax predictions) of a clip's (T_st,) tokens,
     scored in consecutive pieces of `lm.config.max_len`. Each piece's prefix is the row of `codes`
     (n_windows, n_prefix) of the MuLan window holding the piece's centre (the lm stage's rule)."""
@@ -122,7 +124,7 @@ def retrieval_scores(
     n_pos = positive.sum(dim=1)
     out: dict[str, float] = {"n": n, "median_rank": float(rank.float().median()) + 1}
     for k in ks:
-        out[f"top{k}"] = float((rank < k).float().mean())
+        out[f"top{k}"] = int((rank < k).sum()) / n
         out[f"chance_top{k}"] = sum(chance_hit(n, int(p), k) for p in n_pos) / n
     return out
 

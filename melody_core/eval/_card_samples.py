@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from melody_core import SAMPLE_RATE
 from melody_core.audio import MelSpectrogram, save_audio
+from melody_core.audio.features import hz_to_mel, mel_to_hz
 from melody_core.train.state import atomic_write
 
 CARD_PROMPTS = (
@@ -32,7 +33,17 @@ MEL_FFT = 1024
 FIGURE_SIZE = (8.0, 3.0)  # inches
 FIGURE_DPI = 100
 TITLE_WIDTH = 90  # characters per title line
+DB_RANGE = 80.0  # dynamic range shown below the loudest bin
+HZ_TICKS = (0, 250, 500, 1000, 2000, 4000, 8000)  # frequency axis labels
 LOG10_E = float(np.log10(np.e))  # natural log -> log10 (dB = 10 log10 power)
+
+
+def _band_positions(freqs) -> list[float]:
+    """Positions on the image's mel-band axis (band i spans [i, i + 1]) of frequencies in Hz."""
+    edges = torch.tensor([0.0, SAMPLE_RATE / 2], dtype=torch.float64)
+    lo, hi = hz_to_mel(edges).tolist()
+    centres = mel_to_hz(torch.linspace(lo, hi, MEL_BINS + 2, dtype=torch.float64)[1:-1]).numpy()  # (n_mels,)
+    return [float(np.interp(f, centres, np.arange(MEL_BINS)) + 0.5) if f > 0 else 0.0 for f in freqs]
 
 
 def save_spectrogram(wav: np.ndarray, path: Path, title: str) -> None:
@@ -46,11 +57,13 @@ def save_spectrogram(wav: np.ndarray, path: Path, title: str) -> None:
     with torch.no_grad():
         db = 10 * LOG10_E * mel(torch.from_numpy(np.ascontiguousarray(wav)).unsqueeze(0))[0]  # (n_mels, N)
     seconds = len(wav) / SAMPLE_RATE
+    top = float(db.max())
     fig, ax = plt.subplots(figsize=FIGURE_SIZE)
-    im = ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma",
+    im = ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=top - DB_RANGE, vmax=top,
                    extent=(0.0, seconds, 0.0, float(MEL_BINS)))
+    ax.set_yticks(_band_positions(HZ_TICKS), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in HZ_TICKS])
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("mel band")
+    ax.set_ylabel("frequency (Hz, mel scale)")
     ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)), fontsize=9)
     fig.colorbar(im, ax=ax, label="dB")
     fig.tight_layout()

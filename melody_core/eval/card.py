@@ -133,8 +133,8 @@ def _evaluate_clip(pipe: Any, crop: torch.Tensor, index: int, opts: CardOptions,
         tot.dpd_zero.append(zero)
 
     if tokens is not None and len(tokens):
-        window_s = pipe.mulan.config.clip_seconds
-        nll, n, correct = tot.timed("lm", lambda: lm_nll(pipe.lm, tokens.to(dev), mulan["codes"].to(dev), window_s))
+        codes, window_s = mulan["codes"].to(dev), pipe.mulan.config.clip_seconds  # (n_win, n_q)
+        nll, n, correct = tot.timed("lm", lambda: lm_nll(pipe.lm, tokens.to(dev), codes, window_s))
         tot.nll, tot.n_tokens, tot.n_correct = tot.nll + nll, tot.n_tokens + n, tot.n_correct + correct
         counts = torch.bincount(tokens.cpu(), minlength=pipe.lm.config.vocab_size)  # (V,)
         tot.token_counts = counts if tot.token_counts is None else tot.token_counts + counts

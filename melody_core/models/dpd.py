@@ -51,7 +51,9 @@ from torch import nn
 from melody_core import FRAMES_PER_TOKEN
 from melody_core.config import BaseConfig
 from melody_core.models.sru import SRU
-from melody_core.modules import MLP, Attention, FeedForward, FiLM, RMSNorm, overlap_add, segment
+from melody_core.modules import MLP, Attention, FeedForward, FiLM, RMSNorm
+from melody_core.modules.rope import apply_rope_interleaved, interleave_rope_rows, rope_phasors
+from melody_core.modules.segmentation import overlap_add_time_major, pad_for_segments, segment_view
 
 
 @dataclass
@@ -124,8 +126,49 @@ class AngleEncoder(nn.Module):
         return self.mlp.norm(self.mlp.fc2(F.gelu(hidden)))  # (B, L, d_hid)
 
 
+def _inv_rms(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+    """(..., d) -> (..., 1): 1 / sqrt(mean(x^2) + eps), the row scale of `norm` (one reduction pass)."""
+    return torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1] + norm.eps)
+
+
+def _add_linear(x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x + h W^T as one GEMM accumulating onto x (in place when autograd is off). x: (..., d)."""
+    flat, hf = x.view(-1, x.shape[-1]), h.reshape(-1, h.shape[-1])  # (N, d), (N, m)
+    out = torch.addmm(flat, hf, weight.t()) if torch.is_grad_enabled() else flat.addmm_(hf, weight.t())
+    return out.view(x.shape)
+
+
+def _qkv_weight(attn: Attention, gain: torch.Tensor, with_kv: bool = True) -> torch.Tensor:
+    """Rows of [W_q; W_k; W_v] (RoPE pairs of q and k interleaved) times the pre-norm gain: (3d | d, d)."""
+    h = attn.n_heads
+    parts = [interleave_rope_rows(attn.q.weight, h)]
+    if with_kv:
+        w_k, w_v = attn.kv.weight.chunk(2, dim=0)
+        parts += [interleave_rope_rows(w_k, h), w_v]
+    return torch.cat(parts) * gain  # the RMSNorm gain, folded in: (x g) W^T = x (W diag g)^T
+
+
+def _sdpa(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, T, H, hd) views each -> (B, T, H*hd): scaled dot-product attention per head."""
+    drop = attn.dropout if attn.training else 0.0
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=drop)
+    return y.transpose(1, 2).flatten(2)  # (B, H, T, hd) -> (B, T, H*hd)
+
+
+def _self_attention(attn: Attention, gain: torch.Tensor, h: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
+    """RoPE self-attention of `attn` on normalised rows h: (B', T, d) (gain not applied), query and key
+    phasors (T, 2, 1, hd/2) -> (B', T, d) before the output projection."""
+    b, t, d = h.shape
+    qkv = (h.view(b * t, d) @ _qkv_weight(attn, gain).t()).view(b, t, 3, attn.n_heads, attn.head_dim)
+    qk = apply_rope_interleaved(qkv[:, :, :2], phasors)  # (B', T, 2, H, hd): q and k in one pass
+    return _sdpa(attn, qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2])
+
+
 class CoarsePath(nn.Module):
-    """Roformer layer across segments: RoPE self-attention, RoPE cross-attention to E_ST, FFN (pre-norm)."""
+    """Roformer layer across segments: RoPE self-attention, RoPE cross-attention to E_ST, FFN (pre-norm).
+
+    Each RMSNorm is split into its row scale (applied here) and its gain (folded into the next weights).
+    """
 
     def __init__(self, cfg: DPDConfig) -> None:
         super().__init__()
@@ -140,33 +183,45 @@ class CoarsePath(nn.Module):
     def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
         """x: (K, B, S, d) -> (K, B, S, d)."""
         k, b, s, d = x.shape
-        x = x + self.self_attn(self.norm_self(x).view(k * b, s, d), q_pos=ctx.seg_pos).view(k, b, s, d)
-        x = x + self._condition(self.norm_cross(x), ctx)
-        return x + self.ffn(self.norm_ffn(x))
+        h = (x * _inv_rms(x, self.norm_self)).view(k * b, s, d)  # batch K*B over the S segments
+        x = _add_linear(x, _self_attention(self.self_attn, self.norm_self.weight, h, ctx.seg_rot),
+                        self.self_attn.out.weight)  # fmt: skip
+        x = _add_linear(x, self._condition(x, ctx), self.cross_attn.out.weight)
+        ffn = self.ffn
+        h = F.gelu(F.linear(x * _inv_rms(x, self.norm_ffn), ffn.fc1.weight * self.norm_ffn.weight, ffn.fc1.bias))
+        return x + ffn.fc2(ffn.dropout(h))
 
-    def _condition(self, h: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        """Cross-attention to E_ST for conditional rows, self-attention (CFG) for the others."""
-        k, b, s, d = h.shape
-        if ctx.cond_rows is None:  # every row unconditional
-            return self._self(h, ctx)
-        if ctx.uncond_rows is None:  # every row conditional
-            return self._cross(h, ctx.tokens, ctx)
-        out = torch.empty_like(h)
-        out.index_copy_(1, ctx.cond_rows, self._cross(h.index_select(1, ctx.cond_rows), ctx.tokens, ctx))
-        out.index_copy_(1, ctx.uncond_rows, self._self(h.index_select(1, ctx.uncond_rows), ctx))
+    def _condition(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """Cross-attention to E_ST for conditional rows, self-attention (CFG) for the others:
+        (K, B, S, d) -> (K, B, S, d) before the output projection."""
+        k, b, s, d = x.shape
+        parts = []
+        if ctx.cond_rows is not None:
+            parts.append((ctx.cond_rows, self._cross(x[:, ctx.cond_rows], ctx)))
+        if ctx.uncond_rows is not None:
+            xu = x[:, ctx.uncond_rows]  # (K, Bu, S, d)
+            h = (xu * _inv_rms(xu, self.norm_cross)).view(-1, s, d)  # (K*Bu, S, d)
+            parts.append((ctx.uncond_rows, _self_attention(self.cross_attn, self.norm_cross.weight, h, ctx.seg_rot)))
+        if len(parts) == 1:
+            return parts[0][1].view(k, b, s, d)
+        out = x.new_empty(k, b, s, d)
+        for rows, y in parts:
+            out[:, rows] = y.view(k, -1, s, d)
         return out
 
-    def _cross(self, h: torch.Tensor, tokens: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        """h: (K, Bc, S, d), tokens (E_ST of the same rows): (Bc, T, d) -> (K, Bc, S, d)."""
-        k, b, s, d = h.shape
-        q = h.permute(1, 0, 2, 3).reshape(b, k * s, d)  # (Bc, K*S, d): all queries of a row together
-        y = self.cross_attn(q, context=tokens, q_pos=ctx.frame_pos, k_pos=ctx.token_pos)  # (Bc, K*S, d)
-        return y.view(b, k, s, d).permute(1, 0, 2, 3)  # (K, Bc, S, d)
-
-    def _self(self, h: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        """CFG branch: the cross-attention layer attends over the segments of its own input."""
-        k, b, s, d = h.shape
-        return self.cross_attn(h.reshape(k * b, s, d), q_pos=ctx.seg_pos).view(k, b, s, d)
+    def _cross(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+        """x: (K, Bc, S, d) conditional rows -> (K, Bc, S, d): attention to their E_ST (ctx.tokens)."""
+        k, b, s, d = x.shape
+        attn, n_h, hd = self.cross_attn, self.cross_attn.n_heads, self.cross_attn.head_dim
+        q = F.linear(x * _inv_rms(x, self.norm_cross), _qkv_weight(attn, self.norm_cross.weight, False))
+        q = apply_rope_interleaved(q.view(k, b, s, n_h, hd), ctx.frame_rot)  # at frame times
+        q = q.transpose(0, 1).reshape(b, k * s, n_h, hd)  # (Bc, K*S, H, hd): all queries of a row together
+        assert ctx.tokens is not None
+        w_k, w_v = attn.kv.weight.chunk(2, dim=0)
+        kv = F.linear(ctx.tokens, torch.cat([interleave_rope_rows(w_k, n_h), w_v]))  # (Bc, T, 2d)
+        kv = kv.view(b, -1, 2, n_h, hd)
+        y = _sdpa(attn, q, apply_rope_interleaved(kv[:, :, 0], ctx.token_rot), kv[:, :, 1])  # (Bc, K*S, d)
+        return y.view(b, k, s, d).transpose(0, 1)  # (K, Bc, S, d)
 
 
 class FinePath(nn.Module):
@@ -187,12 +242,13 @@ class FinePath(nn.Module):
             self.norm_ffn = RMSNorm(d)
             self.ffn = FeedForward(d, cfg.fine_ffn_mult * d, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        """x: (K, B, S, d) -> (K, B, S, d)."""
+    def forward(self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x: (K, B, S, d), film: (1 + gamma, beta), each (K, B, S, d) -> (K, B, S, d)."""
         k, b, s, d = x.shape
-        y, _ = self.sru(self.norm(x).view(k, b * s, d))  # time K, batch B*S: (K, B*S, 2h)
-        y = self.film(self.proj(y), ctx.film_cond)  # (K, B*S, d)
-        x = x + y.view(k, b, s, d)
+        h = x * _inv_rms(x, self.norm) * self.norm.weight
+        y, _ = self.sru(h.view(k, b * s, d))  # time K, batch B*S: (K, B*S, 2h)
+        y = self.proj(y).view(k, b, s, d)
+        x = x + torch.addcmul(film[1], y, film[0])  # FiLM: y (1 + gamma) + beta
         if self.ffn is not None:
             x = x + self.ffn(self.norm_ffn(x))
         return x
@@ -204,8 +260,8 @@ class DualPathBlock(nn.Module):
         self.coarse = CoarsePath(cfg)
         self.fine = FinePath(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        return self.fine(self.coarse(x, ctx), ctx)
+    def forward(self, x: torch.Tensor, ctx: _Context, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self.fine(self.coarse(x, ctx), film)
 
 
 @dataclass
@@ -213,12 +269,11 @@ class _Context:
     """Per-forward tensors shared by all blocks."""
 
     tokens: torch.Tensor | None  # E_ST of the conditional rows: (Bc, T_st, d)
-    cond_rows: torch.Tensor | None  # (Bc,) int64 row indices; None when no row is conditional
-    uncond_rows: torch.Tensor | None  # (Bu,) int64; None when no row is unconditional
-    film_cond: torch.Tensor  # segmented E_delta + pooled E_ST / null: (K, B*S, d)
-    seg_pos: torch.Tensor  # (S,) segment centres in frames
-    frame_pos: torch.Tensor  # (K*S,) frame time of every query, k-major
-    token_pos: torch.Tensor | None  # (T_st,) token centres in frames
+    cond_rows: slice | torch.Tensor | None  # conditional rows (slice when contiguous); None when none
+    uncond_rows: slice | torch.Tensor | None  # unconditional rows, likewise
+    seg_rot: torch.Tensor  # RoPE phasors over segments, [:, 0] queries, [:, 1] keys: (S, 2, 1, hd/2) complex
+    frame_rot: torch.Tensor  # at every query's frame time: (K, 1, S, 1, hd/2) complex
+    token_rot: torch.Tensor | None  # at the token centres: (T_st, 1, hd/2) complex
 
 
 def split_cfg_rows(
@@ -293,36 +348,76 @@ class DualPathDiffusion(nn.Module):
         k = self.config.segment_size
         e_delta = self.angle(delta.to(z.dtype))  # (B, L, d)
         h = self.norm_in(self.w_in(z) + e_delta)  # H = RMSNorm(z W_in + E_delta)
-        x = segment(h, k).permute(2, 0, 1, 3).contiguous()  # (B, S, K, d) -> (K, B, S, d)
-        ctx = self._context(e_delta, tokens, uncond, x.shape[2])
-        for block in self.blocks:
-            x = block(x, ctx)
-        h = overlap_add(x.permute(1, 2, 0, 3), length)  # (K, B, S, d) -> (B, S, K, d) -> (B, L, d)
-        return self.w_out(self.norm_out(h))  # (B, L, D)
+        x = segment_view(pad_for_segments(h, k), k).contiguous()  # (K, B, S, d)
+        ctx = self._context(tokens, uncond, b, x.shape[2], z.device)
+        films = self._film(e_delta, tokens, ctx)
+        for block, film in zip(self.blocks, films):
+            x = block(x, ctx, film)
+        return self.w_out(self.norm_out(overlap_add_time_major(x, length)))  # (B, L, d) -> (B, L, D)
 
     def _context(
-        self, e_delta: torch.Tensor, tokens: torch.Tensor | None, uncond: torch.Tensor | None, n_seg: int
+        self, tokens: torch.Tensor | None, uncond: torch.Tensor | None, b: int, n_seg: int, dev: torch.device
     ) -> _Context:
-        b, length, d = e_delta.shape
-        k, dev = self.config.segment_size, e_delta.device
+        k = self.config.segment_size
         cond_rows, uncond_rows = split_cfg_rows(tokens, uncond, b, dev)
-        e_st, token_pos = None, None
-        pooled = self.null_cond.expand(b, d)  # FiLM input for unconditional rows
+        e_st, token_rot = None, None
+        rope = self.blocks[0].coarse.self_attn.rope if len(self.blocks) else None
         if cond_rows is not None:
             assert tokens is not None
             e_st = self.token_mlp(self.token_embedding(tokens[cond_rows]))  # (Bc, T_st, d)
-            pooled = pooled.index_copy(0, cond_rows, e_st.mean(dim=1))  # mean-pooled E_ST
-            token_pos = token_times(tokens.shape[1], dev)
-        film = segment(e_delta + pooled.unsqueeze(1), k)  # (B, S, K, d)
-        film = film.permute(2, 0, 1, 3).reshape(k, b * n_seg, d)  # (K, B*S, d), the SRU layout
+            if rope is not None:
+                token_rot = rope_phasors(rope, token_times(tokens.shape[1], dev)).unsqueeze(1)  # (T_st, 1, hd/2)
         seg_pos = _segment_centres(n_seg, k, dev)
-        frame_pos = (seg_pos - k // 2) + torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1)
+        frame_pos = (seg_pos - k // 2) + torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1)  # (K, S)
+        seg_rot = frame_rot = seg_pos
+        if rope is not None:
+            # self-attention: queries at the segment centres, keys at the default positions 0..S-1
+            # (`Attention` with only q_pos given); kept as trained, see the module docstring
+            key_pos = torch.arange(n_seg, device=dev, dtype=torch.float32)
+            seg_rot = rope_phasors(rope, torch.stack([seg_pos, key_pos], 1)).unsqueeze(2)  # (S, 2, 1, hd/2)
+            frame_rot = rope_phasors(rope, frame_pos).view(k, 1, n_seg, 1, -1)  # (K, 1, S, 1, hd/2)
         return _Context(
             tokens=e_st,
-            cond_rows=cond_rows,
-            uncond_rows=uncond_rows,
-            film_cond=film,
-            seg_pos=seg_pos,
-            frame_pos=frame_pos.reshape(-1),  # (K, S) -> (K*S,), k-major like the queries
-            token_pos=token_pos,
+            cond_rows=_as_slice(cond_rows),
+            uncond_rows=_as_slice(uncond_rows),
+            seg_rot=seg_rot,
+            frame_rot=frame_rot,
+            token_rot=token_rot,
         )
+
+    def _film(
+        self, e_delta: torch.Tensor, tokens: torch.Tensor | None, ctx: _Context
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """FiLM (1 + gamma, beta) of every block, each (K, B, S, d): one matmul on the padded frames.
+
+        The FiLM input is segmented E_delta + pooled E_ST (null vector for unconditional rows). Its
+        projection is computed per frame before segmenting (every frame sits in two segments, so
+        this halves the work; zero padding projects to the bias, as segmenting first would give).
+        """
+        b, length, d = e_delta.shape
+        k = self.config.segment_size
+        pooled = self.null_cond.expand(b, d)  # FiLM input for unconditional rows
+        if ctx.tokens is not None:
+            assert ctx.cond_rows is not None
+            pooled = pooled.clone()
+            pooled[ctx.cond_rows] = ctx.tokens.mean(dim=1)  # mean-pooled E_ST
+        cond = pad_for_segments(e_delta + pooled.unsqueeze(1), k)  # (B, (S+1)*P, d)
+        films = [block.fine.film.proj for block in self.blocks]
+        weight = torch.cat([f.weight for f in films])  # (n_blocks * 2d, d)
+        bias = torch.cat([f.bias for f in films]).view(-1, 2, d) + self._film_one  # 1 + gamma: +1 in its bias
+        proj = F.linear(cond, weight, bias.view(-1)).view(b, -1, len(films), 2, d)  # (B, (S+1)*P, n, 2, d)
+        return [(segment_view(proj[:, :, i, 0], k), segment_view(proj[:, :, i, 1], k)) for i in range(len(films))]
+
+    @property
+    def _film_one(self) -> torch.Tensor:
+        return torch.tensor([[1.0], [0.0]], device=self.null_cond.device, dtype=self.null_cond.dtype)
+
+
+def _as_slice(rows: torch.Tensor | None) -> slice | torch.Tensor | None:
+    """Row indices -> an equivalent slice when they are consecutive (views instead of gathers)."""
+    if rows is None or len(rows) == 0:
+        return None
+    first, last = int(rows[0]), int(rows[-1])
+    if last - first + 1 == len(rows) and bool((rows.diff() == 1).all()):
+        return slice(first, last + 1)
+    return rows

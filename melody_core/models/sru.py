@@ -197,6 +197,66 @@ class _SRUFunction(torch.autograd.Function):
         return grad_x, grad_skip_src, grad_w, grad_weight_c, grad_bias, grad_c0_t, None, None, None, None
 
 
+def _sru_inference(
+    x: torch.Tensor,
+    skip_src: torch.Tensor | None,
+    weight: torch.Tensor,
+    weight_c: torch.Tensor,
+    bias: torch.Tensor,
+    c0: torch.Tensor,
+    mask: torch.Tensor | None,
+    shape: tuple[int, int, int, int, int],
+    scale_x: float,
+    has_skip: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_SRUFunction.forward` without autograd (same arguments and results, same maths).
+
+    Direction 1 works on a time-reversed copy of its input, so at loop step t both directions read
+    row t of U and write row t + 1 of one (T + 1, nd, N, d) state buffer: each step is 3 tensor ops
+    for both directions together. Biases go into the matmul; only direction 1's output is flipped back.
+    """
+    steps, n, nd, d, k = shape
+    d_in = x.shape[1]
+    w = _matrices(weight, nd, d, k).permute(1, 0, 2, 3).reshape(nd, d_in, k * d)  # columns (matrix, d)
+    bias_f, bias_r = bias.view(2, nd, 1, d)
+    gate_bias = torch.cat([torch.zeros_like(bias_f), bias_f, bias_r, torch.zeros_like(bias_f)][:k], 1)
+    u = x.new_empty(nd, steps * n, k * d)  # U per direction, direction 1 in reversed time
+    torch.addmm(gate_bias[0].view(-1), x, w[0], out=u[0])
+    flipped = None
+    if nd == 2:
+        flipped = x.view(steps, n, d_in).flip(0).view(steps * n, d_in)  # (T*N, d_in), reversed time
+        torch.addmm(gate_bias[1].view(-1), flipped, w[1], out=u[1])
+    u = u.view(nd, steps, n, k, d)
+    w_f, w_r = weight_c.view(2, nd, 1, d)
+    cs = x.new_empty(steps + 1, nd, n, d)  # state before step t at row t (both directions)
+    cs[0] = c0
+    rows, u0, u1 = cs.unbind(0), u[:, :, :, 0].unbind(1), u[:, :, :, 1].unbind(1)
+    for t in range(steps):
+        f = torch.addcmul(u1[t], rows[t], w_f).sigmoid_()  # forget gates of both directions
+        torch.lerp(u0[t], rows[t], f, out=rows[t + 1])  # c_t = u0 + f (c_{t-1} - u0)
+    c = cs[1:].transpose(0, 1)  # (nd, T, N, d) in each direction's own time order
+    r = torch.addcmul(u[:, :, :, 2], cs[:-1].transpose(0, 1), w_r.unsqueeze(1)).sigmoid_()  # highway
+    gate = r if mask is None else r * mask
+    h = x.new_empty(steps, n, nd, d)
+    for i in range(nd):
+        if not has_skip:
+            h_i = c[i] * gate[i]
+        else:
+            if k == 4:
+                skip = u[i, :, :, 3]
+            else:
+                assert skip_src is not None
+                src = skip_src  # (T, N, nd*d) highway input, natural time
+                if i == 1:  # direction 1 needs it reversed: reuse the flipped matmul input when it is the same
+                    src = flipped if skip_src.data_ptr() == x.data_ptr() else skip_src.flip(0)
+                skip = src.reshape(steps, n, nd, d)[:, :, i]
+                skip = skip * scale_x if scale_x != 1.0 else skip
+            h_i = torch.lerp(skip, c[i], gate[i])  # x' + r (c - x')
+        h[:, :, i] = h_i if i == 0 else h_i.flip(0)
+    c_last = cs[-1].transpose(0, 1).reshape(n, nd * d)  # (N, nd*d): each direction's final state
+    return h.view(steps, n, nd * d), c_last
+
+
 def _skip(
     u: torch.Tensor, skip_src: torch.Tensor | None, shape: tuple[int, ...], scale_x: float
 ) -> torch.Tensor:
@@ -292,10 +352,11 @@ class SRULayer(nn.Module):
             mask = torch.empty(n, nd, d, device=x.device, dtype=x.dtype).bernoulli_(keep) / keep
             mask = mask.transpose(0, 1).unsqueeze(1)  # (nd, 1, N, d)
         skip_src = residual if self.has_skip_term and k == 3 else None
-        h, c_last = _SRUFunction.apply(
+        args = (
             flat, skip_src, self.weight, self.weight_c, self.bias, c_init, mask,
             (steps, n, nd, d, k), self.scale_x if self.rescale else 1.0, self.has_skip_term,
         )  # fmt: skip
+        h, c_last = _SRUFunction.apply(*args) if torch.is_grad_enabled() else _sru_inference(*args)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
         return h, c_last

@@ -44,3 +44,31 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + _rotate_half(x) * sin
+
+
+# --- complex form (fast path) -------------------------------------------------------------------
+# Pairing dims (i, i + hd/2) of a head as one complex number z_i = x_i + j x_{i+hd/2}, the rotation
+# above is z_i -> z_i exp(j pos theta_i): one complex multiply per pair instead of two products, a
+# negation and a concatenation. It needs each pair adjacent in memory, which `interleave_rope_rows`
+# arranges by reordering a projection's output rows; a dot product q.k is unchanged when q and k
+# have their dims permuted the same way, so attention scores are the same.
+
+
+def rope_phasors(rope: RotaryEmbedding, pos: torch.Tensor) -> torch.Tensor:
+    """pos: (..., T) -> complex64 (..., T, hd/2): exp(j pos theta_i), the same angles as `rope(pos)`."""
+    angles = pos.to(torch.float32).unsqueeze(-1) * rope.inv_freq(pos.device)  # (..., T, hd/2)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Output rows of a projection (H*hd, d_in), per head in order (i, i + hd/2) -> adjacent pairs."""
+    d_out, d_in = weight.shape
+    halves = weight.view(n_heads, 2, d_out // (2 * n_heads), d_in)  # (H, 2 halves, hd/2, d_in)
+    return halves.transpose(1, 2).reshape(d_out, d_in)  # (H, hd/2, 2, d_in) -> (H*hd, d_in)
+
+
+def apply_rope_interleaved(x: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
+    """x: (..., hd) real with interleaved pairs (see `interleave_rope_rows`); phasors: complex
+    (..., hd/2) broadcastable -> rotated x (..., hd), float32, same pair order."""
+    z = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., hd/2) complex view, no copy
+    return torch.view_as_real(z * phasors).flatten(-2)  # (..., hd/2, 2) -> (..., hd)

@@ -52,3 +52,32 @@ def overlap_add(segs: torch.Tensor, length: int) -> torch.Tensor:
     out[:, 1:] += second
     out = out.reshape(b, (s + 1) * hop, d)  # (B, total, D)
     return out[:, left : left + length] * 0.5
+
+
+# --- time-major layout (K, B, S, D), used by the DPD blocks -------------------------------------
+
+
+def pad_for_segments(x: torch.Tensor, segment_size: int) -> torch.Tensor:
+    """x: (B, L, D) -> zero-padded (B, P + L + R, D) = (B, (S + 1) * P, D), the input of `segment_view`."""
+    left, right = _padding(x.shape[1], segment_size)
+    return F.pad(x, (0, 0, left, right))
+
+
+def segment_view(padded: torch.Tensor, segment_size: int) -> torch.Tensor:
+    """Padded (B, (S + 1) * P, D) -> (K, B, S, D) view (no copy): element [k, b, s] = padded[b, s*P + k]."""
+    segs = padded.unfold(1, segment_size, segment_size // 2)  # (B, S, D, K)
+    return segs.permute(3, 0, 1, 2)  # (K, B, S, D)
+
+
+def overlap_add_time_major(segs: torch.Tensor, length: int) -> torch.Tensor:
+    """(K, B, S, D) -> (B, L, D): `overlap_add` for the time-major layout, same arithmetic.
+
+    Real frame (s - 1) * P + j (s = 1 .. S-1) is the mean of position j of segment s and position
+    P + j of segment s - 1; the first half of segment 0 and the second half of segment S-1 are padding.
+    """
+    k, b, s, d = segs.shape
+    hop = k // 2
+    if s != num_segments(length, k):
+        raise ValueError(f"{s} segments of {k} do not cover length {length}")
+    mean = (segs[:hop, :, 1:] + segs[hop:, :, :-1]) * 0.5  # (P, B, S-1, D)
+    return mean.permute(1, 2, 0, 3).reshape(b, (s - 1) * hop, d)[:, :length]  # (B, (S-1)*P, D) -> (B, L, D)
