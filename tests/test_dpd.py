@@ -1,12 +1,22 @@
+import hashlib
 import math
 
 import pytest
 import torch
 
 from melody_core import FRAMES_PER_TOKEN
-from melody_core.models.dpd import AngleEncoder, DPDConfig, DualPathDiffusion
+from melody_core.models.dpd import AngleEncoder, DPDConfig, DualPathDiffusion, split_cfg_rows, token_times
+from melody_core.modules import RotaryEmbedding, apply_rope, overlap_add, segment
+from melody_core.modules.rope import apply_rope_interleaved, interleave_rope_rows, rope_phasors
+from melody_core.modules.segmentation import overlap_add_time_major, pad_for_segments, segment_view
 
 PAPER_PARAMS = 296.6e6  # §5.1
+TOL = 1e-5  # the fast forward against the reference (float32 rounding only)
+# state dicts of the implementation the first models were trained with: names, shapes, dtypes
+STATE_DICT_SHA256 = {
+    "tiny": (63, "1cfbc34371df44a44b3ba65b08654b40e6d050fde9a8507ff9f7ff82a974bfba"),
+    "paper": (211, "1b89e34d705161ac040d8e7f4cb935bd4ea511f53305bbbcf33727bbc01b98ef"),
+}
 
 
 def _small() -> DPDConfig:
@@ -140,3 +150,201 @@ def test_rejects_bad_config() -> None:
         DualPathDiffusion(DPDConfig(d_hid=30, n_heads=2))  # head dim 15 is odd (RoPE)
     with pytest.raises(ValueError):
         DualPathDiffusion(DPDConfig(segment_size=15))
+
+
+# --- the fast forward against a frozen reference ---------------------------------------------------
+
+
+def reference_forward(
+    model: DualPathDiffusion,
+    z: torch.Tensor,
+    delta: torch.Tensor,
+    tokens: torch.Tensor | None = None,
+    uncond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The DPD forward as first implemented (the maths trained models use), written on the
+    sub-modules' own forward methods: `Attention` (RoPE via `apply_rope`), `RMSNorm`, `FeedForward`,
+    `FiLM`, `SRU` (autograd path, tested against the PyPI package) and `segment`/`overlap_add`.
+    The fast path of `DualPathDiffusion.forward` must reproduce it to float32 rounding."""
+    cfg = model.config
+    k, d = cfg.segment_size, cfg.d_hid
+    b, length, _ = z.shape
+    e_delta = model.angle(delta)
+    x = segment(model.norm_in(model.w_in(z) + e_delta), k).permute(2, 0, 1, 3).contiguous()  # (K, B, S, d)
+    s = x.shape[2]
+    cond_rows, uncond_rows = split_cfg_rows(tokens, uncond, b, z.device)
+    pooled, e_st, token_pos = model.null_cond.expand(b, d), None, None
+    if cond_rows is not None:
+        assert tokens is not None
+        e_st = model.token_mlp(model.token_embedding(tokens[cond_rows]))
+        pooled = pooled.index_copy(0, cond_rows, e_st.mean(dim=1))
+        token_pos = token_times(tokens.shape[1], z.device)
+    film = segment(e_delta + pooled.unsqueeze(1), k).permute(2, 0, 1, 3).reshape(k, b * s, d)
+    seg_pos = torch.arange(s, dtype=torch.float32) * (k // 2)
+    frame_pos = ((seg_pos - k // 2) + torch.arange(k, dtype=torch.float32).unsqueeze(1)).reshape(-1)
+    for block in model.blocks:
+        c, f = block.coarse, block.fine
+        key_pos = seg_pos if model.config.self_attn_key_centres else None  # None: keys at 0..S-1
+        x = x + c.self_attn(c.norm_self(x).view(k * b, s, d), q_pos=seg_pos, k_pos=key_pos).view(k, b, s, d)
+        h = c.norm_cross(x)
+        out = torch.zeros_like(h)
+        if cond_rows is not None:
+            q = h[:, cond_rows].permute(1, 0, 2, 3).reshape(len(cond_rows), k * s, d)
+            y = c.cross_attn(q, context=e_st, q_pos=frame_pos, k_pos=token_pos)
+            out = out.index_copy(1, cond_rows, y.view(-1, k, s, d).permute(1, 0, 2, 3))
+        if uncond_rows is not None:
+            y = c.cross_attn(h[:, uncond_rows].reshape(-1, s, d), q_pos=seg_pos, k_pos=key_pos)
+            out = out.index_copy(1, uncond_rows, y.view(k, -1, s, d))
+        x = x + out
+        x = x + c.ffn(c.norm_ffn(x))
+        y, _ = f.sru(f.norm(x).view(k, b * s, d))
+        x = x + f.film(f.proj(y), film).view(k, b, s, d)
+        if f.ffn is not None:
+            x = x + f.ffn(f.norm_ffn(x))
+    return model.w_out(model.norm_out(overlap_add(x.permute(1, 2, 0, 3), length)))
+
+
+def _perturbed(cfg: DPDConfig) -> DualPathDiffusion:
+    """A model away from its init (FiLM starts as the identity), so that every weight matters."""
+    torch.manual_seed(0)
+    model = DualPathDiffusion(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _reference(model: DualPathDiffusion, *args: torch.Tensor | None) -> torch.Tensor:
+    with torch.enable_grad():  # the SRU's autograd path, whatever the caller's mode
+        return reference_forward(model, *args).detach()
+
+
+@pytest.mark.parametrize("mode", ["inference", "no_grad"])
+def test_tiny_cfg_batch_matches_reference(mode: str) -> None:
+    """The benchmark case: tiny preset, B = 2 CFG rows [cond, uncond], L = 2500, 250 tokens."""
+    model = _perturbed(DPDConfig.tiny()).eval()
+    z, delta, tokens = _inputs(model.config, 2, 2500)
+    uncond = torch.tensor([False, True])
+    ref = _reference(model, z, delta, tokens, uncond)
+    with torch.inference_mode() if mode == "inference" else torch.no_grad():
+        v = model(z, delta, tokens, uncond)
+    torch.testing.assert_close(v, ref, atol=TOL, rtol=TOL)
+
+
+_SMALL_VARIANTS = {
+    "base": {},
+    "fine_ffn": {"fine_ffn_mult": 2},
+    "sru_proj": {"sru_hidden": 24},  # SRU output 48 != d_hid 32: projection layer
+}
+
+
+@pytest.mark.parametrize("variant", sorted(_SMALL_VARIANTS))
+@pytest.mark.parametrize(
+    "uncond",
+    [[False, True, False], [True, False, False], [False, False, False], [True, True, True], None],
+    ids=["rows-gathered", "rows-sliced", "all-cond", "all-uncond", "no-flags"],
+)
+def test_row_layouts_match_reference(variant: str, uncond: list[bool] | None) -> None:
+    """CFG rows given as slices (consecutive) and as gathers (not), and the all-/no-condition cases."""
+    cfg = DPDConfig(**{**_small().to_dict(), **_SMALL_VARIANTS[variant]})
+    model = _perturbed(cfg).eval()
+    z, delta, tokens = _inputs(cfg, 3, 70)
+    flags = None if uncond is None else torch.tensor(uncond)
+    with torch.no_grad():
+        for toks in (tokens, None):
+            torch.testing.assert_close(model(z, delta, toks, flags), _reference(model, z, delta, toks, flags),
+                                       atol=TOL, rtol=TOL)  # fmt: skip
+
+
+def test_training_path_matches_reference() -> None:
+    """With autograd (training): outputs, every parameter's gradient, and dropout draws match."""
+    cfg = DPDConfig(**{**_small().to_dict(), "dropout": 0.2, "sru_hidden": 24})
+    model = _perturbed(cfg).train()
+    z, delta, tokens = _inputs(cfg, 3, 70)
+    uncond = torch.tensor([False, True, False])
+    weight = torch.randn(3, 70, cfg.d_latent)
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for forward in (model, lambda *a: reference_forward(model, *a)):
+        torch.manual_seed(5)  # the same dropout masks in both
+        v = forward(z, delta, tokens, uncond)
+        results.append((v.detach(), torch.autograd.grad((v * weight).sum(), params)))
+    (v, grads), (v_ref, grads_ref) = results
+    torch.testing.assert_close(v, v_ref, atol=TOL, rtol=TOL)
+    for (name, _), g, g_ref in zip(
+        [np for np in model.named_parameters() if np[1].requires_grad], grads, grads_ref
+    ):
+        torch.testing.assert_close(g, g_ref, atol=TOL * g_ref.abs().max().item(), rtol=TOL, msg=name)
+
+
+def test_state_dict_unchanged() -> None:
+    """Parameter names, shapes and dtypes are those of the first trained checkpoints."""
+    for preset, (count, digest) in STATE_DICT_SHA256.items():
+        with torch.device("meta"):
+            state = DualPathDiffusion(DPDConfig.preset(preset)).state_dict()
+        lines = "\n".join(f"{n} {tuple(t.shape)} {t.dtype}" for n, t in state.items())
+        assert (len(state), hashlib.sha256(lines.encode()).hexdigest()) == (count, digest), preset
+
+
+def test_autocast_bf16_runs() -> None:
+    """bf16 autocast (pipeline precision option): RoPE rotates in float32, output close to fp32."""
+    model = _perturbed(_small()).eval()
+    z, delta, tokens = _inputs(model.config, 2, 70)
+    with torch.inference_mode():
+        v = model(z, delta, tokens, torch.tensor([False, True]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            v_bf16 = model(z, delta, tokens, torch.tensor([False, True])).float()
+    assert torch.isfinite(v_bf16).all()
+    assert (v_bf16 - v).abs().max() < 0.1 * v.abs().max()
+
+
+def test_interleaved_rope_equals_apply_rope() -> None:
+    """Interleaved pairs + complex phasors give the rotation of `apply_rope`, and the same scores."""
+    torch.manual_seed(0)
+    heads, hd, t = 2, 8, 11
+    rope = RotaryEmbedding(hd)
+    pos = torch.rand(t) * 3000  # fractional, large (frame times)
+    x = torch.randn(3, t, heads * hd)
+    w = torch.randn(heads * hd, heads * hd)
+    ref = apply_rope((x @ w.t()).view(3, t, heads, hd).transpose(1, 2), *rope(pos))  # (3, H, T, hd)
+    fast = (x @ interleave_rope_rows(w, heads).t()).view(3, t, heads, hd)
+    phasors = rope_phasors(rope, pos).unsqueeze(1).expand(-1, heads, -1, -1)  # (T, H, hd/2, 2)
+    for inplace in (False, True):
+        got = apply_rope_interleaved(fast.clone(), phasors, inplace).transpose(1, 2)  # (3, H, T, hd)
+        pairs = ref.view(3, heads, t, 2, hd // 2).transpose(-1, -2).reshape(ref.shape)  # same pair order
+        torch.testing.assert_close(got, pairs, atol=1e-5, rtol=1e-5)
+    other = apply_rope_interleaved(fast.to("meta"), phasors.to("meta"))  # real-arithmetic fallback runs
+    assert other.shape == fast.shape
+
+
+def test_time_major_segmentation_equals_segment() -> None:
+    for length, k in ((1, 4), (37, 8), (250, 64), (2500, 64)):
+        x = torch.randn(2, length, 3)
+        segs = segment(x, k)  # (B, S, K, D)
+        view = segment_view(pad_for_segments(x, k), k)  # (K, B, S, D)
+        assert torch.equal(view.permute(1, 2, 0, 3), segs)
+        assert torch.equal(overlap_add_time_major(view, length), overlap_add(segs, length))
+
+
+@pytest.mark.parametrize("centres", [False, True])
+def test_self_attention_key_positions_follow_the_config(centres: bool) -> None:
+    cfg = DPDConfig.tiny()
+    cfg.self_attn_key_centres = centres
+    model = DualPathDiffusion(cfg).eval()
+    z, delta = torch.randn(2, 300, 16), torch.rand(2, 300)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 30))
+    uncond = torch.tensor([False, True])
+    with torch.no_grad():
+        want = reference_forward(model, z, delta, tokens, uncond)
+        torch.testing.assert_close(model(z, delta, tokens, uncond), want, atol=1e-5, rtol=1e-5)
+    flipped = {**cfg.to_dict(), "self_attn_key_centres": not centres}
+    other = DualPathDiffusion(DPDConfig.from_dict(flipped)).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(model(z, delta, tokens, uncond), other(z, delta, tokens, uncond), atol=1e-4)
+
+
+def test_configs_without_the_key_position_field_keep_the_legacy_positions() -> None:
+    legacy = {k: v for k, v in DPDConfig.tiny().to_dict().items() if k != "self_attn_key_centres"}
+    assert DPDConfig.from_dict(legacy).self_attn_key_centres is False
+    assert DPDConfig.tiny().self_attn_key_centres and DPDConfig.paper().self_attn_key_centres

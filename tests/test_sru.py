@@ -95,3 +95,37 @@ def test_state_dict_names_match_package() -> None:
 def test_rejects_wrong_rank() -> None:
     with pytest.raises(ValueError):
         SRU(4, 2)(torch.randn(3, 4))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(input_size=12, hidden_size=8),  # 4 matrices (input != output)
+        dict(input_size=16, hidden_size=8),  # 3 matrices, identity highway
+        dict(input_size=16, hidden_size=8, has_skip_term=False),
+        dict(input_size=16, hidden_size=8, rescale=True, highway_bias=-1.0),
+        dict(input_size=16, hidden_size=8, layer_norm=True),
+        dict(input_size=16, hidden_size=16, projection_size=8),
+    ],
+)
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_inference_path_matches_autograd_path(kwargs: dict, bidirectional: bool) -> None:
+    """Without autograd the layers take `_sru_inference` (merged directions); same values, incl. the
+    dropout mask drawn in training mode."""
+    torch.manual_seed(0)
+    model = SRU(num_layers=2, bidirectional=bidirectional, dropout=0.3, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(9, 5, kwargs["input_size"])
+    c0 = torch.randn(2, 5, model.output_size)
+    for train in (False, True):
+        model.train(train)
+        for state in (c0, None):
+            torch.manual_seed(1)
+            h_ref, c_ref = model(x, state)  # autograd path (grad mode is on)
+            torch.manual_seed(1)
+            with torch.no_grad():
+                h, c = model(x, state)
+            torch.testing.assert_close(h, h_ref.detach(), atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(c, c_ref.detach(), atol=1e-6, rtol=1e-6)

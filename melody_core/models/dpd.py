@@ -12,32 +12,49 @@
 
 Choices where the paper is silent *(our choice)*:
 - Pre-norm residuals (RMSNorm) on every sub-layer of both paths: stable at depth, no warm-up tricks.
-- RoPE positions are latent-frame times (250 Hz) everywhere, so relative positions mean time:
-  self-attention over segments uses the segment centres s*K/2; in cross-attention every query sits
-  at its own frame time (s*K/2 - K/2 + k, finer than the segment centre at no cost) and semantic
-  token j at the centre of the frames it covers, 10 j + 4.5 (token j covers frames [10j, 10j+10)).
+- RoPE positions are latent-frame times (250 Hz): in cross-attention every query sits at its own
+  frame time (s*K/2 - K/2 + k) and semantic token j at the centre of the frames it covers,
+  10 j + 4.5 (token j covers frames [10j, 10j+10)). Self-attention over segments (and its CFG
+  twin) puts query s at the segment centre s*K/2 but key s at index s: the first implementation
+  passed only q_pos to `Attention`, whose keys then default to 0..S-1. The first trained tiny
+  bundle depends on it and says so in its config (`self_attn_key_centres: false`, also the
+  default for configs that do not name the field); the presets put keys at s*K/2 too.
 - CFG (§5.1): for rows flagged `uncond` (and all rows when `tokens` is None or empty) the cross-
   attention layer attends to its own input sequence instead (self-attention over the segments,
-  same weights, segment-centre positions), and FiLM sees a learned null vector instead of the
-  pooled E_ST. Conditional and unconditional rows of one batch are computed separately, each only
-  on its own rows. Dropping the condition with p = 0.1 is the trainer's job (`cfg_dropout` only
-  documents it).
+  same weights and positions as the self-attention), and FiLM sees a learned null vector instead
+  of the pooled E_ST. Conditional and unconditional rows of one batch are computed separately,
+  each only on its own rows. Dropping the condition with p = 0.1 is the trainer's job
+  (`cfg_dropout` only documents it).
 - Tokens are placed by index (token j at frame 10 j + 4.5) whatever their count: ceil(L/10) covers
   the window exactly; extra tokens act as context beyond the end, missing ones leave the tail
   without nearby tokens (cross-attention still sees all given tokens). Nothing is trimmed or padded.
-- Internal layout (K, B, S, D_hid): the SRU reads it as (time K, batch B*S) and self-attention as
-  batch K*B over S without copies; only cross-attention regroups its rows to (B, K*S).
+- Internal layout (K, B, S, D_hid), time-major: the SRU reads it as (time K, batch B*S) and
+  self-attention as batch K*B over S without copies; only cross-attention regroups its rows to
+  (B, K*S), which is a free view for one conditional row (the CFG batch [cond, uncond]).
 - Block contents and the paper's 296.6M parameters: see `DPDConfig`.
 
-Speed of the tiny preset (0.21M params; B = 2 CFG rows, L = 2500 = 10 s, 2 threads on the 2-core dev
-machine shared with other jobs, load 1-2): 129-141 ms best, 150-180 ms median per forward; per
-forward self-attention ~35 ms, cross-attention (cond row) + CFG self-attention (uncond row) ~35 ms,
-SRU ~40 ms, FFN ~12 ms, RMSNorm ~12 ms, FiLM ~8 ms, stem/segmentation/residuals ~18 ms. The
-arithmetic: B*S*K = 2*80*64 = 10240 positions, ~19 d^2 multiply-adds per position and block in
-linear layers plus ~0.3 G multiply-adds per block in attention scores -> ~4.7 GFLOP per forward,
-~28 ms at the machine's ~170 GFLOP/s; the rest is memory-bound elementwise work at d = 64 (RoPE,
-norms, residuals, FiLM) and the SRU time loop (64 steps x 2 directions x 3 small ops per layer,
-~3 ms per layer whatever d is).
+Speed *(our choice)*: the blocks run on their modules' weights with fused operations instead of
+calling the sub-modules (the same maths; tests/test_dpd.py checks the outputs and gradients against
+the module-by-module reference to 1e-5):
+- each pre-norm RMSNorm is split into its row scale (one reduction, applied to the rows) and its
+  gain, folded into the weights of the projection that follows;
+- q, k and v of a self-attention come from one matmul; RoPE pairs (i, i + hd/2) are made adjacent
+  by reordering the projection rows (dot products do not change when q and k are permuted alike),
+  so the rotation is one complex multiply, in place, with phasors computed once per forward;
+- cross-attention keys/values of E_ST are computed once per block, not per query group; CFG rows
+  are sliced, not gathered, when consecutive;
+- residual updates are GEMMs accumulating onto the stream (`addmm_`), and without autograd every
+  update, GELU and FiLM is in place (fewer passes over the (K, B, S, d) activations, fewer fresh
+  allocations);
+- FiLM projections of all blocks are one matmul on the un-segmented frames (half the rows);
+- the SRU takes its no-autograd path (both directions in one loop, see models/sru.py).
+Timings, tiny preset, B = 2 CFG rows, L = 2500 (10 s), tokens (2, 250), 2 threads, inference mode,
+on the 2-core dev machine while two 1-thread trainings ran (load ~3), interleaved with the
+previous implementation in one process, 30 runs each: 122.6 ms best / 139.5 ms median per forward
+(previous: 170.8 / 189.7). Per forward, 1 thread: scaled-dot-product attention ~31 ms (fused
+kernel, at its floor for 80-long sequences and hd = 32), SRU ~32 ms (time loop ~10 ms: 64 steps x
+3 small ops per layer), other matmuls ~20 ms, elementwise/normalisation/FiLM/RoPE and per-forward
+setup ~37 ms. About 4.7 GFLOP per forward in all.
 """
 
 from __future__ import annotations
@@ -51,7 +68,7 @@ from torch import nn
 from melody_core import FRAMES_PER_TOKEN
 from melody_core.config import BaseConfig
 from melody_core.models.sru import SRU
-from melody_core.modules import MLP, Attention, FeedForward, FiLM, RMSNorm
+from melody_core.modules import MLP, Attention, FeedForward, FiLM, RMSNorm, RotaryEmbedding
 from melody_core.modules.rope import apply_rope_interleaved, interleave_rope_rows, rope_phasors
 from melody_core.modules.segmentation import overlap_add_time_major, pad_for_segments, segment_view
 
@@ -90,19 +107,27 @@ class DPDConfig(BaseConfig):
     dropout: float = 0.0  # dropout in attention, FFNs and between SRU layers (training only)
     cfg_dropout: float = 0.1  # p of dropping the semantic condition in training (the trainer applies it)
     cfg_null_film: bool = True  # unconditional FiLM input: learned null vector (True) or zeros (False)
+    # RoPE keys of the segment self-attention at the segment centres s*K/2 like the queries (True,
+    # consistent relative positions; both presets) or at index s (False: the first trained tiny
+    # bundle was trained that way and records it in its config.json; see the module docstring)
+    self_attn_key_centres: bool = False
     train_length: int = 2500  # L: training window in latent frames (10 s); documentation only
     train_chunks: int = 4  # M: chunks with independent angles in training (Eq. 7-10); documentation only
 
     @classmethod
     def tiny(cls) -> DPDConfig:
         # sized for speed on a 2-core CPU (see the timing note in the module docstring)
-        return cls(d_hid=64, n_blocks=2, n_heads=2, ffn_mult=2, sru_hidden=32, vocab_size=256)
+        return cls(
+            d_hid=64, n_blocks=2, n_heads=2, ffn_mult=2, sru_hidden=32, vocab_size=256,
+            self_attn_key_centres=True,
+        )
 
     @classmethod
     def paper(cls) -> DPDConfig:
         # §5.1: D_hid 768, N 8, K 64, V_ST 1024; heads (head dim 96) and widths are our choice (see above)
         return cls(
-            d_hid=768, n_blocks=8, n_heads=8, segment_size=64, vocab_size=1024, ffn_mult=4, sru_hidden=1152
+            d_hid=768, n_blocks=8, n_heads=8, segment_size=64, vocab_size=1024, ffn_mult=4, sru_hidden=1152,
+            self_attn_key_centres=True,
         )
 
 
@@ -126,48 +151,74 @@ class AngleEncoder(nn.Module):
         return self.mlp.norm(self.mlp.fc2(F.gelu(hidden)))  # (B, L, d_hid)
 
 
+_FiLM = tuple[torch.Tensor, torch.Tensor]  # (1 + gamma, beta) of one block, each (K, B, S, d)
+
+
+def _in_place(x: torch.Tensor) -> bool:
+    """Inference without autocast: activations may be overwritten in place (same values)."""
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
 def _inv_rms(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
-    """(..., d) -> (..., 1): 1 / sqrt(mean(x^2) + eps), the row scale of `norm` (one reduction pass)."""
+    """(..., d) -> (..., 1): 1 / sqrt(mean(x^2) + eps), the row scale of `norm` (one reduction pass).
+    RMSNorm(x) = x * _inv_rms(x) * g; the gain g is folded into the weights that follow."""
     return torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1] + norm.eps)
 
 
-def _add_linear(x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x + h W^T as one GEMM accumulating onto x (in place when autograd is off). x: (..., d)."""
-    flat, hf = x.view(-1, x.shape[-1]), h.reshape(-1, h.shape[-1])  # (N, d), (N, m)
-    out = torch.addmm(flat, hf, weight.t()) if torch.is_grad_enabled() else flat.addmm_(hf, weight.t())
-    return out.view(x.shape)
+def _add_linear(
+    x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Residual x + h W^T (+ b); in place as one GEMM accumulating onto x when `_in_place`."""
+    if not _in_place(x):
+        return x + F.linear(h, weight, bias).view(x.shape)
+    flat = x.view(-1, x.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), weight.t())  # (N, d) += (N, m) W^T
+    return (flat if bias is None else flat.add_(bias)).view(x.shape)
 
 
-def _qkv_weight(attn: Attention, gain: torch.Tensor, with_kv: bool = True) -> torch.Tensor:
-    """Rows of [W_q; W_k; W_v] (RoPE pairs of q and k interleaved) times the pre-norm gain: (3d | d, d)."""
-    h = attn.n_heads
-    parts = [interleave_rope_rows(attn.q.weight, h)]
-    if with_kv:
-        w_k, w_v = attn.kv.weight.chunk(2, dim=0)
-        parts += [interleave_rope_rows(w_k, h), w_v]
-    return torch.cat(parts) * gain  # the RMSNorm gain, folded in: (x g) W^T = x (W diag g)^T
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU, in place when `_in_place`."""
+    return torch.ops.aten.gelu_(x) if _in_place(x) else F.gelu(x)
+
+
+def _qkv_weight(attn: Attention, gain: torch.Tensor) -> torch.Tensor:
+    """[W_q; W_k; W_v] with the RoPE pairs of q and k interleaved, times the pre-norm gain: (3d, d)."""
+    w_k, w_v = attn.kv.weight.chunk(2, dim=0)
+    rows = [interleave_rope_rows(attn.q.weight, attn.n_heads), interleave_rope_rows(w_k, attn.n_heads), w_v]
+    return torch.cat(rows) * gain  # (x g) W^T = x (W diag g)^T
 
 
 def _sdpa(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """(B, T, H, hd) views each -> (B, T, H*hd): scaled dot-product attention per head."""
-    drop = attn.dropout if attn.training else 0.0
-    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=drop)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, hd) views
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
     return y.transpose(1, 2).flatten(2)  # (B, H, T, hd) -> (B, T, H*hd)
 
 
-def _self_attention(attn: Attention, gain: torch.Tensor, h: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
-    """RoPE self-attention of `attn` on normalised rows h: (B', T, d) (gain not applied), query and key
-    phasors (T, 2, 1, hd/2) -> (B', T, d) before the output projection."""
+def _self_attention(attn: Attention, w_qkv: torch.Tensor, h: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """RoPE self-attention with `attn`'s heads on normalised rows h: (B', T, d); w_qkv from
+    `_qkv_weight`; rot: query and key phasors (T, 2, H, hd/2, 2) -> (B', T, d), before W_out."""
     b, t, d = h.shape
-    qkv = (h.view(b * t, d) @ _qkv_weight(attn, gain).t()).view(b, t, 3, attn.n_heads, attn.head_dim)
-    qk = apply_rope_interleaved(qkv[:, :, :2], phasors)  # (B', T, 2, H, hd): q and k in one pass
+    qkv = F.linear(h, w_qkv).view(b, t, 3, attn.n_heads, attn.head_dim)  # (B', T, 3, H, hd)
+    qk = apply_rope_interleaved(qkv[:, :, :2], rot, _in_place(qkv))  # q and k rotated in one pass
     return _sdpa(attn, qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2])
+
+
+@dataclass
+class _CoarseWeights:
+    """Per-call fused weights of one coarse path (norm gains folded in, RoPE pairs interleaved)."""
+
+    self_qkv: torch.Tensor  # (3d, d)
+    cross_qkv: torch.Tensor  # (3d, d); its first d rows are the cross-attention queries
+    token_k: torch.Tensor | None  # rotated keys of E_ST: (Bc, T_st, H, hd)
+    token_v: torch.Tensor | None  # values of E_ST: (Bc, T_st, H, hd)
+    fc1: torch.Tensor  # (ffn hidden, d)
 
 
 class CoarsePath(nn.Module):
     """Roformer layer across segments: RoPE self-attention, RoPE cross-attention to E_ST, FFN (pre-norm).
 
-    Each RMSNorm is split into its row scale (applied here) and its gain (folded into the next weights).
+    Runs on the modules' weights directly (see "Speed" in the module docstring); `Attention.forward`
+    computes the same maths.
     """
 
     def __init__(self, cfg: DPDConfig) -> None:
@@ -181,27 +232,43 @@ class CoarsePath(nn.Module):
         self.ffn = FeedForward(d, cfg.ffn_mult * d, cfg.dropout)
 
     def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        """x: (K, B, S, d) -> (K, B, S, d)."""
+        """x: (K, B, S, d) -> (K, B, S, d) (in place without autograd)."""
         k, b, s, d = x.shape
+        w = self._weights(ctx)
         h = (x * _inv_rms(x, self.norm_self)).view(k * b, s, d)  # batch K*B over the S segments
-        x = _add_linear(x, _self_attention(self.self_attn, self.norm_self.weight, h, ctx.seg_rot),
-                        self.self_attn.out.weight)  # fmt: skip
-        x = _add_linear(x, self._condition(x, ctx), self.cross_attn.out.weight)
-        ffn = self.ffn
-        h = F.gelu(F.linear(x * _inv_rms(x, self.norm_ffn), ffn.fc1.weight * self.norm_ffn.weight, ffn.fc1.bias))
-        return x + ffn.fc2(ffn.dropout(h))
+        y = _self_attention(self.self_attn, w.self_qkv, h, ctx.seg_rot)
+        x = _add_linear(x, y, self.self_attn.out.weight)
+        x = _add_linear(x, self._condition(x, ctx, w), self.cross_attn.out.weight)
+        h = _gelu(F.linear(x * _inv_rms(x, self.norm_ffn), w.fc1, self.ffn.fc1.bias))  # (K, B, S, hidden)
+        return _add_linear(x, self.ffn.dropout(h), self.ffn.fc2.weight, self.ffn.fc2.bias)
 
-    def _condition(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+    def _weights(self, ctx: _Context) -> _CoarseWeights:
+        attn, token_k, token_v = self.cross_attn, None, None
+        if ctx.tokens is not None:
+            w_k, w_v = attn.kv.weight.chunk(2, dim=0)
+            w_kv = torch.cat([interleave_rope_rows(w_k, attn.n_heads), w_v])
+            kv = F.linear(ctx.tokens, w_kv)  # (Bc, T, 2d)
+            token_k, token_v = kv.unflatten(-1, (2, attn.n_heads, attn.head_dim)).unbind(2)  # (Bc, T, H, hd)
+            token_k = apply_rope_interleaved(token_k, ctx.token_rot)  # keys at the token centres
+        return _CoarseWeights(
+            self_qkv=_qkv_weight(self.self_attn, self.norm_self.weight),
+            cross_qkv=_qkv_weight(attn, self.norm_cross.weight),
+            token_k=token_k,
+            token_v=token_v,
+            fc1=self.ffn.fc1.weight * self.norm_ffn.weight,
+        )
+
+    def _condition(self, x: torch.Tensor, ctx: _Context, w: _CoarseWeights) -> torch.Tensor:
         """Cross-attention to E_ST for conditional rows, self-attention (CFG) for the others:
-        (K, B, S, d) -> (K, B, S, d) before the output projection."""
+        (K, B, S, d) -> (K, B, S, d), before the output projection."""
         k, b, s, d = x.shape
         parts = []
         if ctx.cond_rows is not None:
-            parts.append((ctx.cond_rows, self._cross(x[:, ctx.cond_rows], ctx)))
-        if ctx.uncond_rows is not None:
+            parts.append((ctx.cond_rows, self._cross(x[:, ctx.cond_rows], ctx, w)))
+        if ctx.uncond_rows is not None:  # CFG: the same layer attends over the segments of its own input
             xu = x[:, ctx.uncond_rows]  # (K, Bu, S, d)
             h = (xu * _inv_rms(xu, self.norm_cross)).view(-1, s, d)  # (K*Bu, S, d)
-            parts.append((ctx.uncond_rows, _self_attention(self.cross_attn, self.norm_cross.weight, h, ctx.seg_rot)))
+            parts.append((ctx.uncond_rows, _self_attention(self.cross_attn, w.cross_qkv, h, ctx.seg_rot)))
         if len(parts) == 1:
             return parts[0][1].view(k, b, s, d)
         out = x.new_empty(k, b, s, d)
@@ -209,18 +276,15 @@ class CoarsePath(nn.Module):
             out[:, rows] = y.view(k, -1, s, d)
         return out
 
-    def _cross(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
+    def _cross(self, x: torch.Tensor, ctx: _Context, w: _CoarseWeights) -> torch.Tensor:
         """x: (K, Bc, S, d) conditional rows -> (K, Bc, S, d): attention to their E_ST (ctx.tokens)."""
         k, b, s, d = x.shape
-        attn, n_h, hd = self.cross_attn, self.cross_attn.n_heads, self.cross_attn.head_dim
-        q = F.linear(x * _inv_rms(x, self.norm_cross), _qkv_weight(attn, self.norm_cross.weight, False))
-        q = apply_rope_interleaved(q.view(k, b, s, n_h, hd), ctx.frame_rot)  # at frame times
+        n_h, hd = self.cross_attn.n_heads, self.cross_attn.head_dim
+        q = F.linear(x * _inv_rms(x, self.norm_cross), w.cross_qkv[:d]).view(k, b, s, n_h, hd)
+        q = apply_rope_interleaved(q, ctx.frame_rot, _in_place(q))  # every query at its frame time
         q = q.transpose(0, 1).reshape(b, k * s, n_h, hd)  # (Bc, K*S, H, hd): all queries of a row together
-        assert ctx.tokens is not None
-        w_k, w_v = attn.kv.weight.chunk(2, dim=0)
-        kv = F.linear(ctx.tokens, torch.cat([interleave_rope_rows(w_k, n_h), w_v]))  # (Bc, T, 2d)
-        kv = kv.view(b, -1, 2, n_h, hd)
-        y = _sdpa(attn, q, apply_rope_interleaved(kv[:, :, 0], ctx.token_rot), kv[:, :, 1])  # (Bc, K*S, d)
+        assert w.token_k is not None and w.token_v is not None
+        y = _sdpa(self.cross_attn, q, w.token_k, w.token_v)  # (Bc, K*S, d)
         return y.view(b, k, s, d).transpose(0, 1)  # (K, Bc, S, d)
 
 
@@ -242,13 +306,17 @@ class FinePath(nn.Module):
             self.norm_ffn = RMSNorm(d)
             self.ffn = FeedForward(d, cfg.fine_ffn_mult * d, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x: (K, B, S, d), film: (1 + gamma, beta), each (K, B, S, d) -> (K, B, S, d)."""
+    def forward(self, x: torch.Tensor, film: _FiLM) -> torch.Tensor:
+        """x: (K, B, S, d), film: (1 + gamma, beta) of this block, each (K, B, S, d) -> (K, B, S, d)."""
         k, b, s, d = x.shape
-        h = x * _inv_rms(x, self.norm) * self.norm.weight
+        h = x * _inv_rms(x, self.norm)
+        h = h.mul_(self.norm.weight) if _in_place(x) else h * self.norm.weight  # RMSNorm(x)
         y, _ = self.sru(h.view(k, b * s, d))  # time K, batch B*S: (K, B*S, 2h)
         y = self.proj(y).view(k, b, s, d)
-        x = x + torch.addcmul(film[1], y, film[0])  # FiLM: y (1 + gamma) + beta
+        if _in_place(x):  # FiLM: y (1 + gamma) + beta
+            x = x.addcmul_(y, film[0]).add_(film[1])
+        else:
+            x = x + torch.addcmul(film[1], y, film[0])
         if self.ffn is not None:
             x = x + self.ffn(self.norm_ffn(x))
         return x
@@ -260,20 +328,20 @@ class DualPathBlock(nn.Module):
         self.coarse = CoarsePath(cfg)
         self.fine = FinePath(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: _Context, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: _Context, film: _FiLM) -> torch.Tensor:
         return self.fine(self.coarse(x, ctx), film)
 
 
 @dataclass
 class _Context:
-    """Per-forward tensors shared by all blocks."""
+    """Per-forward tensors shared by all blocks (RoPE phasors: (..., hd/2, 2) cos/sin, see modules.rope)."""
 
     tokens: torch.Tensor | None  # E_ST of the conditional rows: (Bc, T_st, d)
-    cond_rows: slice | torch.Tensor | None  # conditional rows (slice when contiguous); None when none
+    cond_rows: slice | torch.Tensor | None  # conditional rows (a slice when consecutive); None when none
     uncond_rows: slice | torch.Tensor | None  # unconditional rows, likewise
-    seg_rot: torch.Tensor  # RoPE phasors over segments, [:, 0] queries, [:, 1] keys: (S, 2, 1, hd/2) complex
-    frame_rot: torch.Tensor  # at every query's frame time: (K, 1, S, 1, hd/2) complex
-    token_rot: torch.Tensor | None  # at the token centres: (T_st, 1, hd/2) complex
+    seg_rot: torch.Tensor  # self-attention over segments, [:, 0] queries, [:, 1] keys: (S, 2, H, hd/2, 2)
+    frame_rot: torch.Tensor  # cross-attention queries at their frame times: (K, 1, S, H, hd/2, 2)
+    token_rot: torch.Tensor | None  # cross-attention keys at the token centres: (T_st, H, hd/2, 2)
 
 
 def split_cfg_rows(
@@ -348,76 +416,75 @@ class DualPathDiffusion(nn.Module):
         k = self.config.segment_size
         e_delta = self.angle(delta.to(z.dtype))  # (B, L, d)
         h = self.norm_in(self.w_in(z) + e_delta)  # H = RMSNorm(z W_in + E_delta)
-        x = segment_view(pad_for_segments(h, k), k).contiguous()  # (K, B, S, d)
+        x = segment_view(pad_for_segments(h, k), k).contiguous()  # (K, B, S, d), time-major
         ctx = self._context(tokens, uncond, b, x.shape[2], z.device)
-        films = self._film(e_delta, tokens, ctx)
-        for block, film in zip(self.blocks, films):
+        for block, film in zip(self.blocks, self._film(e_delta, ctx), strict=True):
             x = block(x, ctx, film)
         return self.w_out(self.norm_out(overlap_add_time_major(x, length)))  # (B, L, d) -> (B, L, D)
 
     def _context(
         self, tokens: torch.Tensor | None, uncond: torch.Tensor | None, b: int, n_seg: int, dev: torch.device
     ) -> _Context:
-        k = self.config.segment_size
+        cfg = self.config
+        k, n_h = cfg.segment_size, cfg.n_heads
+        rope = RotaryEmbedding(cfg.d_hid // n_h, cfg.rope_base)  # the frequencies of every `Attention` here
         cond_rows, uncond_rows = split_cfg_rows(tokens, uncond, b, dev)
         e_st, token_rot = None, None
-        rope = self.blocks[0].coarse.self_attn.rope if len(self.blocks) else None
         if cond_rows is not None:
             assert tokens is not None
             e_st = self.token_mlp(self.token_embedding(tokens[cond_rows]))  # (Bc, T_st, d)
-            if rope is not None:
-                token_rot = rope_phasors(rope, token_times(tokens.shape[1], dev)).unsqueeze(1)  # (T_st, 1, hd/2)
+            token_rot = rope_phasors(rope, token_times(tokens.shape[1], dev))  # (T_st, hd/2, 2)
+            token_rot = token_rot.unsqueeze(1).expand(-1, n_h, -1, -1).contiguous()  # (T_st, H, hd/2, 2)
         seg_pos = _segment_centres(n_seg, k, dev)
-        frame_pos = (seg_pos - k // 2) + torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1)  # (K, S)
-        seg_rot = frame_rot = seg_pos
-        if rope is not None:
-            # self-attention: queries at the segment centres, keys at the default positions 0..S-1
-            # (`Attention` with only q_pos given); kept as trained, see the module docstring
-            key_pos = torch.arange(n_seg, device=dev, dtype=torch.float32)
-            seg_rot = rope_phasors(rope, torch.stack([seg_pos, key_pos], 1)).unsqueeze(2)  # (S, 2, 1, hd/2)
-            frame_rot = rope_phasors(rope, frame_pos).view(k, 1, n_seg, 1, -1)  # (K, 1, S, 1, hd/2)
+        offsets = torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1) - k // 2  # (K, 1)
+        frame_rot = rope_phasors(rope, seg_pos + offsets)  # (K, S, hd/2, 2): frame s*K/2 - K/2 + k
+        # self-attention: queries at the segment centres; keys there too, or (legacy checkpoints,
+        # `self_attn_key_centres=False`) at positions 0..S-1, see the module docstring
+        legacy_keys = torch.arange(n_seg, device=dev, dtype=torch.float32)
+        key_pos = seg_pos if cfg.self_attn_key_centres else legacy_keys
+        seg_rot = rope_phasors(rope, torch.stack([seg_pos, key_pos], dim=1))  # (S, 2, hd/2, 2)
+        # expanded over the heads: contiguous operands let the rotation run as one long loop
         return _Context(
             tokens=e_st,
             cond_rows=_as_slice(cond_rows),
             uncond_rows=_as_slice(uncond_rows),
-            seg_rot=seg_rot,
-            frame_rot=frame_rot,
+            seg_rot=seg_rot.unsqueeze(2).expand(-1, -1, n_h, -1, -1).contiguous(),
+            frame_rot=frame_rot.view(k, 1, n_seg, 1, -1, 2).expand(-1, -1, -1, n_h, -1, -1).contiguous(),
             token_rot=token_rot,
         )
 
-    def _film(
-        self, e_delta: torch.Tensor, tokens: torch.Tensor | None, ctx: _Context
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """FiLM (1 + gamma, beta) of every block, each (K, B, S, d): one matmul on the padded frames.
+    def _film(self, e_delta: torch.Tensor, ctx: _Context) -> list[_FiLM]:
+        """FiLM (1 + gamma, beta) of every block, each a (K, B, S, d) view: one matmul for all blocks.
 
-        The FiLM input is segmented E_delta + pooled E_ST (null vector for unconditional rows). Its
-        projection is computed per frame before segmenting (every frame sits in two segments, so
-        this halves the work; zero padding projects to the bias, as segmenting first would give).
+        The FiLM input is segmented E_delta + pooled E_ST (learned null vector for unconditional
+        rows). It is projected per frame before segmenting: every frame sits in two segments, so this
+        halves the work, and zero padding projects to the bias, as segmenting first would give.
         """
         b, length, d = e_delta.shape
         k = self.config.segment_size
         pooled = self.null_cond.expand(b, d)  # FiLM input for unconditional rows
         if ctx.tokens is not None:
             assert ctx.cond_rows is not None
-            pooled = pooled.clone()
-            pooled[ctx.cond_rows] = ctx.tokens.mean(dim=1)  # mean-pooled E_ST
+            e_st = ctx.tokens.mean(dim=1).to(pooled.dtype)  # mean-pooled E_ST
+            pooled = pooled.index_put((_row_index(ctx.cond_rows, b),), e_st)
         cond = pad_for_segments(e_delta + pooled.unsqueeze(1), k)  # (B, (S+1)*P, d)
-        films = [block.fine.film.proj for block in self.blocks]
-        weight = torch.cat([f.weight for f in films])  # (n_blocks * 2d, d)
-        bias = torch.cat([f.bias for f in films]).view(-1, 2, d) + self._film_one  # 1 + gamma: +1 in its bias
-        proj = F.linear(cond, weight, bias.view(-1)).view(b, -1, len(films), 2, d)  # (B, (S+1)*P, n, 2, d)
-        return [(segment_view(proj[:, :, i, 0], k), segment_view(proj[:, :, i, 1], k)) for i in range(len(films))]
-
-    @property
-    def _film_one(self) -> torch.Tensor:
-        return torch.tensor([[1.0], [0.0]], device=self.null_cond.device, dtype=self.null_cond.dtype)
+        projs = [block.fine.film.proj for block in self.blocks]
+        weight = torch.cat([p.weight for p in projs])  # (n_blocks * 2d, d): [gamma; beta] per block
+        one = torch.tensor([1.0, 0.0], device=e_delta.device, dtype=weight.dtype).view(2, 1)
+        bias = (torch.cat([p.bias for p in projs]).view(-1, 2, d) + one).view(-1)  # 1 + gamma: +1 in its bias
+        proj = F.linear(cond, weight, bias).view(b, cond.shape[1], -1, 2, d)  # (B, (S+1)*P, n_blocks, 2, d)
+        return [(segment_view(p[:, :, 0], k), segment_view(p[:, :, 1], k)) for p in proj.unbind(2)]
 
 
 def _as_slice(rows: torch.Tensor | None) -> slice | torch.Tensor | None:
-    """Row indices -> an equivalent slice when they are consecutive (views instead of gathers)."""
-    if rows is None or len(rows) == 0:
+    """Row indices -> the equivalent slice when they are consecutive (views instead of gathers)."""
+    if rows is None:
         return None
-    first, last = int(rows[0]), int(rows[-1])
-    if last - first + 1 == len(rows) and bool((rows.diff() == 1).all()):
-        return slice(first, last + 1)
+    first = int(rows[0])
+    if bool((rows == torch.arange(first, first + len(rows), device=rows.device)).all()):
+        return slice(first, first + len(rows))
     return rows
+
+
+def _row_index(rows: slice | torch.Tensor, b: int) -> torch.Tensor:
+    return torch.arange(b)[rows] if isinstance(rows, slice) else rows

@@ -18,7 +18,10 @@ frozen app) and on CPU with autograd it runs a per-element Python loop. Speed he
 - only the forget-gate recurrence is sequential (3 tensor ops per step); the highway gate and h
   are computed for all steps at once afterwards, since they only need c_{t-1}, which is known;
 - a custom autograd function stores only c and runs the backward recurrence as one fused op per
-  step (the gradient of c is a linear recurrence once c is known), not a per-step autograd graph.
+  step (the gradient of c is a linear recurrence once c is known), not a per-step autograd graph;
+- without autograd (`torch.no_grad` / `inference_mode`) the layers skip the autograd function and
+  advance both directions with the same 3 ops per step (strided views pairing time t of direction 0
+  with time T-1-t of direction 1), updating the gates in place: same values, ~15% less loop time.
 No TorchScript: `torch.jit.script` is deprecated in torch 2.13 and needs the .py sources, which a
 frozen (PyInstaller) app does not ship.
 
@@ -209,52 +212,59 @@ def _sru_inference(
     scale_x: float,
     has_skip: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_SRUFunction.forward` without autograd (same arguments and results, same maths).
+    """`_SRUFunction.forward` without autograd: same arguments, results and maths, less overhead.
 
-    Direction 1 works on a time-reversed copy of its input, so at loop step t both directions read
-    row t of U and write row t + 1 of one (T + 1, nd, N, d) state buffer: each step is 3 tensor ops
-    for both directions together. Biases go into the matmul; only direction 1's output is flipped back.
+    The forget recurrence advances both directions with one set of ops per step
+    (`_forget_recurrence_merged`); no autograd graph, nothing saved, gates updated in place.
     """
     steps, n, nd, d, k = shape
-    d_in = x.shape[1]
-    w = _matrices(weight, nd, d, k).permute(1, 0, 2, 3).reshape(nd, d_in, k * d)  # columns (matrix, d)
-    bias_f, bias_r = bias.view(2, nd, 1, d)
-    gate_bias = torch.cat([torch.zeros_like(bias_f), bias_f, bias_r, torch.zeros_like(bias_f)][:k], 1)
-    u = x.new_empty(nd, steps * n, k * d)  # U per direction, direction 1 in reversed time
-    torch.addmm(gate_bias[0].view(-1), x, w[0], out=u[0])
-    flipped = None
-    if nd == 2:
-        flipped = x.view(steps, n, d_in).flip(0).view(steps * n, d_in)  # (T*N, d_in), reversed time
-        torch.addmm(gate_bias[1].view(-1), flipped, w[1], out=u[1])
-    u = u.view(nd, steps, n, k, d)
-    w_f, w_r = weight_c.view(2, nd, 1, d)
-    cs = x.new_empty(steps + 1, nd, n, d)  # state before step t at row t (both directions)
-    cs[0] = c0
-    rows, u0, u1 = cs.unbind(0), u[:, :, :, 0].unbind(1), u[:, :, :, 1].unbind(1)
-    for t in range(steps):
-        f = torch.addcmul(u1[t], rows[t], w_f).sigmoid_()  # forget gates of both directions
-        torch.lerp(u0[t], rows[t], f, out=rows[t + 1])  # c_t = u0 + f (c_{t-1} - u0)
-    c = cs[1:].transpose(0, 1)  # (nd, T, N, d) in each direction's own time order
-    r = torch.addcmul(u[:, :, :, 2], cs[:-1].transpose(0, 1), w_r.unsqueeze(1)).sigmoid_()  # highway
-    gate = r if mask is None else r * mask
+    w3 = _matrices(weight, nd, d, k).permute(1, 2, 0, 3).reshape(nd * k, -1, d)  # (nd*k, d_in, d)
+    u = torch.matmul(x, w3).view(nd, k, steps, n, d)  # U for all steps: one block per (dir, matrix)
+    bias_fr, w_fr = bias.view(2, nd, 1, 1, d).transpose(0, 1), weight_c.view(2, nd, 1, 1, d).transpose(0, 1)
+    u[:, 1:3] += bias_fr  # forget and reset biases, (nd, 2, 1, 1, d)
+    cs = _forget_recurrence_merged(u[:, 0], u[:, 1], w_fr[:, 0].reshape(nd, 1, d), c0)
+    c, c_prev = _state_views(cs, steps)  # (nd, T, N, d) each
+    r = u[:, 2].addcmul_(c_prev, w_fr[:, 1]).sigmoid_()  # highway gate for all steps at once, in place
+    gate = r if mask is None else r.mul_(mask)
     h = x.new_empty(steps, n, nd, d)
-    for i in range(nd):
-        if not has_skip:
-            h_i = c[i] * gate[i]
-        else:
-            if k == 4:
-                skip = u[i, :, :, 3]
-            else:
-                assert skip_src is not None
-                src = skip_src  # (T, N, nd*d) highway input, natural time
-                if i == 1:  # direction 1 needs it reversed: reuse the flipped matmul input when it is the same
-                    src = flipped if skip_src.data_ptr() == x.data_ptr() else skip_src.flip(0)
-                skip = src.reshape(steps, n, nd, d)[:, :, i]
-                skip = skip * scale_x if scale_x != 1.0 else skip
-            h_i = torch.lerp(skip, c[i], gate[i])  # x' + r (c - x')
-        h[:, :, i] = h_i if i == 0 else h_i.flip(0)
-    c_last = cs[-1].transpose(0, 1).reshape(n, nd * d)  # (N, nd*d): each direction's final state
-    return h.view(steps, n, nd * d), c_last
+    h_view = h.permute(2, 0, 1, 3)  # (nd, T, N, d) view of the output
+    if has_skip:
+        torch.lerp(_skip(u, skip_src, shape, scale_x), c, gate, out=h_view)  # x' + r (c - x')
+    else:
+        torch.mul(c, gate, out=h_view)
+    c_last = torch.stack([c[0, -1]] + ([c[1, 0]] if nd == 2 else []), dim=1)  # (N, nd, d)
+    return h.view(steps, n, nd * d), c_last.view(n, nd * d)
+
+
+def _forget_recurrence_merged(
+    u0: torch.Tensor, u1: torch.Tensor, w: torch.Tensor, c0: torch.Tensor
+) -> torch.Tensor:
+    """`_forget_recurrence` with both directions in the same ops: at step t, direction 0 is at time t
+    and direction 1 at time T-1-t. Their (N, d) slices are one strided view (nd, N, d) because the
+    direction stride of u0/u1 (>= T*N*d) outweighs any time offset, so it stays positive."""
+    nd, steps = u0.shape[:2]
+    cs = u0.new_empty((nd, steps + nd, *u0.shape[2:]))  # rows: [init0] c_0 .. c_{T-1} [init1]
+    cs[0, 0] = c0[0]
+    if nd == 1:
+        rows, a0, a1 = cs[0].unbind(0), u0[0].unbind(0), u1[0].unbind(0)
+        for t in range(steps):
+            f = torch.addcmul(a1[t], rows[t], w[0]).sigmoid_()
+            torch.lerp(a0[t], rows[t], f, out=rows[t + 1])
+        return cs
+    cs[1, steps + 1] = c0[1]
+    size, (su_dir, su_t), (sc_dir, sc_t) = (2, *u0.shape[2:]), u0.stride()[:2], cs.stride()[:2]
+    inner = u0.stride()[2:]
+    assert u1.stride() == u0.stride() and cs.stride()[2:] == inner and su_dir > (steps - 1) * su_t
+    c_prev = cs.as_strided(size, (sc_dir + (steps + 1) * sc_t, *inner), cs.storage_offset())  # initial states
+    for t in range(steps):
+        back = steps - 1 - 2 * t  # time offset of direction 1 relative to direction 0
+        a0 = u0.as_strided(size, (su_dir + back * su_t, *inner), u0.storage_offset() + t * su_t)
+        a1 = u1.as_strided(size, (su_dir + back * su_t, *inner), u1.storage_offset() + t * su_t)
+        c_next = cs.as_strided(size, (sc_dir + back * sc_t, *inner), cs.storage_offset() + (t + 1) * sc_t)
+        f = torch.addcmul(a1, c_prev, w).sigmoid_()
+        torch.lerp(a0, c_prev, f, out=c_next)  # c_t = u0 + f (c_{t-1} - u0)
+        c_prev = c_next  # direction 0 reads row t + 1, direction 1 row T - t: where step t wrote
+    return cs
 
 
 def _skip(

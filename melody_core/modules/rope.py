@@ -55,9 +55,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def rope_phasors(rope: RotaryEmbedding, pos: torch.Tensor) -> torch.Tensor:
-    """pos: (..., T) -> complex64 (..., T, hd/2): exp(j pos theta_i), the same angles as `rope(pos)`."""
+    """pos: (..., T) -> (..., T, hd/2, 2) float32 (cos, sin) of pos theta_i: the values of `rope(pos)`,
+    laid out as the real view of the complex phasors exp(j pos theta_i)."""
     angles = pos.to(torch.float32).unsqueeze(-1) * rope.inv_freq(pos.device)  # (..., T, hd/2)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
 def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -67,8 +68,24 @@ def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return halves.transpose(1, 2).reshape(d_out, d_in)  # (H, hd/2, 2, d_in) -> (H*hd, d_in)
 
 
-def apply_rope_interleaved(x: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
-    """x: (..., hd) real with interleaved pairs (see `interleave_rope_rows`); phasors: complex
-    (..., hd/2) broadcastable -> rotated x (..., hd), float32, same pair order."""
-    z = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., hd/2) complex view, no copy
-    return torch.view_as_real(z * phasors).flatten(-2)  # (..., hd/2, 2) -> (..., hd)
+def apply_rope_interleaved(x: torch.Tensor, phasors: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """x: (..., hd) with interleaved pairs (see `interleave_rope_rows`); phasors: (..., hd/2, 2) from
+    `rope_phasors`, broadcastable -> rotated x (..., hd), same pair order (`inplace`: x, overwritten).
+
+    float32/64 x on CPU/CUDA: one complex multiply on views (no copies; phasors should be contiguous).
+    Half precision (autocast) rotates in float32; other devices use real arithmetic.
+    """
+    if x.dtype not in (torch.float32, torch.float64):
+        y = apply_rope_interleaved(x.float(), phasors)
+        return x.copy_(y) if inplace else y.to(x.dtype)
+    phasors = phasors.to(x.dtype)
+    pairs = x.unflatten(-1, (-1, 2))  # (..., hd/2, 2) view
+    if x.device.type in ("cpu", "cuda"):
+        z, rot = torch.view_as_complex(pairs), torch.view_as_complex(phasors)
+        if inplace:
+            z.mul_(rot)
+            return x
+        return torch.view_as_real(z * rot).flatten(-2)
+    (re, im), (cos, sin) = pairs.unbind(-1), phasors.unbind(-1)
+    y = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
+    return x.copy_(y) if inplace else y
