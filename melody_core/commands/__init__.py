@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "melody_core.commands.train",
     "melody_core.commands.data",
     "melody_core.commands.eval",
+    "melody_core.commands.eval_tokens",
 )
 
 
