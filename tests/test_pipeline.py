@@ -270,3 +270,15 @@ def test_app_engine_protocol(pipe: MelodyPipeline) -> None:
     assert inp.audio.shape == src.shape
     result = pipe.generate(settings=s)
     np.testing.assert_allclose(result.audio, src, atol=1e-4)
+
+
+def test_bundle_with_log_mel_tokenizer_continues(tmp_path) -> None:
+    """A k-means fit on the first-iteration log-mel features (`layer` -1, the tiny bundle's tokenizer)
+    drives continuation's token extraction."""
+    overrides = {**OVERRIDES, "kmeans": {"dim": 128, "layer": -1}}
+    random_bundle(tmp_path / "mel", "tiny", overrides=overrides)
+    mel_pipe = MelodyPipeline.load(tmp_path / "mel", device="cpu", threads=2)
+    src = _clip(1.5)
+    r = mel_pipe.continue_(src, 1.0, **FAST)
+    np.testing.assert_array_equal(r.audio[: len(src)], src)
+    assert np.isfinite(r.audio).all() and np.abs(r.audio[len(src):]).max() > 0

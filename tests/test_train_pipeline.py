@@ -170,3 +170,42 @@ def test_sampler_shards_one_global_stream_and_resumes_exactly() -> None:
     assert [fresh.next() for _ in range(5)] == expected
     counts = torch.bincount(torch.tensor([it.clip for _ in range(50) for it in fresh.next()]), minlength=5)
     assert counts[2] > counts[0] > counts[3] > 0 and counts[1] == 0  # drawn in proportion to length
+
+
+def test_decoder_only_vae_finetune_keeps_latents_and_exports(smoke: Path) -> None:
+    runs, out = smoke / "runs", smoke / "vae_decoder_only"
+    base = load_bundle(smoke / "bundle").models["vae"]
+    argv = stage_argv("vae", smoke / "corpus", runs, "--init-from", str(smoke / "bundle"), "--steps", "2",
+                      "--set", "freeze_encoder=true", "--set", "adversarial_start_step=0", out=out)
+    assert main(argv) == 0
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["models"]["vae"]
+    enc = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    dec = {k: v for k, v in state.items() if k.startswith("decoder.")}
+    ref = base.state_dict()
+    assert enc and all(torch.equal(v, ref[k]) for k, v in enc.items())  # encoder untouched
+    assert any(not torch.equal(v, ref[k]) for k, v in dec.items())  # decoder trained
+    # the DPD was trained on the original VAE: same encoder, same latents -> no mismatch
+    parts = [str(out), *(str(runs / s) for s in SMOKE_RUN if s != "vae")]
+    assert main(["export", *parts, "--out", str(smoke / "decoder_only")]) == 0
+    assert "mismatches" not in load_bundle(smoke / "decoder_only").meta
+
+
+def test_freeze_encoder_needs_init_from(smoke: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = stage_argv("vae", smoke / "corpus", smoke / "runs", "--set", "freeze_encoder=true",
+                      out=smoke / "vae_frozen_scratch")
+    assert main(argv) == 2
+    assert "freeze_encoder=true needs --init-from" in capsys.readouterr().err
+
+
+def test_kmeans_on_first_iteration_mel_features(smoke: Path) -> None:
+    from melody_core.models.ssl_conformer import MEL_FEATURE_DIM, hubert_frame_features
+
+    runs, out = smoke / "runs", smoke / "kmeans_mel"
+    assert main(stage_argv("kmeans", smoke / "corpus", runs, "--set", "layer=-1", out=out)) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["layer"] == -1 and run["config"]["dim"] == MEL_FEATURE_DIM
+    ssl = load_bundle(smoke / "bundle").models["ssl"]
+    wav = torch.randn(1, 24000)
+    assert torch.equal(ssl.extract(wav, layer=-1), hubert_frame_features(wav))
+    bad = stage_argv("kmeans", smoke / "corpus", runs, "--set", "layer=-2", out=smoke / "kmeans_bad")
+    assert main(bad) == 2

@@ -48,6 +48,8 @@ from melody_core.modules import Attention
 
 HOP = SAMPLE_RATE // SEMANTIC_RATE  # 960 samples per semantic frame (25 Hz)
 MEL_SUBFRAMES = 4  # hubert_frame_features: log-mel frames (hop 240) per 25 Hz frame
+MEL_TOKEN_LAYER = -1  # `extract(layer=-1)`: the first-iteration log-mel features, not a network layer
+MEL_FEATURE_DIM = 128  # hubert_frame_features width with its default 64 mel bands (log-mel + delta)
 NORM_EPS = 1e-5
 
 
@@ -487,8 +489,15 @@ class Wav2Vec2Conformer(nn.Module):
     @torch.no_grad()
     def extract(self, wav: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """(B, T) -> (B, T // 960, d_model) output of Conformer block `layer` (1-based; 0 = the
-        blocks' input; default config.token_layer). Unmasked, eval mode (restored afterwards)."""
+        blocks' input; default config.token_layer). Unmasked, eval mode (restored afterwards).
+
+        `layer = MEL_TOKEN_LAYER` (-1) returns `hubert_frame_features(wav)` (B, T // 960, 128) instead:
+        the HuBERT first-iteration targets, which the tiny preset tokenizes *(our choice: at the tiny
+        budget the trained network's layers carry less than these features; see token_probe)*.
+        """
         layer = self.config.token_layer if layer is None else layer
+        if layer == MEL_TOKEN_LAYER:
+            return hubert_frame_features(wav)
         if not 0 <= layer <= self.config.n_layers:
             raise ValueError(f"layer {layer} outside 0..{self.config.n_layers}")
         was_training = self.training

@@ -104,6 +104,7 @@ class VAEConfig(BaseConfig):
     fm_weight: float = 2.0  # feature matching (HiFi-GAN)
     adversarial_loss: str = "hinge"  # "hinge" | "lsgan"
     adversarial_start_step: int = 0  # trainer: reconstruction-only warm-up steps before the GAN terms
+    freeze_encoder: bool = False  # trainer: decoder-only fine-tuning (encoder, hence latents, unchanged)
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from melody_core.checkpoint import BundleInfo, load_bundle, save_bundle
 from melody_core.config import PIPELINE_COMPONENTS, BaseConfig, ConfigError, MelodyConfig, component_classes
-from melody_core.train.state import load_state, module_hash
+from melody_core.train.state import encoder_hash, load_state, module_hash
 from melody_core.train.upstream import CKPT_DIR, TrainError, run_weights
 
 # the ablation network's contracts (MelodyConfig.validate covers the pipeline components)
@@ -95,8 +95,11 @@ def _mismatches(
     hashes = {n: module_hash(m) for n, m in models.items()}
     for name, ups in upstream.items():
         for up_name, info in ups.items():
-            if up_name in hashes and hashes[up_name] != info.get("hash"):
-                out.append(f"{name} was trained on another {up_name} than the one exported")
+            if up_name not in hashes or hashes[up_name] == info.get("hash"):
+                continue
+            if up_name == "vae" and info.get("encoder_hash") == encoder_hash(models["vae"]):
+                continue  # decoder-only fine-tuning: same encoder, same latents
+            out.append(f"{name} was trained on another {up_name} than the one exported")
     try:
         MelodyConfig({n: c for n, c in configs.items() if n in PIPELINE_COMPONENTS}).validate()
     except ConfigError as exc:

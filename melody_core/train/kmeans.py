@@ -4,7 +4,9 @@ One shot (no gradient loop): features of the training clips, taken in a seeded r
 until `max_frames` frames are gathered (then subsampled to exactly that), go through Lloyd k-means
 (`KMeansTokenizer.fit`, k-means++ init) for `--steps` iterations. metrics.csv gets one row per
 iteration (mean inertia); validation reports the inertia of held-out frames. The layer defaults to
-the upstream SSL model's `token_layer`; `--set layer=N` picks another.
+the upstream SSL model's `token_layer`; `--set layer=N` picks another, and `--set layer=-1` fits the
+HuBERT first-iteration log-mel features instead of a network layer (the tiny bundle's tokenizer: at
+its budget they carry more musical information than the trained SSL layers — `melody eval-tokens`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from melody_core.models.kmeans import KMeansTokenizer
+from melody_core.models.ssl_conformer import MEL_FEATURE_DIM, MEL_TOKEN_LAYER
 from melody_core.train.cache import ssl_features
 from melody_core.train.stage import Hyper, Stage, StageContext, TrainError
 
@@ -32,7 +35,8 @@ class KMeansStage(Stage):
 
     def derived_config(self, upstream, hp, opts) -> dict:
         ssl = upstream["ssl"].config
-        out = {"dim": ssl.d_model}
+        layer = opts.overrides.get("layer", ssl.token_layer)
+        out = {"dim": MEL_FEATURE_DIM if layer == MEL_TOKEN_LAYER else ssl.d_model}
         if "layer" not in opts.overrides:
             out["layer"] = ssl.token_layer
         return out
@@ -42,9 +46,11 @@ class KMeansStage(Stage):
             raise TrainError("kmeans is always fit from scratch; drop --init-from")
         self.km = KMeansTokenizer(ctx.config).to(ctx.device)
         self.ssl = ctx.upstream["ssl"].model.eval()
-        if not 0 <= ctx.config.layer <= self.ssl.config.n_layers:
+        layer = ctx.config.layer
+        if layer != MEL_TOKEN_LAYER and not 0 <= layer <= self.ssl.config.n_layers:
             raise TrainError(
-                f"layer {ctx.config.layer} outside the SSL model's 0..{self.ssl.config.n_layers}"
+                f"layer {layer} outside the SSL model's 0..{self.ssl.config.n_layers} "
+                f"({MEL_TOKEN_LAYER} = first-iteration log-mel features)"
             )
         self.max_frames = MAX_FRAMES.get(ctx.opts.preset, MAX_FRAMES["tiny"])
         self.valid_feats: torch.Tensor | None = None

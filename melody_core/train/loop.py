@@ -38,6 +38,7 @@ from melody_core.train.stage import Stage, StageContext, TrainOptions
 from melody_core.train.state import (
     capture_rng,
     combine_hashes,
+    encoder_hash,
     load_state,
     restore_rng,
     save_state,
@@ -205,7 +206,7 @@ class _Runner:
                 if k not in ("upstream", "kill_at_step")
             },
             "data": corpus_summary(train, valid),
-            "upstream": {n: {"hash": c.hash, "source": c.source} for n, c in ctx.upstream.items()},
+            "upstream": {n: _provenance(n, c) for n, c in ctx.upstream.items()},
             "init_from": None if ctx.init is None else {"hash": ctx.init.hash, "source": ctx.init.source},
             "export_meta": self.stage.export_meta(),
             "hardware": hardware(self.dist),
@@ -423,6 +424,14 @@ class _Runner:
     def _log(self, msg: str) -> None:
         if self.dist.is_main:
             print(msg, flush=True)
+
+
+def _provenance(name: str, component: Any) -> dict[str, str]:
+    """What a run records about an upstream model: its hash and source (+ the VAE's encoder hash)."""
+    out = {"hash": component.hash, "source": component.source}
+    if name == "vae":
+        out["encoder_hash"] = encoder_hash(component.model)
+    return out
 
 
 def hardware(dist: DistContext) -> dict[str, Any]:

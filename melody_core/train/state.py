@@ -116,5 +116,10 @@ def module_hash(module: nn.Module) -> str:
     return state_hash(module.state_dict())
 
 
+def encoder_hash(vae: nn.Module) -> str:
+    """Hash of a VAE's encoder weights only: what its latents (and runs trained on them) depend on."""
+    return state_hash(vae.encoder.state_dict())
+
+
 def combine_hashes(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()

@@ -9,6 +9,8 @@ on (real, detached reconstruction), then one generator update against the update
 forward per update); in the generator update the discriminator's parameters are frozen and it runs
 unwrapped (no gradient all-reduce for it). AdamW betas (0.8, 0.99) and no gradient clipping, as
 HiFi-GAN. Validation: mel / STFT / KL terms and SI-SDR of the posterior-mean reconstruction.
+`--set freeze_encoder=true` (with `--init-from`) trains only the decoder and discriminators, so the
+latents, and the DPD trained on them, stay valid (export checks the encoder hash).
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from melody_core.models.discriminators import VAEGANDiscriminator
 from melody_core.models.gan_losses import discriminator_loss, generator_loss_terms
 from melody_core.models.vae_gan import AudioVAE, VAEConfig, VAEOutput
 from melody_core.train.data import AudioStore, batches, fixed_items
-from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, adamw, crop_units, optimize
+from melody_core.train.stage import (
+    Hyper,
+    LRSchedule,
+    Stage,
+    StageContext,
+    TrainError,
+    adamw,
+    crop_units,
+    optimize,
+)
 
 HIFIGAN_BETAS = (0.8, 0.99)
 
@@ -61,6 +72,10 @@ class VAEStage(Stage):
         self.cfg = cfg
         self.vae = AudioVAE(cfg).to(ctx.device)
         self.init_weights(self.vae)
+        if cfg.freeze_encoder:  # decoder-only fine-tuning: the latents (and runs trained on them) stay valid
+            if ctx.init is None:
+                raise TrainError("freeze_encoder=true needs --init-from a trained VAE")
+            self.vae.encoder.requires_grad_(False)
         self.disc = VAEGANDiscriminator(cfg).to(ctx.device)
         self.g = ctx.prepare(self.vae)
         self.d = ctx.prepare(self.disc)
