@@ -1,7 +1,8 @@
 """`melody eval`: measurements of a bundle. `melody eval card` computes the MODEL_CARD figures
 (`melody_core.eval.card`): VAE reconstruction, DPD validation velocity MSE, LM validation
 perplexity and MuLan retrieval on a corpus's held-out split, plus three generated samples with
-their spectrograms."""
+their spectrograms. `melody eval reconstruct DIR` scores the bundle's VAE round trip
+(`melody_core.eval.reconstruct`) on any folder of audio."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import sys
 from melody_core.commands import CLIError
 
 MAX_CARD_SECONDS = 60.0  # longest crop / sample of `eval card`
+MAX_RECONSTRUCT_SECONDS = 600.0  # longest crop of `eval reconstruct` (load_audio's file limit)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a bundle (model card figures)",
-                       description="Evaluation commands. `card`: the measured figures of a MODEL_CARD.")
+                       description="Evaluation commands. `card`: the measured figures of a MODEL_CARD; "
+                       "`reconstruct`: the VAE round trip on any folder of audio.")
     what = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     c = what.add_parser(
         "card",
@@ -41,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print metrics.json instead of the tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     c.set_defaults(func=run_card)
+    _register_reconstruct(what)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -83,3 +87,85 @@ def run_card(args: argparse.Namespace) -> int:
         print(format_card(metrics), end="")
         print(f"wrote {args.out}/metrics.json")
     return 0
+
+
+def _register_reconstruct(what: argparse._SubParsersAction) -> None:
+    r = what.add_parser(
+        "reconstruct",
+        help="VAE encode -> decode of every audio file in a folder: mel distance and SI-SDR",
+        description="Encode each audio file under DIR (recursive; wav, flac, ogg, mp3, aiff) with the "
+        "bundle's VAE, decode the posterior mean and compare with the input: multi-resolution mel "
+        "distance (0 = identical) and SI-SDR (dB) of the central crop, means over files. Unreadable "
+        "files are skipped with a warning.",
+    )
+    r.add_argument("dir", metavar="DIR", help="folder of audio files")
+    r.add_argument("--bundle", metavar="DIR", help="bundle folder (default: the bundled model)")
+    r.add_argument("--max-seconds", type=float, default=30.0,
+                   help="central crop of each file in seconds (default 30)")
+    r.add_argument("--device", default="cpu", help="cpu (default), auto, cuda[:N] or mps")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    r.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    r.set_defaults(func=run_reconstruct)
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from melody_core.eval.reconstruct import (
+        AUDIO_EXTENSIONS,
+        MIN_SECONDS,
+        ReconstructError,
+        audio_files,
+        format_reconstruct,
+        reconstruct_files,
+    )
+
+    if not (math.isfinite(args.max_seconds) and MIN_SECONDS <= args.max_seconds <= MAX_RECONSTRUCT_SECONDS):
+        raise CLIError(f"--max-seconds must be between {MIN_SECONDS:g} and {MAX_RECONSTRUCT_SECONDS:g}, "
+                       f"got {args.max_seconds}")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CLIError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+    paths = audio_files(folder)
+    if not paths:
+        raise CLIError(f"{folder}: no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS)})")
+    vae = _load_vae(args)
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        result = reconstruct_files(vae, paths, args.max_seconds, log=log, warn=warn)
+    except ReconstructError as exc:
+        raise CLIError(f"{folder}: {exc}") from None
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_reconstruct(result, folder), end="")
+    return 0
+
+
+def _load_vae(args: argparse.Namespace):
+    """Only the VAE of the bundle (validated, on the device), with the torch thread count set."""
+    import os
+
+    import torch
+
+    from melody_core.checkpoint import BundleError, load_bundle
+    from melody_core.pipeline import default_bundle_path
+    from melody_core.runtime import resolve_device
+
+    torch.set_num_threads(args.threads if args.threads is not None else (os.cpu_count() or 1))
+    path = default_bundle_path() if args.bundle is None else args.bundle
+    try:
+        device = resolve_device(args.device)
+        return load_bundle(path, device, components=["vae"])["vae"]
+    except (BundleError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
