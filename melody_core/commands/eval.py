@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from melody_core.commands import CLIError
+from melody_core.commands import CLIError, eval_ablation
 
 MAX_CARD_SECONDS = 60.0  # longest crop / sample of `eval card`
 MAX_RECONSTRUCT_SECONDS = 600.0  # longest crop of `eval reconstruct` (load_audio's file limit)
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     c.set_defaults(func=run_card)
     _register_reconstruct(what)
+    eval_ablation.add_parser(what)
 
 
 def _check_args(args: argparse.Namespace) -> None:
