@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_card)
     _register_reconstruct(what)
     eval_ablation.add_parser(what)
+    from melody_core.eval import suite
+
+    suite.add_parser(what)
 
 
 def _check_args(args: argparse.Namespace) -> None:

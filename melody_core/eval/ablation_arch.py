@@ -124,7 +124,7 @@ def si_snri_levels(
     """
     n, (length, _) = len(levels), x.shape
     x = x.unsqueeze(0).expand(n, -1, -1)  # (n, L, D)
-    delta = levels.to(x).view(n, 1).expand(n, length)  # (n,) -> (n, L): one chunk, one angle
+    delta = levels.to(x).view(n, 1).expand(n, length).contiguous()  # (n,) -> (n, L): one chunk, one angle
     z = noise(x, eps.to(x), delta)  # Eq. 2
     u = None if tokens is None else tokens.unsqueeze(0).expand(n, -1)  # (n, L // 10)
     x_hat = predict_z0(z, net(z, delta, u, None).float(), delta)  # x̂ = cos δ z_δ − sin δ v̂

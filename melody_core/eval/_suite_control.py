@@ -1,0 +1,198 @@
+"""Prompt-control sections of `melody eval all` (`melody_core.eval.suite`): does the music follow
+the tempo and the instruments asked for?
+
+- Tempo: prompts in the corpus's caption phrasing at each asked BPM (`_suite_sets.tempo_items`),
+  `tempo.estimate_bpm` of the generated audio vs the BPM asked for (`tempo.tempo_error`: absolute
+  error, Accuracy1 = within 4 %, Accuracy2 = also at half / double tempo). The same estimator on the
+  reference clips vs their known `bpm` attribute shows its own accuracy on real renders (a ceiling
+  for what the generated scores can mean). A clip without an estimate (no onsets, too short) counts
+  as wrong and has no error.
+- Instrument family: one prompt per corpus family (its template clip's caption), `family_seeds`
+  seeds each; zero-shot classification with our MuLan: the audio embedding's nearest family by
+  cosine, a family being the normalised mean text embedding of `_suite_sets.family_class_texts`.
+  The same classifier on the reference clips of those families gives the ceiling.
+- Two-way test (training issue): `PAIR_PROMPTS` x `pair_seeds` clips; each is assigned to the closer
+  (cosine) of the two prompts' text embeddings; accuracy, per prompt, and the mean margin
+  cos(own prompt) − cos(other prompt).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from melody_core import SAMPLE_RATE
+from melody_core.eval._suite_gen import generate
+from melody_core.eval._suite_sets import (
+    RefClip,
+    caption_for,
+    family_class_texts,
+    tempo_items,
+)
+
+PAIR_PROMPTS = ("solo piano", "string quartet")  # the training issue's two-way retrieval test
+TEMPO_FALLBACK_LABELS = ("solo piano", "a string quartet", "a church organ")  # corpora without families
+Log = Callable[[str], None]
+
+
+def audio_embedding(pipe: Any, wav: np.ndarray | Tensor) -> Tensor:
+    """(E,) unit MuLan audio embedding of one (T,) 24 kHz clip."""
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).unsqueeze(0)  # (1, T)
+    with torch.inference_mode():
+        return F.normalize(pipe.mulan.embed_audio(x).float().cpu()[0], dim=-1)
+
+
+def text_embeddings(pipe: Any, texts: list[str]) -> Tensor:
+    """(N, E) unit MuLan text embeddings."""
+    with torch.inference_mode():
+        return F.normalize(pipe.mulan.embed_text(list(texts)).float().cpu(), dim=-1)
+
+
+def _safe_bpm(wav: np.ndarray | Tensor) -> float:
+    from melody_core.eval.tempo import estimate_bpm
+
+    try:
+        return float(estimate_bpm(torch.as_tensor(np.asarray(wav, dtype=np.float32)), SAMPLE_RATE))
+    except ValueError:  # too short for the estimator's slowest tempo
+        return math.nan
+
+
+def tempo_summary(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """Scores of (estimated, asked) BPM pairs: n, estimated (finite), mean / median absolute error,
+    Accuracy1 and Accuracy2 (fractions of all pairs)."""
+    from melody_core.eval.tempo import tempo_error
+
+    errs = [tempo_error(est, asked) for est, asked in pairs]
+    finite = [e["abs_error"] for e in errs if math.isfinite(e["abs_error"])]
+    n = len(pairs)
+    return {
+        "n": n, "estimated": len(finite),
+        "mean_abs_error_bpm": float(np.mean(finite)) if finite else None,
+        "median_abs_error_bpm": float(np.median(finite)) if finite else None,
+        "accuracy1": sum(bool(e["accuracy1"]) for e in errs) / n if n else None,
+        "accuracy2": sum(bool(e["accuracy2"]) for e in errs) / n if n else None,
+    }  # fmt: skip
+
+
+def measure_tempo(
+    pipe: Any, templates: list[tuple[str, dict]], clips: list[RefClip], opts: Any, log: Log
+) -> dict[str, Any]:
+    chosen = templates[: opts.tempo_templates]
+    items = tempo_items(
+        chosen, opts.tempo_bpms, opts.tempo_seeds, TEMPO_FALLBACK_LABELS[: opts.tempo_templates]
+    )
+    for k, item in enumerate(items):
+        item["seed"] = opts.seed + item.pop("seed_index")
+        wav, _, wall = generate(pipe, item["prompt"], item["seed"], opts.tempo_seconds, opts.control_steps)
+        item["estimated_bpm"] = _safe_bpm(wav)
+        item["generation_s"] = wall
+        log(f"tempo {k + 1}/{len(items)}: asked {item['asked_bpm']:g}, heard {item['estimated_bpm']:.1f} BPM")
+    ref_items = [{"id": c.id, "known_bpm": c.bpm, "estimated_bpm": _safe_bpm(c.wav)} for c in clips if c.bpm]
+    return {
+        "generated": {**tempo_summary([(i["estimated_bpm"], i["asked_bpm"]) for i in items]), "items": items},
+        "reference": {**tempo_summary([(i["estimated_bpm"], i["known_bpm"]) for i in ref_items]),
+                      "items": ref_items},
+        "bpms": list(opts.tempo_bpms), "seconds": opts.tempo_seconds, "steps": opts.control_steps,
+    }  # fmt: skip
+
+
+def _confusion(true: list[int], pred: list[int], k: int) -> list[list[int]]:
+    m = [[0] * k for _ in range(k)]
+    for t, p in zip(true, pred):
+        m[t][p] += 1
+    return m
+
+
+def _class_scores(true: list[int], pred: list[int], families: list[str]) -> dict[str, Any]:
+    k = len(families)
+    per = {}
+    for j, fam in enumerate(families):
+        idx = [i for i, t in enumerate(true) if t == j]
+        per[fam] = {"n": len(idx), "accuracy": sum(pred[i] == j for i in idx) / len(idx) if idx else None}
+    n = len(true)
+    return {
+        "n": n,
+        "accuracy": sum(t == p for t, p in zip(true, pred)) / n if n else None,
+        "chance": 1.0 / k,
+        "per_family": per,
+        "confusion": _confusion(true, pred, k),
+    }
+
+
+def measure_instrument(
+    pipe: Any,
+    templates: list[tuple[str, dict]],
+    labels: dict[str, list[str]],
+    clips: list[RefClip],
+    opts: Any,
+    log: Log,
+) -> dict[str, Any]:
+    families = [fam for fam, _ in templates]
+    if len(families) < 2:
+        return {
+            "error": f"the corpus has {len(families)} instrument famil{'y' if len(families) == 1 else 'ies'}"
+            " (attribute instrument_family); need at least 2"
+        }
+    class_texts = {f: family_class_texts(f, labels.get(f, [])) for f in families}
+    class_emb = torch.stack(
+        [F.normalize(text_embeddings(pipe, class_texts[f]).mean(0), dim=-1) for f in families]
+    )  # (K, E)
+    true, pred, items = [], [], []
+    for j, (fam, attrs) in enumerate(templates):
+        prompt = caption_for(attrs, f"eval-family/{fam}")
+        for s in range(opts.family_seeds):
+            wav, _, _ = generate(pipe, prompt, opts.seed + s, opts.seconds, opts.control_steps)
+            p = int((class_emb @ audio_embedding(pipe, wav)).argmax())
+            true.append(j)
+            pred.append(p)
+            items.append({"family": fam, "prompt": prompt, "seed": opts.seed + s, "predicted": families[p]})
+        hits = sum(p == j for t, p in zip(true, pred) if t == j)
+        log(f"instrument {j + 1}/{len(families)}: {fam}: {hits}/{opts.family_seeds} recognised")
+    ref = [(families.index(c.family), c) for c in clips if c.family in families]
+    ref_pred = [int((class_emb @ audio_embedding(pipe, c.wav)).argmax()) for _, c in ref]
+    return {
+        "families": families,
+        "class_texts": class_texts,
+        "steps": opts.control_steps,
+        "generated": {**_class_scores(true, pred, families), "items": items},
+        "reference": _class_scores([j for j, _ in ref], ref_pred, families),
+    }
+
+
+def measure_pair(pipe: Any, opts: Any, log: Log) -> dict[str, Any]:
+    text = text_embeddings(pipe, list(PAIR_PROMPTS))  # (2, E)
+    items = []
+    for j, prompt in enumerate(PAIR_PROMPTS):
+        for s in range(opts.pair_seeds):
+            wav, _, _ = generate(pipe, prompt, opts.seed + s, opts.seconds, opts.control_steps)
+            sims = text @ audio_embedding(pipe, wav)  # (2,)
+            items.append(
+                {
+                    "prompt": prompt,
+                    "seed": opts.seed + s,
+                    "predicted": PAIR_PROMPTS[int(sims.argmax())],
+                    "margin": float(sims[j] - sims[1 - j]),
+                }
+            )
+        log(
+            f"pair: {prompt!r}: {sum(i['predicted'] == prompt for i in items if i['prompt'] == prompt)}"
+            f"/{opts.pair_seeds} retrieved"
+        )
+    per = {
+        p: sum(i["predicted"] == p for i in items if i["prompt"] == p) / opts.pair_seeds for p in PAIR_PROMPTS
+    }
+    return {
+        "prompts": list(PAIR_PROMPTS),
+        "n": len(items),
+        "steps": opts.control_steps,
+        "accuracy": sum(i["predicted"] == i["prompt"] for i in items) / len(items),
+        "per_prompt": per,
+        "margin_mean": float(np.mean([i["margin"] for i in items])),
+        "items": items,
+    }
