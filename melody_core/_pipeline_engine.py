@@ -16,11 +16,16 @@ independent of the global RNG.
 Threads: LM token steps run with `lm_threads` (batch-1 decoding is per-op bound, one thread is
 fastest on a CPU), everything else with the pipeline's thread count. Thread counts and inference
 mode are set around each computation and never held across a `yield`, so the consumer's own code
-is not affected.
+is not affected. The LM of the next window is not overlapped with the DPD of the current one
+*(our choice)*: per continuation window the LM needs ~50 ms (63 tokens) against ~330 ms of DPD
+steps + decoding (bundled model, 2 cores), so overlap could save at most ~13 %, and only with a
+core to spare, while the DPD already runs on all cores; streaming is ~5-6x real time without it.
 
 The sampler loop `denoise_steps` is `diffusion._denoise` written as a generator (one yield per
 step, for progress and cancellation); tests check it is bit-identical to `diffusion.sample` and
-`diffusion.sample_inpaint`.
+`diffusion.sample_inpaint`. Its velocity is `WindowGuidance`: `diffusion.GuidedVelocity` with the
+DPD's per-window context prepared once and the CFG twins sharing their input stage
+(`DualPathDiffusion.prepare`); tests check it against `GuidedVelocity` to 1e-5.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import torch
 from torch import Tensor
 
 from melody_core._pipeline_plan import GRID, Window
-from melody_core.diffusion import GuidedVelocity, ddim_step, get_schedule, step_angles
+from melody_core.diffusion import cfg_mix, ddim_step, get_schedule, step_angles
 from melody_core.pipeline_types import GenerationCancelled, Progress, StreamControl
 
 LM_PROGRESS_EVERY = 25  # LM tokens (1 s of audio) per progress event
@@ -115,6 +120,52 @@ def denoise_steps(
             if keep3 is not None:
                 z = torch.where(keep3, kept, z)
         yield k + 1, total, z
+
+
+class WindowGuidance:
+    """`diffusion.GuidedVelocity` for the steps of one DPD window (same v to float rounding, same
+    `nfe` / `network_calls` / `network_rows` counters): the network context (fused weights, E_ST and
+    its keys/values, phasors) is prepared at the first step and reused, and the CFG batch is given
+    as twins: z and delta once, cond rows ⊕ uncond rows out (`DualPathDiffusion.prepare`).
+
+    model: the MelodyPipeline (`dpd_prepare` / `dpd_forward`); tokens: (B, T_st) or None.
+    """
+
+    def __init__(self, model: Any, tokens: Tensor | None, scale: float) -> None:
+        self.model, self.tokens, self.scale = model, tokens, float(scale)
+        self.nfe = self.network_calls = self.network_rows = 0
+        self._context: Any = None
+        self._shape: tuple[int, int] | None = None
+
+    def network_inputs(self, b: int) -> tuple[Tensor | None, Tensor | None, bool]:
+        """Network (tokens, uncond, twins) for a z of b rows, as `GuidedVelocity` batches them."""
+        dev = None if self.tokens is None else self.tokens.device
+        if self.tokens is None:
+            return None, None, False
+        if self.scale == 1:
+            return self.tokens, None, False
+        if self.scale == 0:
+            return self.tokens, torch.ones(b, dtype=torch.bool, device=dev), False
+        uncond = torch.arange(2 * b, device=dev) >= b  # (2B,) False for cond rows, True for uncond
+        return torch.cat([self.tokens, self.tokens]), uncond, True
+
+    def __call__(self, z: Tensor, delta: Tensor) -> Tensor:
+        self.nfe += 1
+        b, length = z.shape[:2]
+        tokens, uncond, twins = self.network_inputs(b)
+        if self._shape != (b, length):
+            rows = 2 * b if twins else b
+            self._context = self.model.dpd_prepare(tokens, uncond, rows, length, twins)
+            self._shape = (b, length)
+        if twins and self._context is None:  # no context (e.g. a compiled network): the plain CFG batch
+            z, delta = torch.cat([z, z]), torch.cat([delta, delta])
+        self.network_calls += 1
+        self.network_rows += 2 * b if twins else b
+        if self._context is None:
+            v = self.model.dpd_forward(z, delta, tokens, uncond)
+        else:
+            v = self.model.dpd_forward(z, delta, None, None, context=self._context)
+        return cfg_mix(v[:b], v[b:], self.scale) if twins else v
 
 
 class Timeline:
@@ -260,7 +311,7 @@ class Engine:
             noise = torch.randn(shape, generator=self.noise_generator).to(tl.z.device)  # CPU draw
             keep = tl.known[w.start : w.end].unsqueeze(0)  # (1, L)
             tokens = tl.tokens[:, w.start // GRID : w.end // GRID]  # (1, L / GRID)
-            v_fn = GuidedVelocity(self.model.dpd_forward, tokens, self.guidance)
+            v_fn = WindowGuidance(self.model, tokens, self.guidance)
             if bool(keep.any()):
                 z = torch.where(keep.unsqueeze(-1), tl.z[:, w.start : w.end], noise)  # (1, L, 1) mask
             else:

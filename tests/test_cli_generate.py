@@ -115,5 +115,10 @@ def test_bench_json(capsys) -> None:
     for key in keys:
         assert key in r
     assert r["nfe"] == 25 + 2 and r["nfe_reference"]["musiclm"] == 625
+    assert set(r["realtime_factor_10s_by_steps"]) == {"2", "5"}  # --steps and the paper's 5
+    assert r["realtime_factor_10s_by_steps"]["2"] == r["realtime_factor_10s"]
+    a = r["target_arithmetic"]
+    assert a["dpd_gflop_per_guided_step"] > 0 and a["matmul_gflops"] > 0 and a["lm_tokens_per_s"] > 0
+    assert a["by_steps"]["5"]["dpd_steps"] == 5 and len(r["load_average"]["start"]) == 3
     code, _, err = run(capsys, "bench", "--preset", "paper")
     assert code == 2 and "--random-init" in err

@@ -2,7 +2,8 @@
 
 The projection adds the stages of one 10 s generation (paper pipeline, Fig. 1):
   MuLan text embedding + RVQ  ->  LM: 250 semantic tokens (25 Hz x 10 s), KV-cached
-  ->  DPD: `steps` guided evaluations on L = 2500 latent frames (CFG batch of 2)
+  ->  DPD: `steps` guided evaluations on L = 2500 latent frames (CFG batch of 2 given as twins,
+      the network context prepared once: `DualPathDiffusion.prepare`)
   ->  VAE decode of 2500 frames.
 Randomly initialised weights: speed does not depend on training.
 """
@@ -69,12 +70,13 @@ def bench_models(preset: str = "tiny", seconds: float = 10.0, steps: int = 10, r
     timings.append(Timing("lm", f"{n_tokens} tokens, KV cache, {lm_threads} thread(s)", t, repeats))
 
     dpd = _build("dpd", preset)
-    z = torch.randn(2, n_frames, dpd.config.d_latent)
-    delta = torch.full((2, n_frames), 0.7)
+    z = torch.randn(1, n_frames, dpd.config.d_latent)
+    delta = torch.full((1, n_frames), 0.7)
     tokens = torch.randint(0, dpd.config.vocab_size, (2, n_tokens))
     uncond = torch.tensor([False, True])
-    t_dpd = _time(lambda: dpd(z, delta, tokens, uncond), repeats)
-    timings.append(Timing("dpd", f"1 guided step: batch 2 (CFG) x L={n_frames}", t_dpd, repeats))
+    context = dpd.prepare(tokens, uncond, 2, n_frames, shared_input=True)  # once per window, as the sampler
+    t_dpd = _time(lambda: dpd(z, delta, context=context), repeats)
+    timings.append(Timing("dpd", f"1 guided step: CFG twins (2 rows) x L={n_frames}", t_dpd, repeats))
 
     vae = _build("vae", preset)
     zlat = torch.randn(1, n_frames, vae.config.latent_dim)

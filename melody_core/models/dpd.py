@@ -33,28 +33,22 @@ Choices where the paper is silent *(our choice)*:
   (B, K*S), which is a free view for one conditional row (the CFG batch [cond, uncond]).
 - Block contents and the paper's 296.6M parameters: see `DPDConfig`.
 
-Speed *(our choice)*: the blocks run on their modules' weights with fused operations instead of
-calling the sub-modules (the same maths; tests/test_dpd.py checks the outputs and gradients against
-the module-by-module reference to 1e-5):
-- each pre-norm RMSNorm is split into its row scale (one reduction, applied to the rows) and its
-  gain, folded into the weights of the projection that follows;
-- q, k and v of a self-attention come from one matmul; RoPE pairs (i, i + hd/2) are made adjacent
-  by reordering the projection rows (dot products do not change when q and k are permuted alike),
-  so the rotation is one complex multiply, in place, with phasors computed once per forward;
-- cross-attention keys/values of E_ST are computed once per block, not per query group; CFG rows
-  are sliced, not gathered, when consecutive;
-- residual updates are GEMMs accumulating onto the stream (`addmm_`), and without autograd every
-  update, GELU and FiLM is in place (fewer passes over the (K, B, S, d) activations, fewer fresh
-  allocations);
-- FiLM projections of all blocks are one matmul on the un-segmented frames (half the rows);
-- the SRU takes its no-autograd path (both directions in one loop, see models/sru.py).
-Timings, tiny preset, B = 2 CFG rows, L = 2500 (10 s), tokens (2, 250), 2 threads, inference mode,
-on the 2-core dev machine while two 1-thread trainings ran (load ~3), interleaved with the
-previous implementation in one process, 30 runs each: 122.6 ms best / 139.5 ms median per forward
-(previous: 170.8 / 189.7). Per forward, 1 thread: scaled-dot-product attention ~31 ms (fused
-kernel, at its floor for 80-long sequences and hd = 32), SRU ~32 ms (time loop ~10 ms: 64 steps x
-3 small ops per layer), other matmuls ~20 ms, elementwise/normalisation/FiLM/RoPE and per-forward
-setup ~37 ms. About 4.7 GFLOP per forward in all.
+Speed *(our choice)*, the same maths (tests/test_dpd.py, tests/test_speed_equivalence.py: outputs and
+gradients against the module-by-module reference to 1e-5): the blocks run on their modules'
+weights, not their forward methods. RMSNorm = row scale (one reduction) x gain folded into the next
+projection; one q|k|v matmul with RoPE pairs made adjacent by reordering its rows (q.k unchanged),
+so the rotation is one in-place complex multiply; residual updates accumulate as GEMMs (`addmm_`);
+without autograd every update, GELU and FiLM is in place and the SRU takes its no-autograd path.
+Per window, not per step, `prepare` builds a `DPDContext` with all that depends on the tokens, CFG
+rows, L and the weights but not on z or delta (fused weights, E_ST and its rotated keys/values per
+block, pooled E_ST / null FiLM rows, phasors); samplers pass it to every step. Without autograd the
+angle MLP (Eq. 11) and the FiLM projection run on the runs of equal angles of delta (one or two per
+sampler step) and are gathered per frame. CFG twins (`shared_input`): a guided step's cond and uncond
+rows share z and delta, so the input stage and the first self-attention run once per pair.
+Tiny preset, guided step (L = 2500): ~3.9 GFLOP (matmuls + attention); attention ~30 %, SRU ~30 %
+(its 64-step loop is per-op bound), other matmuls ~25 %. Bundled model, 1 thread, 2-core machine at
+load ~2.5, 80 interleaved runs, lower-quartile mean of CPU time: 105 ms with context + twins, 113 ms
+with a context, 118 ms plain, 122 ms before the context / angle runs / twins (twice the same rows).
 """
 
 from __future__ import annotations
@@ -70,7 +64,12 @@ from melody_core.config import BaseConfig
 from melody_core.models.sru import SRU
 from melody_core.modules import MLP, Attention, FeedForward, FiLM, RMSNorm, RotaryEmbedding
 from melody_core.modules.rope import apply_rope_interleaved, interleave_rope_rows, rope_phasors
-from melody_core.modules.segmentation import overlap_add_time_major, pad_for_segments, segment_view
+from melody_core.modules.segmentation import (
+    num_segments,
+    overlap_add_time_major,
+    pad_for_segments,
+    segment_view,
+)
 
 
 @dataclass
@@ -205,7 +204,8 @@ def _self_attention(attn: Attention, w_qkv: torch.Tensor, h: torch.Tensor, rot: 
 
 @dataclass
 class _CoarseWeights:
-    """Per-call fused weights of one coarse path (norm gains folded in, RoPE pairs interleaved)."""
+    """Fused weights of one coarse path (norm gains folded in, RoPE pairs interleaved) and its
+    cross-attention keys/values of E_ST: part of a `DPDContext`."""
 
     self_qkv: torch.Tensor  # (3d, d)
     cross_qkv: torch.Tensor  # (3d, d); its first d rows are the cross-attention queries
@@ -231,25 +231,30 @@ class CoarsePath(nn.Module):
         self.norm_ffn = RMSNorm(d)
         self.ffn = FeedForward(d, cfg.ffn_mult * d, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
-        """x: (K, B, S, d) -> (K, B, S, d) (in place without autograd)."""
+    def forward(
+        self, x: torch.Tensor, ctx: DPDContext, w: _CoarseWeights, twins: bool = False
+    ) -> torch.Tensor:
+        """x: (K, B, S, d) -> (K, B, S, d) (in place without autograd); `twins`: x holds the input rows of
+        CFG twins and leaves as (K, 2B, S, d) [x; x] after the self-attention."""
         k, b, s, d = x.shape
-        w = self._weights(ctx)
         h = (x * _inv_rms(x, self.norm_self)).view(k * b, s, d)  # batch K*B over the S segments
         y = _self_attention(self.self_attn, w.self_qkv, h, ctx.seg_rot)
         x = _add_linear(x, y, self.self_attn.out.weight)
+        if twins:  # conditional and unconditional rows are equal up to here
+            x = x.repeat(1, 2, 1, 1)  # (K, B, S, d) -> (K, 2B, S, d)
         x = _add_linear(x, self._condition(x, ctx, w), self.cross_attn.out.weight)
         h = _gelu(F.linear(x * _inv_rms(x, self.norm_ffn), w.fc1, self.ffn.fc1.bias))  # (K, B, S, hidden)
         return _add_linear(x, self.ffn.dropout(h), self.ffn.fc2.weight, self.ffn.fc2.bias)
 
-    def _weights(self, ctx: _Context) -> _CoarseWeights:
+    def weights(self, e_st: torch.Tensor | None, token_rot: torch.Tensor | None) -> _CoarseWeights:
+        """Fused weights, and rotated keys / values of E_ST (Bc, T_st, d) when there are conditional rows."""
         attn, token_k, token_v = self.cross_attn, None, None
-        if ctx.tokens is not None:
+        if e_st is not None:
             w_k, w_v = attn.kv.weight.chunk(2, dim=0)
             w_kv = torch.cat([interleave_rope_rows(w_k, attn.n_heads), w_v])
-            kv = F.linear(ctx.tokens, w_kv)  # (Bc, T, 2d)
+            kv = F.linear(e_st, w_kv)  # (Bc, T, 2d)
             token_k, token_v = kv.unflatten(-1, (2, attn.n_heads, attn.head_dim)).unbind(2)  # (Bc, T, H, hd)
-            token_k = apply_rope_interleaved(token_k, ctx.token_rot)  # keys at the token centres
+            token_k = apply_rope_interleaved(token_k, token_rot)  # keys at the token centres
         return _CoarseWeights(
             self_qkv=_qkv_weight(self.self_attn, self.norm_self.weight),
             cross_qkv=_qkv_weight(attn, self.norm_cross.weight),
@@ -258,7 +263,7 @@ class CoarsePath(nn.Module):
             fc1=self.ffn.fc1.weight * self.norm_ffn.weight,
         )
 
-    def _condition(self, x: torch.Tensor, ctx: _Context, w: _CoarseWeights) -> torch.Tensor:
+    def _condition(self, x: torch.Tensor, ctx: DPDContext, w: _CoarseWeights) -> torch.Tensor:
         """Cross-attention to E_ST for conditional rows, self-attention (CFG) for the others:
         (K, B, S, d) -> (K, B, S, d), before the output projection."""
         k, b, s, d = x.shape
@@ -276,7 +281,7 @@ class CoarsePath(nn.Module):
             out[:, rows] = y.view(k, -1, s, d)
         return out
 
-    def _cross(self, x: torch.Tensor, ctx: _Context, w: _CoarseWeights) -> torch.Tensor:
+    def _cross(self, x: torch.Tensor, ctx: DPDContext, w: _CoarseWeights) -> torch.Tensor:
         """x: (K, Bc, S, d) conditional rows -> (K, Bc, S, d): attention to their E_ST (ctx.tokens)."""
         k, b, s, d = x.shape
         n_h, hd = self.cross_attn.n_heads, self.cross_attn.head_dim
@@ -328,20 +333,30 @@ class DualPathBlock(nn.Module):
         self.coarse = CoarsePath(cfg)
         self.fine = FinePath(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: _Context, film: _FiLM) -> torch.Tensor:
-        return self.fine(self.coarse(x, ctx), film)
+    def forward(
+        self, x: torch.Tensor, ctx: DPDContext, w: _CoarseWeights, film: _FiLM, twins: bool = False
+    ) -> torch.Tensor:
+        return self.fine(self.coarse(x, ctx, w, twins), film)
 
 
 @dataclass
-class _Context:
-    """Per-forward tensors shared by all blocks (RoPE phasors: (..., hd/2, 2) cos/sin, see modules.rope)."""
+class DPDContext:
+    """What a forward needs besides z and delta, for given tokens, CFG rows, window length and weights
+    (`DualPathDiffusion.prepare`). RoPE phasors: (..., hd/2, 2) cos/sin, see modules.rope. It holds
+    tensors derived from the weights when it was made: make a new one after the weights change."""
 
+    rows: int  # B: batch rows of the network (tokens / uncond rows)
+    length: int  # L: latent frames of the window
+    shared_input: bool  # CFG twins: rows b and B/2 + b get the same z and delta, given once (B/2 rows)
     tokens: torch.Tensor | None  # E_ST of the conditional rows: (Bc, T_st, d)
     cond_rows: slice | torch.Tensor | None  # conditional rows (a slice when consecutive); None when none
     uncond_rows: slice | torch.Tensor | None  # unconditional rows, likewise
     seg_rot: torch.Tensor  # self-attention over segments, [:, 0] queries, [:, 1] keys: (S, 2, H, hd/2, 2)
     frame_rot: torch.Tensor  # cross-attention queries at their frame times: (K, 1, S, H, hd/2, 2)
-    token_rot: torch.Tensor | None  # cross-attention keys at the token centres: (T_st, H, hd/2, 2)
+    coarse: list[_CoarseWeights]  # per block
+    film_pooled: torch.Tensor  # FiLM condition besides E_delta: pooled E_ST or the null vector, (B, d)
+    film_weight: torch.Tensor  # FiLM projections of all blocks: (n_blocks * 2d, d), [gamma; beta] per block
+    film_bias: torch.Tensor  # their biases, + 1 on gamma: (n_blocks * 2d,)
 
 
 def split_cfg_rows(
@@ -370,6 +385,9 @@ def token_times(n_tokens: int, device: torch.device) -> torch.Tensor:
     return pos + (FRAMES_PER_TOKEN - 1) / 2
 
 
+_MAX_ANGLE_RUNS = 8  # at most this many runs of equal angles per row (on average): gather path
+
+
 def _segment_centres(n_segments: int, segment_size: int, device: torch.device) -> torch.Tensor:
     """Segment s is centred on real frame s*K/2 (melody_core.modules.segmentation)."""
     return torch.arange(n_segments, device=device, dtype=torch.float32) * (segment_size // 2)
@@ -383,6 +401,9 @@ class DualPathDiffusion(nn.Module):
             uncond: (B,) bool or None (True = CFG unconditional row)) -> v: (B, L, D).
     Any L >= 1. Token j covers latent frames [10j, 10j+10); T_st = ceil(L/10) covers the window
     (other counts are accepted, see the module docstring).
+    Per window: `context = prepare(tokens, uncond, B, L)`, then `forward(z, delta, context=context)`
+    for each step (the same result). With `prepare(..., shared_input=True)` (CFG twins), z and delta
+    have B/2 rows and v has B: row b and row B/2 + b are computed from z[b], delta[b].
     """
 
     def __init__(self, config: DPDConfig) -> None:
@@ -404,37 +425,59 @@ class DualPathDiffusion(nn.Module):
         self.w_out = nn.Linear(d, config.d_latent)
 
     def forward(
-        self,
-        z: torch.Tensor,
-        delta: torch.Tensor,
-        tokens: torch.Tensor | None = None,
-        uncond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        self, z: torch.Tensor, delta: torch.Tensor, tokens: torch.Tensor | None = None,
+        uncond: torch.Tensor | None = None, context: DPDContext | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         b, length, _ = z.shape
         if delta.shape != (b, length):
             raise ValueError(f"delta must be (B, L) = {(b, length)}, got {tuple(delta.shape)}")
+        if context is None:
+            context = self.prepare(tokens, uncond, b, length)
+        elif (context.length, context.rows) != (length, b * (2 if context.shared_input else 1)):
+            raise ValueError(f"context of {context.rows} rows x {context.length} frames, z {tuple(z.shape)}")
         k = self.config.segment_size
-        e_delta = self.angle(delta.to(z.dtype))  # (B, L, d)
+        e_delta, angles = self._angle_embedding(delta.to(z.dtype))  # (B, L, d)
         h = self.norm_in(self.w_in(z) + e_delta)  # H = RMSNorm(z W_in + E_delta)
         x = segment_view(pad_for_segments(h, k), k).contiguous()  # (K, B, S, d), time-major
-        ctx = self._context(tokens, uncond, b, x.shape[2], z.device)
-        for block, film in zip(self.blocks, self._film(e_delta, ctx), strict=True):
-            x = block(x, ctx, film)
+        films = self._film(e_delta, context, angles)
+        for i, (block, w, film) in enumerate(zip(self.blocks, context.coarse, films, strict=True)):
+            x = block(x, context, w, film, twins=context.shared_input and i == 0)
         return self.w_out(self.norm_out(overlap_add_time_major(x, length)))  # (B, L, d) -> (B, L, D)
 
-    def _context(
-        self, tokens: torch.Tensor | None, uncond: torch.Tensor | None, b: int, n_seg: int, dev: torch.device
-    ) -> _Context:
+    def _angle_embedding(self, delta: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """delta (B, L) -> E_delta (B, L, d) (Eq. 11), and without autograd, when delta is made of few
+        runs of equal angles (a sampler step: delta_t, and 0 on kept frames), (E_delta of each run
+        (U, d), run index of each frame (B, L)): the MLP then runs on U rows, gathered per frame.
+        A value may appear in several runs (inpainting: 0, delta_t, 0): no sort needed."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or delta.numel() == 0:
+            return self.angle(delta), None
+        values, inverse = torch.unique_consecutive(delta.reshape(-1), return_inverse=True)
+        if len(values) > _MAX_ANGLE_RUNS * delta.shape[0] or 4 * len(values) > delta.numel():
+            return self.angle(delta), None
+        e_values = self.angle(values)  # (U, d)
+        return e_values.index_select(0, inverse).view(*delta.shape, -1), (e_values, inverse.view(delta.shape))
+
+    def prepare(
+        self, tokens: torch.Tensor | None, uncond: torch.Tensor | None, batch: int, length: int,
+        shared_input: bool = False,
+    ) -> DPDContext:  # fmt: skip
+        """The `DPDContext` of `batch` network rows on windows of `length` frames (see the class doc)."""
         cfg = self.config
-        k, n_h = cfg.segment_size, cfg.n_heads
-        rope = RotaryEmbedding(cfg.d_hid // n_h, cfg.rope_base)  # the frequencies of every `Attention` here
-        cond_rows, uncond_rows = split_cfg_rows(tokens, uncond, b, dev)
+        k, n_h, d = cfg.segment_size, cfg.n_heads, cfg.d_hid
+        if shared_input and batch % 2:
+            raise ValueError(f"shared_input needs an even number of rows, got {batch}")
+        dev = self.null_cond.device
+        rope = RotaryEmbedding(d // n_h, cfg.rope_base)  # the frequencies of every `Attention` here
+        cond_rows, uncond_rows = split_cfg_rows(tokens, uncond, batch, dev)
         e_st, token_rot = None, None
+        pooled = self.null_cond.expand(batch, d)  # FiLM input for unconditional rows
         if cond_rows is not None:
             assert tokens is not None
             e_st = self.token_mlp(self.token_embedding(tokens[cond_rows]))  # (Bc, T_st, d)
             token_rot = rope_phasors(rope, token_times(tokens.shape[1], dev))  # (T_st, hd/2, 2)
             token_rot = token_rot.unsqueeze(1).expand(-1, n_h, -1, -1).contiguous()  # (T_st, H, hd/2, 2)
+            pooled = pooled.index_put((cond_rows,), e_st.mean(dim=1).to(pooled.dtype))  # mean-pooled E_ST
+        n_seg = num_segments(length, k)
         seg_pos = _segment_centres(n_seg, k, dev)
         offsets = torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1) - k // 2  # (K, 1)
         frame_rot = rope_phasors(rope, seg_pos + offsets)  # (K, S, hd/2, 2): frame s*K/2 - K/2 + k
@@ -443,36 +486,51 @@ class DualPathDiffusion(nn.Module):
         legacy_keys = torch.arange(n_seg, device=dev, dtype=torch.float32)
         key_pos = seg_pos if cfg.self_attn_key_centres else legacy_keys
         seg_rot = rope_phasors(rope, torch.stack([seg_pos, key_pos], dim=1))  # (S, 2, hd/2, 2)
-        # expanded over the heads: contiguous operands let the rotation run as one long loop
-        return _Context(
+        projs = [block.fine.film.proj for block in self.blocks]
+        one = torch.tensor([1.0, 0.0], device=dev).view(2, 1)  # 1 + gamma: +1 in its bias
+        # phasors expanded over the heads: contiguous operands let the rotation run as one long loop
+        return DPDContext(
+            rows=batch,
+            length=length,
+            shared_input=shared_input,
             tokens=e_st,
             cond_rows=_as_slice(cond_rows),
             uncond_rows=_as_slice(uncond_rows),
             seg_rot=seg_rot.unsqueeze(2).expand(-1, -1, n_h, -1, -1).contiguous(),
             frame_rot=frame_rot.view(k, 1, n_seg, 1, -1, 2).expand(-1, -1, -1, n_h, -1, -1).contiguous(),
-            token_rot=token_rot,
+            coarse=[block.coarse.weights(e_st, token_rot) for block in self.blocks],
+            film_pooled=pooled,
+            film_weight=torch.cat([p.weight for p in projs]),
+            film_bias=(torch.cat([p.bias for p in projs]).view(-1, 2, d) + one).view(-1),
         )
 
-    def _film(self, e_delta: torch.Tensor, ctx: _Context) -> list[_FiLM]:
+    def _film(
+        self, e_delta: torch.Tensor, ctx: DPDContext, angles: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> list[_FiLM]:
         """FiLM (1 + gamma, beta) of every block, each a (K, B, S, d) view: one matmul for all blocks.
 
         The FiLM input is segmented E_delta + pooled E_ST (learned null vector for unconditional
         rows). It is projected per frame before segmenting: every frame sits in two segments, so this
-        halves the work, and zero padding projects to the bias, as segmenting first would give.
+        halves the work, and zero padding projects to the bias, as segmenting first would give. With
+        `angles` (see `_angle_embedding`), only the (row, angle run) inputs are projected, then gathered.
         """
+        k, rows = self.config.segment_size, ctx.rows
         b, length, d = e_delta.shape
-        k = self.config.segment_size
-        pooled = self.null_cond.expand(b, d)  # FiLM input for unconditional rows
-        if ctx.tokens is not None:
-            assert ctx.cond_rows is not None
-            e_st = ctx.tokens.mean(dim=1).to(pooled.dtype)  # mean-pooled E_ST
-            pooled = pooled.index_put((_row_index(ctx.cond_rows, b),), e_st)
-        cond = pad_for_segments(e_delta + pooled.unsqueeze(1), k)  # (B, (S+1)*P, d)
-        projs = [block.fine.film.proj for block in self.blocks]
-        weight = torch.cat([p.weight for p in projs])  # (n_blocks * 2d, d): [gamma; beta] per block
-        one = torch.tensor([1.0, 0.0], device=e_delta.device, dtype=weight.dtype).view(2, 1)
-        bias = (torch.cat([p.bias for p in projs]).view(-1, 2, d) + one).view(-1)  # 1 + gamma: +1 in its bias
-        proj = F.linear(cond, weight, bias).view(b, cond.shape[1], -1, 2, d)  # (B, (S+1)*P, n_blocks, 2, d)
+        if angles is None:
+            e_rows = e_delta.repeat(rows // b, 1, 1) if rows != b else e_delta  # CFG twins share E_delta
+            cond = pad_for_segments(e_rows + ctx.film_pooled.unsqueeze(1), k)  # (B, (S+1)*P, d)
+            proj = F.linear(cond, ctx.film_weight, ctx.film_bias)  # (B, (S+1)*P, n_blocks * 2d)
+        else:
+            e_values, inverse = angles
+            n_u, hop = e_values.shape[0], k // 2
+            inputs = (ctx.film_pooled.unsqueeze(1) + e_values).view(rows * n_u, d)  # every (row, angle)
+            table = F.linear(inputs, ctx.film_weight, ctx.film_bias)  # (B * U, n_blocks * 2d)
+            table = torch.cat([table, ctx.film_bias.to(table.dtype).unsqueeze(0)])  # + the padding row
+            index = inverse.new_full((rows, (num_segments(length, k) + 1) * hop), rows * n_u)  # padding: bias
+            first_row = torch.arange(rows, device=inverse.device).unsqueeze(1) * n_u  # (B, 1)
+            index[:, hop : hop + length] = first_row + inverse.repeat(rows // b, 1)  # after P padding frames
+            proj = table.index_select(0, index.view(-1)).view(rows, index.shape[1], -1)
+        proj = proj.view(rows, proj.shape[1], -1, 2, d)  # (B, (S+1)*P, n_blocks, 2, d)
         return [(segment_view(p[:, :, 0], k), segment_view(p[:, :, 1], k)) for p in proj.unbind(2)]
 
 
@@ -484,7 +542,3 @@ def _as_slice(rows: torch.Tensor | None) -> slice | torch.Tensor | None:
     if bool((rows == torch.arange(first, first + len(rows), device=rows.device)).all()):
         return slice(first, first + len(rows))
     return rows
-
-
-def _row_index(rows: slice | torch.Tensor, b: int) -> torch.Tensor:
-    return torch.arange(b)[rows] if isinstance(rows, slice) else rows

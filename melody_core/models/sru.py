@@ -256,12 +256,15 @@ def _forget_recurrence_merged(
     inner = u0.stride()[2:]
     assert u1.stride() == u0.stride() and cs.stride()[2:] == inner and su_dir > (steps - 1) * su_t
     c_prev = cs.as_strided(size, (sc_dir + (steps + 1) * sc_t, *inner), cs.storage_offset())  # initial states
+    f = u0.new_empty(size)  # forget gates of one step, reused (no allocation per step)
+    off_a0, off_a1, off_c = u0.storage_offset(), u1.storage_offset(), cs.storage_offset()
     for t in range(steps):
         back = steps - 1 - 2 * t  # time offset of direction 1 relative to direction 0
-        a0 = u0.as_strided(size, (su_dir + back * su_t, *inner), u0.storage_offset() + t * su_t)
-        a1 = u1.as_strided(size, (su_dir + back * su_t, *inner), u1.storage_offset() + t * su_t)
-        c_next = cs.as_strided(size, (sc_dir + back * sc_t, *inner), cs.storage_offset() + (t + 1) * sc_t)
-        f = torch.addcmul(a1, c_prev, w).sigmoid_()
+        strides = (su_dir + back * su_t, *inner)
+        a0 = u0.as_strided(size, strides, off_a0 + t * su_t)
+        a1 = u1.as_strided(size, strides, off_a1 + t * su_t)
+        c_next = cs.as_strided(size, (sc_dir + back * sc_t, *inner), off_c + (t + 1) * sc_t)
+        torch.addcmul(a1, c_prev, w, out=f).sigmoid_()
         torch.lerp(a0, c_prev, f, out=c_next)  # c_t = u0 + f (c_{t-1} - u0)
         c_prev = c_next  # direction 0 reads row t + 1, direction 1 row T - t: where step t wrote
     return cs
