@@ -282,3 +282,13 @@ def test_bundle_with_log_mel_tokenizer_continues(tmp_path) -> None:
     r = mel_pipe.continue_(src, 1.0, **FAST)
     np.testing.assert_array_equal(r.audio[: len(src)], src)
     assert np.isfinite(r.audio).all() and np.abs(r.audio[len(src):]).max() > 0
+
+
+def test_load_on_cpu_tunes_malloc(bundle_dir, monkeypatch) -> None:
+    """Library callers get the allocator settings the CLI and app apply (no page faults per DPD step)."""
+    import melody_core.runtime as runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "tune_malloc", lambda: calls.append(1) or True)
+    MelodyPipeline.load(bundle_dir, device="cpu", threads=1)
+    assert calls == [1]
