@@ -32,7 +32,8 @@ def add_parser(what: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--data", required=True, type=Path, metavar="CORPUS", help="corpus folder")
     p.add_argument("--bundle", type=Path, help="upstream vae/ssl/kmeans (default: the bundled model)")
-    p.add_argument("--work", type=Path, default=Path("ablation-arch"), help="runs, caches and results")
+    p.add_argument("--work", type=Path, help="runs, caches and results (default: the user cache dir, "
+                   "shared with `melody eval all`)")
     p.add_argument("--minutes", type=float, default=8.0, help="training minutes per arm (default 8)")
     p.add_argument("--steps", type=int, help="same step count for both arms instead of --minutes")
     p.add_argument("--seed", type=int, default=0)
@@ -80,6 +81,10 @@ def run_cli(args: argparse.Namespace) -> int:
     )  # fmt: skip
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     bundle = args.bundle if args.bundle is not None else default_bundle_path()
+    if args.work is None:
+        from melody_core.eval.suite import default_ablation_work
+
+        args.work = default_ablation_work()
     try:
         opts.check()
         result = run_arch_ablation(args.data, bundle, args.work, opts, log)

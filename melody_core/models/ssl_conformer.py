@@ -49,7 +49,8 @@ from melody_core.modules import Attention
 HOP = SAMPLE_RATE // SEMANTIC_RATE  # 960 samples per semantic frame (25 Hz)
 MEL_SUBFRAMES = 4  # hubert_frame_features: log-mel frames (hop 240) per 25 Hz frame
 MEL_TOKEN_LAYER = -1  # `extract(layer=-1)`: the first-iteration log-mel features, not a network layer
-MEL_FEATURE_DIM = 128  # hubert_frame_features width with its default 64 mel bands (log-mel + delta)
+MEL_BANDS = 64  # hubert_frame_features' default mel bands
+MEL_FEATURE_DIM = 2 * MEL_BANDS  # its width: log-mel + delta
 NORM_EPS = 1e-5
 
 
@@ -508,7 +509,7 @@ class Wav2Vec2Conformer(nn.Module):
             self.train(was_training)
 
 
-def hubert_frame_features(wav: torch.Tensor, n_mels: int = 64, n_fft: int = 1024) -> torch.Tensor:
+def hubert_frame_features(wav: torch.Tensor, n_mels: int = MEL_BANDS, n_fft: int = 1024) -> torch.Tensor:
     """Features for the HuBERT first-iteration k-means: (B, T) -> (B, T // 960, 2 n_mels).
 
     Log-mel at hop 240 with frames centred at 960 j + 120 + 240 i (i < 4, inside token j's hop),
