@@ -215,6 +215,7 @@ class LMJob:
     top_k: int
     top_p: float
     generator: torch.Generator
+    guidance: float = 1.0  # LM classifier-free guidance scale (1 = off)
 
 
 class Engine:
@@ -280,7 +281,7 @@ class Engine:
         lm, job = self.model.lm, self.lm_job
         prompt = self.timeline.tokens[:, : job.pos] if job.pos > 0 else None
         with torch.inference_mode(), num_threads(self.model.lm_threads):
-            self._lm_state = lm.start(self.prefix, prompt)
+            self._lm_state = lm.start(self.prefix, prompt, job.guidance)
         self._lm_stream = lm.stream(self._lm_state, job.temperature, job.top_k, job.top_p, job.generator)
 
     def _tokens_until(self, upto: int, index: int) -> Iterator[Progress]:

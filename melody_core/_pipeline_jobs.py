@@ -102,7 +102,8 @@ def _engine(pipe: MelodyPipeline, s: GenerationSettings, seed: int, timeline: Ti
             control: StreamControl | None, stats: Stats, stoppable: bool, on_update: Any = None) -> Engine:
     lm_gen = torch.Generator(device=pipe.torch_device).manual_seed(sub_seed(seed, "lm"))
     noise_gen = torch.Generator().manual_seed(sub_seed(seed, "noise"))
-    lm_job = LMJob(lm_pos, lm_end, s.temperature, s.top_k, s.top_p, lm_gen)
+    lm_guidance = 1.0 if s.lm_guidance is None else s.lm_guidance
+    lm_job = LMJob(lm_pos, lm_end, s.temperature, s.top_k, s.top_p, lm_gen, lm_guidance)
     return Engine(pipe, timeline, windows, lm_job, prefix, noise_gen, s.guidance, s.schedule, control,
                   on_update, stoppable, stats)
 

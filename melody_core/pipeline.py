@@ -85,6 +85,7 @@ MIN_SOURCE_SECONDS = 0.1  # shortest clip accepted for continue / inpaint
 MIN_REGION_SECONDS = 0.02  # shortest inpainting region
 MAX_STEPS = 1000
 MAX_GUIDANCE = 20.0
+DEFAULT_LM_GUIDANCE = 3.0  # LM CFG scale used when a setting leaves it None and the LM has a null prefix
 MAX_TEMPERATURE = 10.0
 # DPD precision: autocast dtype (None = fp32 weights and activations); "tf32" = fp32 with TensorFloat-32
 # matmuls/convolutions (CUDA only; sets the process-wide torch.backends flags)
@@ -125,6 +126,9 @@ def validate_settings(s: GenerationSettings, need_prompt: bool = True, check_len
            f"continuation steps must be 1..{MAX_STEPS}, got {cs}")
     _check(_finite(s.guidance) and 0 <= s.guidance <= MAX_GUIDANCE,
            f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {s.guidance}")
+    lg = s.lm_guidance
+    _check(lg is None or (_finite(lg) and 0 <= lg <= MAX_GUIDANCE),
+           f"LM guidance must be between 0 and {MAX_GUIDANCE:g}, got {lg}")
     _check(s.schedule in SCHEDULES, f"unknown schedule {s.schedule!r} (choose from {', '.join(SCHEDULES)})")
     _check(_finite(s.style_weight) and 0 <= s.style_weight <= 1,
            f"style weight must be in [0, 1], got {s.style_weight}")
@@ -333,8 +337,19 @@ class MelodyPipeline:
             style = torch.from_numpy(_as_wav(style_array, SAMPLE_RATE, "style audio"))
         elif s.style_audio_path:
             style = torch.from_numpy(_as_wav(s.style_audio_path, SAMPLE_RATE, "style audio"))
+        s = dataclasses.replace(s, lm_guidance=self.lm_guidance(s.lm_guidance))
         seed = s.seed if s.seed is not None else secrets.randbelow(2**31)
         return s, style, seed
+
+    def lm_guidance(self, asked: float | None) -> float:
+        """The LM guidance scale to use: `asked`, or the bundle's default for None. Guidance (!= 1)
+        needs an LM trained with the null prefix (`LMConfig.prefix_dropout` > 0)."""
+        trained = self.lm.config.prefix_dropout > 0
+        if asked is None:
+            return DEFAULT_LM_GUIDANCE if trained else 1.0
+        _check(asked == 1.0 or trained,
+               "this model's semantic LM was trained without the null prefix: LM guidance must be 1 (off)")
+        return float(asked)
 
     def _source(self, audio: Any, sample_rate: int) -> np.ndarray:
         wav = _as_wav(audio, sample_rate, "audio")

@@ -28,6 +28,7 @@ class GenerationSettings:
     temperature: float = 1.0  # semantic LM sampling temperature
     top_k: int = 0  # semantic LM top-k (0 = off)
     top_p: float = 1.0  # semantic LM nucleus threshold (1 = off)
+    lm_guidance: float | None = None  # semantic LM CFG scale (1 = off; None = the bundle's default)
     continuation_steps: int | None = None  # steps per continuation chunk (None = ceil(T/M))
     start: str = "window"  # first window: "window" (paper: all L frames in T steps) or "progressive"
     # (chunk by chunk, each new chunk like a continuation: lower time to first sound)

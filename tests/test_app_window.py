@@ -267,3 +267,14 @@ def theme_bins() -> int:
     from app.views.waveform import SPEC_NFFT
 
     return SPEC_NFFT // 2 + 1
+
+
+def test_prompt_adherence_box_maps_to_lm_guidance(qtbot, make_studio):  # noqa: F811
+    panel = make_studio().window.panel
+    assert panel.settings().lm_guidance is None  # "model default"
+    panel.adherence.setValue(2.0)
+    assert panel.settings().lm_guidance == 2.0
+    panel.apply_settings({"prompt": "x", "lm_guidance": 4.5})
+    assert panel.settings().lm_guidance == 4.5
+    panel.apply_settings({"prompt": "x", "lm_guidance": None})
+    assert panel.settings().lm_guidance is None and panel.adherence.text() == "model default"

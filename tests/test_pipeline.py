@@ -207,6 +207,8 @@ def test_prompt_automation_and_endless(pipe: MelodyPipeline) -> None:
         lambda p: p.generate("x", seconds=float("nan")),
         lambda p: p.generate("x", steps=0),
         lambda p: p.generate("x", guidance=-1.0),
+        lambda p: p.generate("x", lm_guidance=-1.0),
+        lambda p: p.generate("x", lm_guidance=float("inf")),
         lambda p: p.generate("x", schedule="cosine"),
         lambda p: p.generate("x", no_such_option=1),
         lambda p: p.generate("", style_audio="/no/such/file.wav"),
@@ -223,6 +225,26 @@ def test_bad_input(pipe: MelodyPipeline, call) -> None:
     with pytest.raises(PipelineError) as info:
         call(pipe)
     assert "\n" not in str(info.value) and str(info.value)
+
+
+def test_lm_guidance_default_and_bundles_without_null_prefix(pipe: MelodyPipeline, tmp_path) -> None:
+    from melody_core.pipeline import DEFAULT_LM_GUIDANCE
+
+    assert pipe.lm.config.prefix_dropout > 0
+    default = pipe.generate("x", seconds=1.0, **FAST)
+    assert default.metadata["settings"]["lm_guidance"] == DEFAULT_LM_GUIDANCE != 1.0
+    same = pipe.generate("x", seconds=1.0, lm_guidance=DEFAULT_LM_GUIDANCE, **FAST)
+    plain = pipe.generate("x", seconds=1.0, lm_guidance=1.0, **FAST)
+    strong = pipe.generate("x", seconds=1.0, lm_guidance=10.0, **FAST)  # the random LM's prefix is weak
+    np.testing.assert_array_equal(same.audio, default.audio)
+    assert plain.metadata["settings"]["lm_guidance"] == 1.0 and not np.array_equal(plain.audio, strong.audio)
+    old = tmp_path / "old"
+    lm = {**OVERRIDES["lm"], "prefix_dropout": 0.0, "text_prefix_prob": 0.0}
+    random_bundle(old, "tiny", overrides={**OVERRIDES, "lm": lm})
+    old_pipe = MelodyPipeline.load(old, device="cpu", threads=1)
+    assert old_pipe.generate("x", seconds=1.0, **FAST).metadata["settings"]["lm_guidance"] == 1.0
+    with pytest.raises(PipelineError, match="without the null prefix"):
+        old_pipe.generate("x", seconds=1.0, lm_guidance=2.0, **FAST)
 
 
 def test_unreadable_audio_and_bundles(pipe: MelodyPipeline, tmp_path, monkeypatch) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from melody_core.models.sampling import sample_next, top_k_filter, top_p_filter
-from melody_core.models.semantic_lm import LMConfig, SemanticLM
+from melody_core.models.semantic_lm import NULL_PREFIX, LMConfig, SemanticLM
 
 ATOL = 1e-5
 
@@ -195,6 +195,65 @@ def test_stream_yields_chunks_and_state_resumes() -> None:
     # a new stream on the same state continues exactly where the first one stopped
     chunks.append(next(lm.stream(state, generator=gen, chunk_size=24)))
     torch.testing.assert_close(torch.cat(chunks, dim=1), ref, atol=0, rtol=0)
+
+
+def test_null_prefix_stays_exactly_zero_through_the_network() -> None:
+    cfg = small_config(max_len=16)
+    lm = make(cfg)
+    null = torch.full((2, cfg.n_prefix), NULL_PREFIX)
+    assert torch.equal(lm.embed_prefix(null), torch.zeros(2, cfg.n_prefix, cfg.d_model))
+    # the null positions are all-zero inputs: they stay zero (no parameters), so every null prefix
+    # gives the same distribution as any other, and it differs from a real prefix's
+    x = lm.embed_prefix(null)
+    for layer in lm.layers:
+        x = layer(x)
+    assert torch.equal(x, torch.zeros_like(x))
+    tokens = rand_tokens(cfg, 2, 8)
+    with torch.no_grad():
+        a, b = lm(null, tokens), lm(rand_prefix(cfg, 2), tokens)
+    assert (a - b).abs().max() > 1e-4
+    mixed = rand_prefix(cfg, 2)
+    mixed[0] = NULL_PREFIX
+    with torch.no_grad():
+        torch.testing.assert_close(lm(mixed, tokens)[0], a[0], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError):
+        lm(torch.full((2, cfg.n_prefix), -2), tokens)
+
+
+def test_guided_decoding_is_cfg_of_the_two_full_forwards() -> None:
+    cfg = small_config(max_len=16, window_keep=6)
+    lm = make(cfg)
+    g = 3.0
+    prefix, tokens = rand_prefix(cfg, 2), rand_tokens(cfg, 2, 40)
+    null = torch.full_like(prefix, NULL_PREFIX)
+    state = lm.start(prefix, prompt_tokens=tokens[:, :5], guidance=g)
+    assert state.prefix.shape == (4, cfg.n_prefix) and state.rows == 2
+    for j in range(5, 40):  # across sliding-window rebuilds too
+        window = state.window[:2]
+        torch.testing.assert_close(state.window[2:], window, atol=0, rtol=0)
+        cond = torch.log_softmax(next_logits_full(lm, prefix, window), -1)
+        uncond = torch.log_softmax(next_logits_full(lm, null, window), -1)
+        torch.testing.assert_close(state.next_logits(), uncond + g * (cond - uncond), atol=1e-4, rtol=0)
+        lm.step(state, tokens[:, j])
+    # guidance 1 is the plain conditional path, bit for bit
+    gen = lambda k: torch.Generator().manual_seed(k)  # noqa: E731
+    torch.testing.assert_close(
+        lm.generate(prefix, 20, guidance=1.0, generator=gen(4)), lm.generate(prefix, 20, generator=gen(4)),
+        atol=0, rtol=0,
+    )
+    guided = lm.generate(prefix, 20, guidance=g, generator=gen(4))
+    assert guided.shape == (2, 20) and not torch.equal(guided, lm.generate(prefix, 20, generator=gen(4)))
+    with pytest.raises(ValueError):
+        lm.start(prefix, guidance=float("nan"))
+
+
+def test_prefix_mix_settings_are_validated() -> None:
+    assert LMConfig.tiny().prefix_dropout > 0
+    assert LMConfig.paper().prefix_dropout == 0 and LMConfig.paper().text_prefix_prob == 0
+    with pytest.raises(ValueError):
+        small_config(text_prefix_prob=0.95, prefix_dropout=0.1)
+    with pytest.raises(ValueError):
+        small_config(prefix_dropout=-0.1)
 
 
 def test_meta_construction_and_paper_parameter_count() -> None:

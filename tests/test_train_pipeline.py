@@ -209,3 +209,21 @@ def test_kmeans_on_first_iteration_mel_features(smoke: Path) -> None:
     assert torch.equal(ssl.extract(wav, layer=-1), hubert_frame_features(wav))
     bad = stage_argv("kmeans", smoke / "corpus", runs, "--set", "layer=-2", out=smoke / "kmeans_bad")
     assert main(bad) == 2
+
+
+def test_lm_prefix_mix_and_validation_losses(smoke: Path) -> None:
+    from melody_core.models.semantic_lm import NULL_PREFIX
+    from melody_core.train.data import Item
+    from melody_core.train.lm import LMStage
+
+    rows = [r for r in read_metrics(smoke / "runs" / "lm" / "metrics.csv") if r["split"] == "valid"]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss_text", "loss_null"))
+    stage = LMStage()
+    stage.p_null, stage.p_text, stage.crop, stage.window_s = 0.1, 0.4, 10, 10.0
+    audio = [torch.arange(12).view(1, 12)]  # one window of codes
+    caps = [torch.stack([torch.full((12,), 100), torch.full((12,), 200)])]  # two captions' codes
+    pick = lambda u, c=caps: stage._prefix(Item(0, 0, u), audio, c).tolist()  # noqa: E731
+    assert pick(0.05) == [NULL_PREFIX] * 12
+    assert pick(0.15) == [100] * 12 and pick(0.45) == [200] * 12  # [0.1, 0.3) caption 0, [0.3, 0.5) 1
+    assert pick(0.5) == list(range(12)) and pick(0.99) == list(range(12))
+    assert pick(0.2, [torch.zeros(0, 12, dtype=torch.long)]) == list(range(12))  # no captions: audio

@@ -45,6 +45,7 @@ HISTORY_LIMIT = 30
 COMBO_CHARS = 12  # visible characters of the prompt-history / example combos
 STEER_DEBOUNCE_MS = 400
 SEED_MAX = 2**31 - 1
+ADHERENCE_DEFAULT = -0.25  # the "Prompt adherence" box at its minimum: the model's own LM guidance
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
 
 
@@ -158,6 +159,14 @@ class PromptPanel(QWidget):
         self.guidance.setRange(0.0, 10.0)
         self.guidance.setSingleStep(0.25)
         self.guidance.setValue(2.5)
+        self.guidance.setToolTip("Diffusion classifier-free guidance (ρ, §5.1)")
+        self.adherence = QDoubleSpinBox()  # semantic LM guidance; the minimum means the model's default
+        self.adherence.setRange(ADHERENCE_DEFAULT, 10.0)
+        self.adherence.setSingleStep(0.25)
+        self.adherence.setSpecialValueText("model default")
+        self.adherence.setValue(ADHERENCE_DEFAULT)
+        self.adherence.setToolTip("Semantic LM guidance: how closely the music follows the prompt "
+                                  "(1 = off, higher = closer, less varied)")
         self.length = QDoubleSpinBox()
         self.length.setRange(1.0, 600.0)
         self.length.setSuffix(" s")
@@ -165,6 +174,7 @@ class PromptPanel(QWidget):
         form.addRow("Seed", seed_row)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
+        form.addRow("Prompt adherence", self.adherence)
         form.addRow("Length", self.length)
         return box
 
@@ -206,6 +216,10 @@ class PromptPanel(QWidget):
     def style_weight(self) -> float:
         return self.weight.value() / 100.0
 
+    def lm_guidance(self) -> float | None:
+        value = self.adherence.value()
+        return None if value <= ADHERENCE_DEFAULT else value
+
     def bundle_path(self) -> str | None:
         return self.bundle.text().strip() or None
 
@@ -217,6 +231,7 @@ class PromptPanel(QWidget):
                                   style_weight=self.style_weight(), seconds=self.length.value(),
                                   seed=self.seed.value() if self.seed_lock.isChecked() else None,
                                   steps=self.steps.value(), guidance=self.guidance.value(),
+                                  lm_guidance=self.lm_guidance(),
                                   # live playback: the first window grows chunk by chunk, so the
                                   # first sound comes after one chunk's steps, not the whole window's
                                   start="progressive")
@@ -228,6 +243,8 @@ class PromptPanel(QWidget):
         self.length.setValue(float(settings.get("seconds", self.length.value())))
         self.steps.setValue(int(settings.get("steps", self.steps.value())))
         self.guidance.setValue(float(settings.get("guidance", self.guidance.value())))
+        lm_guidance = settings.get("lm_guidance")
+        self.adherence.setValue(ADHERENCE_DEFAULT if lm_guidance is None else float(lm_guidance))
         if settings.get("seed") is not None:
             self.seed.setValue(int(settings["seed"]))
             self.seed_lock.setChecked(True)

@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="semantic LM sampling temperature")
     p.add_argument("--top-k", type=int, default=0, help="semantic LM top-k (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="semantic LM nucleus threshold (1 = off)")
+    p.add_argument("--lm-guidance", type=float, default=None, help="semantic LM guidance scale: how "
+                   "closely the music follows the prompt (1 = off; default: the model's own)")
     p.add_argument("--start-mode", default="window", help="first window: window (paper) or progressive")
     p.add_argument("--bundle", metavar="DIR", help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda[:N] or mps")
@@ -70,7 +72,7 @@ def _settings(args: argparse.Namespace, prompt: str | None, seconds: float, need
     s = GenerationSettings(
         prompt=prompt, style_audio_path=args.style_audio, style_weight=args.style_weight, seconds=seconds,
         seed=args.seed, steps=args.steps, guidance=args.guidance, schedule=args.schedule,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, lm_guidance=args.lm_guidance,
         continuation_steps=args.continuation_steps, start=args.start_mode,
     )
     try:

@@ -23,6 +23,16 @@ Choices where the paper is silent *(our choice)*:
   n_prefix, n_prefix + 1, ..., so every RoPE position stays inside the trained range and the
   MuLan prefix is always in context. With window_keep = max_len // 2 a rebuild costs one
   ~max_len/2-token forward every ~max_len/2 tokens (amortised about one extra step per token).
+- Null prefix and LM guidance (the paper has no guidance on the LM; MusicGen-style CFG on the
+  token logits): a prefix id of `NULL_PREFIX` (-1) embeds as a zero vector. A zero input stays
+  exactly zero through every pre-norm block (RMSNorm(0) = 0, zero keys score 0 and carry zero
+  values, SwiGLU(0) = 0), so the null prefix needs no parameters and old bundles keep their
+  weights. The trainer replaces the prefix by it with probability `prefix_dropout`; decoding with
+  `guidance` g != 1 runs a conditional and a null-prefix row per sequence and samples from
+  log p_null + g (log p_cond - log p_null). `text_prefix_prob` (trainer) makes that share of
+  training prefixes the RVQ codes of one of the clip's captions through MuLan's *text* tower (our
+  choice: the tiny MuLan's text and audio embeddings are far apart, so an LM trained only on
+  audio codes barely reacts to text codes at inference, train/lm.py).
 - Init: N(0, 0.02) for embeddings and linears, output projections of each residual branch
   scaled by 1/sqrt(2 * n_layers) (GPT-2), so the residual stream does not grow with depth.
 
@@ -51,6 +61,7 @@ from melody_core.models.sampling import sample_next
 from melody_core.modules import Attention, KVCache, RMSNorm, SwiGLU
 
 INIT_STD = 0.02  # N(0, 0.02) init of embeddings and linears (GPT-2 / LLaMA practice)
+NULL_PREFIX = -1  # prefix id of the null (unconditional) prefix: embeds as a zero vector
 
 
 @dataclass
@@ -85,6 +96,8 @@ class LMConfig(BaseConfig):
     rope_base: float = 10_000.0  # RoPE frequency base
     dropout: float = 0.0  # dropout on attention weights and residual branches (training only)
     norm_eps: float = 1e-6  # RMSNorm epsilon
+    text_prefix_prob: float = 0.0  # trainer: share of crops whose prefix is a caption's text codes
+    prefix_dropout: float = 0.0  # trainer: share of crops with the null prefix (enables LM guidance)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
@@ -93,6 +106,11 @@ class LMConfig(BaseConfig):
             raise ValueError(f"max_len must be >= 2, got {self.max_len}")
         if not 1 <= self.window_keep <= self.max_len - 1:
             raise ValueError(f"window_keep must be in [1, max_len - 1], got {self.window_keep}")
+        p_text, p_null = self.text_prefix_prob, self.prefix_dropout
+        if not (0.0 <= p_text <= 1.0 and 0.0 <= p_null <= 1.0 and p_text + p_null <= 1.0):
+            raise ValueError(
+                f"text_prefix_prob ({p_text}) and prefix_dropout ({p_null}) must be in [0, 1], sum <= 1"
+            )
 
     @property
     def window(self) -> int:
@@ -101,7 +119,7 @@ class LMConfig(BaseConfig):
 
     @classmethod
     def tiny(cls) -> LMConfig:
-        return cls()
+        return cls(text_prefix_prob=0.4, prefix_dropout=0.1)
 
     @classmethod
     def paper(cls) -> LMConfig:
@@ -268,7 +286,8 @@ class DecodeCache:
 class LMState:
     """Incremental decoding state of a batch (all rows advance together).
 
-    prefix: (B, n_prefix) MuLan tokens; tokens: (B, config.window) buffer whose first n_window
+    prefix: (B', n_prefix) MuLan tokens (B' = B, or 2B with guidance: the null-prefix rows after
+    the conditional ones, fed the same tokens); tokens: (B', config.window) buffer whose first n_window
     columns are the semantic tokens in context (`window`); cache: keys/values of prefix + window;
     logits: (B, V) distribution of the next token; n_consumed: tokens fed since `start`;
     n_rebuilds: sliding-window rebuilds.
@@ -281,6 +300,20 @@ class LMState:
     n_window: int = 0
     n_consumed: int = 0
     n_rebuilds: int = 0
+    guidance: float = 1.0  # LM guidance scale g; != 1: rows [B:] are the null-prefix copies
+    rows: int = 0  # sequences B (the batch is 2B when guided)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance != 1.0
+
+    def next_logits(self) -> torch.Tensor:
+        """(B, V) next-token scores: the logits, or with guidance the guided log-probabilities."""
+        if not self.guided:
+            return self.logits
+        logp = F.log_softmax(self.logits.float(), dim=-1)  # (2B, V)
+        cond, null = logp[: self.rows], logp[self.rows :]
+        return null + self.guidance * (cond - null)  # (B, V)
 
     @property
     def window(self) -> torch.Tensor:
@@ -296,7 +329,7 @@ class SemanticLM(nn.Module):
     (teacher forcing: the network consumes prefix + tokens[:, :-1]).
     loss(prefix, tokens) -> scalar mean cross-entropy.
     Decoding (eval mode, no dropout): start(prefix, prompt_tokens (B, n) | None) -> LMState whose
-    .logits (B, V) predict the next token; step(state, token (B,)) / feed(state, tokens (B, n))
+    .next_logits() (B, V) predicts the next token; step(state, token (B,)) / feed(state, tokens (B, n))
     consume tokens and return the next (B, V) logits; stream(state, ...) yields sampled (B, chunk)
     tokens for as long as it is pulled; generate(prefix, n_tokens, ...) -> (B, n_tokens).
     Any length: sliding window (module docstring).
@@ -327,14 +360,18 @@ class SemanticLM(nn.Module):
         cfg = self.config
         if prefix.dim() != 2 or prefix.shape[1] != cfg.n_prefix:
             raise ValueError(f"prefix must be (B, {cfg.n_prefix}), got {tuple(prefix.shape)}")
-        if prefix.numel() and (prefix.min() < 0 or prefix.max() >= cfg.prefix_codebook_size):
-            raise ValueError(f"prefix tokens must lie in [0, {cfg.prefix_codebook_size})")
+        if prefix.numel() and (prefix.min() < NULL_PREFIX or prefix.max() >= cfg.prefix_codebook_size):
+            raise ValueError(f"prefix tokens must lie in [0, {cfg.prefix_codebook_size}) or be {NULL_PREFIX}")
 
     def embed_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
-        """(B, n_prefix) per-codebook ids -> (B, n_prefix, D); codebook c uses rows c*size + id."""
+        """(B, n_prefix) per-codebook ids -> (B, n_prefix, D); codebook c uses rows c*size + id.
+
+        `NULL_PREFIX` ids embed as zero vectors (module docstring: the null prefix)."""
         cfg = self.config
         offsets = torch.arange(cfg.n_prefix, device=prefix.device) * cfg.prefix_codebook_size
-        return self.prefix_embed(prefix + offsets)
+        null = prefix < 0  # (B, n_prefix)
+        x = self.prefix_embed(prefix.clamp(min=0) + offsets)  # (B, n_prefix, D)
+        return x.masked_fill(null.unsqueeze(-1), 0.0) if bool(null.any()) else x
 
     def _run(self, x: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
         """x: (B, T, D) embeddings from position 0 -> (B, T, V) logits; fills empty `caches`."""
@@ -359,12 +396,22 @@ class SemanticLM(nn.Module):
     # ---- incremental decoding ------------------------------------------------------------------
 
     @torch.inference_mode()
-    def start(self, prefix: torch.Tensor, prompt_tokens: torch.Tensor | None = None) -> LMState:
-        """Consume the prefix and optional prompt tokens (B, n); state.logits predicts the next token.
+    def start(
+        self, prefix: torch.Tensor, prompt_tokens: torch.Tensor | None = None, guidance: float = 1.0
+    ) -> LMState:
+        """Consume the prefix and optional prompt tokens (B, n); state.next_logits() predicts the
+        next token (`guidance` != 1: classifier-free guidance against the null prefix).
 
         A prompt longer than the window keeps only its most recent `config.window` tokens.
         """
         self._check_prefix(prefix)
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"LM guidance must be a finite number >= 0, got {guidance}")
+        rows = prefix.shape[0]
+        if guidance != 1.0:  # (2B, n_prefix): conditional rows, then their null-prefix copies
+            prefix = torch.cat([prefix, torch.full_like(prefix, NULL_PREFIX)])
+            if prompt_tokens is not None and prompt_tokens.dim() == 2 and prompt_tokens.shape[0] == rows:
+                prompt_tokens = prompt_tokens.repeat(2, 1)  # (2B, n)
         b = prefix.shape[0]
         cache = DecodeCache(self, b, prefix.device, self.head.weight.dtype)
         window = prefix.new_zeros(b, 0)
@@ -373,7 +420,7 @@ class SemanticLM(nn.Module):
                 raise ValueError(f"prompt_tokens must be ({b}, n), got {tuple(prompt_tokens.shape)}")
             window = prompt_tokens[:, -self.config.window :].to(prefix)
         buffer = prefix.new_zeros(b, self.config.window)
-        state = LMState(prefix=prefix, tokens=buffer, cache=cache, logits=prefix.new_zeros(0))
+        state = LMState(prefix, buffer, cache, prefix.new_zeros(0), guidance=float(guidance), rows=rows)
         self._rebuild(state, window)
         state.n_consumed, state.n_rebuilds = window.shape[1], 0
         return state
@@ -390,26 +437,28 @@ class SemanticLM(nn.Module):
 
     @torch.inference_mode()
     def feed(self, state: LMState, tokens: torch.Tensor) -> torch.Tensor:
-        """Consume tokens (B, n) after the window; returns (and stores) the (B, V) next-token logits.
+        """Consume tokens (B, n) after the window; returns `state.next_logits()`, (B, V).
 
         One token with room in the window: one cached step. Otherwise (several tokens, or a full
         window) the window slides (module docstring) and the cache is rebuilt in one forward.
         """
         cfg = self.config
+        if state.guided and tokens.shape[0] == state.rows:
+            tokens = tokens.repeat(2, 1)  # (2B, n): the null-prefix rows read the same tokens
         n_window, n = state.n_window, tokens.shape[1]
         if n == 0:
-            return state.logits
+            return state.next_logits()
         state.n_consumed += n
         if n > 1 or n_window + n > cfg.window:
             window = torch.cat([state.window, tokens], dim=1)  # (B, n_window + n)
             if window.shape[1] > cfg.window:  # sliding window: keep the most recent tokens
                 window = window[:, -min(cfg.window, max(cfg.window_keep, n)) :]
             self._rebuild(state, window)
-            return state.logits
-        state.logits = state.cache.decode(tokens[:, 0], pos=cfg.n_prefix + n_window)  # (B, V)
+            return state.next_logits()
+        state.logits = state.cache.decode(tokens[:, 0], pos=cfg.n_prefix + n_window)  # (B', V)
         state.tokens[:, n_window] = tokens[:, 0]
         state.n_window += 1
-        return state.logits
+        return state.next_logits()
 
     def step(self, state: LMState, token: torch.Tensor) -> torch.Tensor:
         """Consume one token per row (B,); returns the (B, V) logits of the next one."""
@@ -427,7 +476,7 @@ class SemanticLM(nn.Module):
         """Endless sampler over `state`: yields (B, chunk_size) tokens until the caller stops.
 
         Every sampled token is fed to `state` before it is yielded, so between chunks `state` has
-        consumed all yielded tokens and `state.logits` predicts the next one: a later `stream`
+        consumed all yielded tokens and `state.next_logits()` predicts the next one: a later `stream`
         (or `feed` of other tokens) on the same state continues seamlessly.
         """
         if chunk_size < 1:
@@ -435,7 +484,7 @@ class SemanticLM(nn.Module):
         while True:
             chunk = []
             for _ in range(chunk_size):
-                token = sample_next(state.logits, temperature, top_k, top_p, generator)  # (B,)
+                token = sample_next(state.next_logits(), temperature, top_k, top_p, generator)  # (B,)
                 self.step(state, token)
                 chunk.append(token.unsqueeze(1))  # (B, 1)
             yield chunk[0] if chunk_size == 1 else torch.cat(chunk, dim=1)  # (B, chunk_size)
@@ -450,12 +499,13 @@ class SemanticLM(nn.Module):
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
         callback: Callable[[int, int], None] | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Sample n_tokens new tokens (B, n_tokens) after the prefix and the optional prompt (B, n).
 
         The prompt is not part of the output. `callback(n_done, n_tokens)` runs after each token.
         """
-        state = self.start(prefix, prompt_tokens)
+        state = self.start(prefix, prompt_tokens, guidance)
         stream = self.stream(state, temperature, top_k, top_p, generator)
         out = []
         for i in range(n_tokens):

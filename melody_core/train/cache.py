@@ -202,3 +202,29 @@ def mulan_codes(
         {"mulan": mulan.source},
     )
     return [[d["codes"] for d in s] for s in sets]
+
+
+CAPTION_BATCH = 64  # captions per MuLan text-tower call
+
+
+@torch.no_grad()
+def caption_codes(mulan, clips: ClipSet, device: torch.device) -> list[torch.Tensor]:
+    """(n_captions, n_q) int64 RVQ codes of each clip's captions through MuLan's text tower
+    ((0, n_q) for a clip without captions). Computed in memory: a few thousand short texts."""
+    texts = [c for r in clips.records for c in r.captions]
+    codes = []
+    was_training = mulan.training
+    mulan.eval()
+    try:
+        for i in range(0, len(texts), CAPTION_BATCH):
+            emb = mulan.embed_text(texts[i : i + CAPTION_BATCH])  # (b, E)
+            codes.append(mulan.conditioning_tokens(emb).cpu())  # (b, n_q)
+    finally:
+        mulan.train(was_training)
+    n_q = mulan.config.rvq_codebooks
+    flat = torch.cat(codes) if codes else torch.zeros(0, n_q, dtype=torch.long)  # (n_texts, n_q)
+    out, k = [], 0
+    for r in clips.records:
+        out.append(flat[k : k + len(r.captions)])
+        k += len(r.captions)
+    return out
