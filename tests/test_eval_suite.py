@@ -83,6 +83,7 @@ def _fake_modules() -> dict[str, types.ModuleType]:
         "per_file": [{"path": str(p), "mel_distance": 0.4321, "si_sdr": -1.25, "seconds": 2.0}
                      for p in paths],
         "audio_seconds": 2.0 * len(paths), "max_seconds": max_seconds, "wall_s": 0.0}
+    recon.round_trip = lambda vae, crop: crop
     musicnn = types.ModuleType("melody_core.eval.musicnn")
     musicnn.MusicnnEmbedder = types.SimpleNamespace(load=lambda path=None, device="cpu": FakeEmbedder())
     return {m.__name__: m for m in (metrics, tempo, recon, musicnn)}
@@ -105,7 +106,8 @@ def fake_ablation(corpus, upstream, work_dir, opts, log):
 def _attrs(family: str, label: str, instrument: str, bpm: int) -> dict:
     return {"bpm": bpm, "mode": "major", "tonic": "C", "dynamics": "medium", "instruments": [instrument],
             "num_parts": 1, "style": "chorale", "reverb": "room", "composer": "Bach", "era": "baroque",
-            "ensemble_label": label, "instrument_family": family}  # fmt: skip
+            "ensemble_label": label, "instrument_family": family,
+            "ensemble": {"solo piano": "piano", "a string quartet": "string_quartet"}.get(label, family)}  # fmt: skip
 
 
 def _clicks(bpm: float, freq: float) -> np.ndarray:
@@ -285,7 +287,14 @@ def test_suite_with_the_real_metric_modules(setup, tmp_path) -> None:
     assert r["reconstruction"]["files"] == 2 and math.isfinite(r["reconstruction"]["si_sdr"])
     assert r["seams"]["ratio_mean"] > 0 and len(r["seams"]["per_join_mean"]) == 4
     assert r["tempo"]["generated"]["n"] == 2 and r["pair"]["n"] == 2
+    pair = r["pair"]
+    assert pair["lm_guidance"] == pipe.lm_guidance(None)
+    # the held-out clips of the two ensembles among the reference set, real and through the VAE
+    for key in ("reference", "reconstruction"):
+        assert pair[key]["n"] == sum(pair[key]["clips"].values()) >= 1
+        assert 0 <= pair[key]["accuracy"] <= 1 and math.isfinite(pair[key]["margin_mean"])
     text = (tmp_path / "real" / "README.md").read_text()
+    assert "| their VAE round trips | solo piano |" in text
     assert "_Skipped in this run (`--skip ablation`)._" in text and "ablation_arch.png" not in text
 
 

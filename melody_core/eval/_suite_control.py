@@ -13,7 +13,9 @@ the tempo and the instruments asked for?
   The same classifier on the reference clips of those families gives the ceiling.
 - Two-way test (training issue): `PAIR_PROMPTS` x `pair_seeds` clips; each is assigned to the closer
   (cosine) of the two prompts' text embeddings; accuracy, per prompt, and the mean margin
-  cos(own prompt) − cos(other prompt).
+  cos(own prompt) − cos(other prompt). The same test on the held-out clips of the two ensembles
+  (`PAIR_ENSEMBLES`) and on their VAE round trips locates a failure: MuLan itself, the VAE, or
+  the LM/DPD.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from melody_core.eval._suite_sets import (
 )
 
 PAIR_PROMPTS = ("solo piano", "string quartet")  # the training issue's two-way retrieval test
+PAIR_ENSEMBLES = ("piano", "string_quartet")  # corpus `ensemble` attribute of each PAIR_PROMPTS entry
 TEMPO_FALLBACK_LABELS = ("solo piano", "a string quartet", "a church organ")  # corpora without families
 Log = Callable[[str], None]
 
@@ -165,12 +168,43 @@ def measure_instrument(
     }
 
 
-def measure_pair(pipe: Any, opts: Any, log: Log) -> dict[str, Any]:
+def _pair_scores(pipe: Any, text: Tensor, wavs: list[tuple[int, Any]]) -> dict[str, Any]:
+    """Two-way retrieval of (label, (T,) audio) pairs: n, accuracy, per prompt, mean margin."""
+    hits = {p: [] for p in PAIR_PROMPTS}
+    margins = []
+    for j, wav in wavs:
+        sims = text @ audio_embedding(pipe, wav)  # (2,)
+        hits[PAIR_PROMPTS[j]].append(int(sims.argmax()) == j)
+        margins.append(float(sims[j] - sims[1 - j]))
+    n = len(wavs)
+    return {
+        "n": n,
+        "accuracy": sum(map(sum, hits.values())) / n if n else None,
+        "per_prompt": {p: (sum(h) / len(h) if h else None) for p, h in hits.items()},
+        "clips": {p: len(h) for p, h in hits.items()},
+        "margin_mean": float(np.mean(margins)) if margins else None,
+    }
+
+
+def pair_reference(pipe: Any, clips: list[RefClip], text: Tensor) -> dict[str, Any]:
+    """The pair test on held-out clips of `PAIR_ENSEMBLES` and on their VAE round trips."""
+    from melody_core.eval.reconstruct import round_trip
+
+    ref = [(PAIR_ENSEMBLES.index(c.attributes.get("ensemble")), c.wav) for c in clips
+           if c.attributes.get("ensemble") in PAIR_ENSEMBLES]  # fmt: skip
+    with torch.inference_mode():
+        recon = [(j, round_trip(pipe.vae, wav)) for j, wav in ref]
+    return {"reference": _pair_scores(pipe, text, ref), "reconstruction": _pair_scores(pipe, text, recon)}
+
+
+def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log) -> dict[str, Any]:
     text = text_embeddings(pipe, list(PAIR_PROMPTS))  # (2, E)
     items = []
+    lm_guidance = None
     for j, prompt in enumerate(PAIR_PROMPTS):
         for s in range(opts.pair_seeds):
-            wav, _, _ = generate(pipe, prompt, opts.seed + s, opts.seconds, opts.control_steps)
+            wav, meta, _ = generate(pipe, prompt, opts.seed + s, opts.seconds, opts.control_steps)
+            lm_guidance = meta["settings"].get("lm_guidance")
             sims = text @ audio_embedding(pipe, wav)  # (2,)
             items.append(
                 {
@@ -187,10 +221,17 @@ def measure_pair(pipe: Any, opts: Any, log: Log) -> dict[str, Any]:
     per = {
         p: sum(i["predicted"] == p for i in items if i["prompt"] == p) / opts.pair_seeds for p in PAIR_PROMPTS
     }
+    held_out = pair_reference(pipe, clips, text)
+    ref, rec = held_out["reference"], held_out["reconstruction"]
+    if ref["n"]:
+        log(f"pair: held-out clips {ref['accuracy']:.0%}, their VAE round trips "
+            f"{rec['accuracy']:.0%} retrieved ({ref['n']} clips)")
     return {
         "prompts": list(PAIR_PROMPTS),
         "n": len(items),
         "steps": opts.control_steps,
+        "lm_guidance": lm_guidance,
+        **held_out,
         "accuracy": sum(i["predicted"] == i["prompt"] for i in items) / len(items),
         "per_prompt": per,
         "margin_mean": float(np.mean([i["margin"] for i in items])),

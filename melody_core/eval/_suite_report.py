@@ -220,9 +220,22 @@ def _pair(r: dict) -> list[str]:
     lines += [f"{pr['n']} generated clips ({pr['steps']} steps), each assigned to the closer of the two "
               f"prompts' text embeddings: **{f_pct(pr['accuracy'])}** correct (chance 50 %); mean cosine "
               f"margin (own − other prompt) {f_num(pr['margin_mean'], '.3f')}.", ""]  # fmt: skip
-    rows = [[p, str(sum(i["prompt"] == p for i in pr["items"])), f_pct(pr["per_prompt"][p])]
+    if pr.get("lm_guidance") is not None:
+        lines[-2] += f" Semantic LM guidance {pr['lm_guidance']:g}."
+    rows = [["generated", p, str(sum(i["prompt"] == p for i in pr["items"])), f_pct(pr["per_prompt"][p])]
             for p in pr["prompts"]]  # fmt: skip
-    return lines + _table(["Prompt", "Clips", "Retrieved"], rows)
+    for key, label in (("reference", "held-out clips"), ("reconstruction", "their VAE round trips")):
+        held = pr.get(key) or {}
+        rows += [[label, p, str(held["clips"][p]), f_pct(held["per_prompt"][p])]
+                 for p in pr["prompts"] if held.get("n") and held["clips"][p]]  # fmt: skip
+    lines += _table(["Audio", "Prompt", "Clips", "Retrieved"], rows)
+    ref, rec = pr.get("reference") or {}, pr.get("reconstruction") or {}
+    if ref.get("n"):
+        lines += ["", f"The same test on the {ref['n']} held-out clips of the two ensembles: "
+                      f"{f_pct(ref['accuracy'])} (margin {f_num(ref['margin_mean'], '.3f')}); on their VAE "
+                      f"round trips: {f_pct(rec['accuracy'])} (margin {f_num(rec['margin_mean'], '.3f')}). "
+                      "What the VAE loses, no prompt can bring back."]  # fmt: skip
+    return lines
 
 
 def _seams(r: dict, plots: Plots) -> list[str]:

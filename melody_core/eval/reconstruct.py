@@ -38,7 +38,7 @@ def audio_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
-def _round_trip(vae: torch.nn.Module, crop: torch.Tensor) -> torch.Tensor:
+def round_trip(vae: torch.nn.Module, crop: torch.Tensor) -> torch.Tensor:
     """(T,) crop, T a multiple of the hop -> (T,) decode(posterior mean of encode(crop))."""
     device = next(vae.parameters()).device
     latents = latent_extractor(vae, device)(crop)["latents"]  # (T / hop, D)
@@ -80,7 +80,7 @@ def reconstruct_files(vae: torch.nn.Module, paths: Sequence[str | Path], max_sec
                 warn(f"warning: skipped {path}: {reason}")
                 continue
             crop = wav[start : start + length]  # (length,)
-            mel, sdr = reconstruction_scores(_round_trip(vae, crop), crop)
+            mel, sdr = reconstruction_scores(round_trip(vae, crop), crop)
             per_file.append({"path": str(path), "mel_distance": mel, "si_sdr": sdr, "seconds": length / rate})
             say(f"[{i + 1}/{len(paths)}] {path}: mel distance {mel:.3f}, SI-SDR {sdr:+.2f} dB")
     if not per_file:
