@@ -103,11 +103,14 @@ def fake_ablation(corpus, upstream, work_dir, opts, log):
 
 
 # ----------------------------------------------------------------------------------------- corpus
+ENSEMBLES = {"solo piano": "piano", "a string quartet": "string_quartet"}  # label -> `ensemble`
+
+
 def _attrs(family: str, label: str, instrument: str, bpm: int) -> dict:
     return {"bpm": bpm, "mode": "major", "tonic": "C", "dynamics": "medium", "instruments": [instrument],
             "num_parts": 1, "style": "chorale", "reverb": "room", "composer": "Bach", "era": "baroque",
             "ensemble_label": label, "instrument_family": family,
-            "ensemble": {"solo piano": "piano", "a string quartet": "string_quartet"}.get(label, family)}  # fmt: skip
+            "ensemble": ENSEMBLES.get(label, family)}  # fmt: skip
 
 
 def _clicks(bpm: float, freq: float) -> np.ndarray:
