@@ -35,3 +35,14 @@ def test_words_follow_the_attributes():
     assert tempo_words(140) == ("fast", "allegro")
     assert "melancholic" in mood_words("minor", 60) and "joyful" in mood_words("major", 150)
     assert spell_key("F#", "major") == "F-sharp major" and spell_key("C", "minor") == "C minor"
+
+
+def test_short_prompts_are_what_a_user_types() -> None:
+    from melody_core.data.captions import short_prompts
+
+    a = {"ensemble_label": "a string quartet", "style": "chorale", "bpm": 80, "mode": "minor"}
+    got = short_prompts(a)
+    assert got[:2] == ["string quartet", "a string quartet"] and "string quartet, chorale" in got
+    assert len(got) == len(set(got)) and all(len(p.split()) <= 5 for p in got)
+    assert short_prompts({"ensemble_label": "solo piano"}) == ["solo piano"]
+    assert short_prompts({}) == [] and short_prompts({"ensemble_label": ""}) == []

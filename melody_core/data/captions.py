@@ -123,3 +123,23 @@ def symbolic_captions(a: dict[str, Any], seed_key: str, n: int = DEFAULT_NUM_CAP
     rng.shuffle(sentences)
     seen = list(dict.fromkeys(tags))
     return [", ".join(seen)] + sentences[: max(0, n - 1)]
+
+
+def short_prompts(a: dict[str, Any]) -> list[str]:
+    """What a user types rather than a full caption, from a clip's attributes: the ensemble
+    ("solo piano", "a string quartet"), with its style, its tempo word or its mood. Empty without an
+    `ensemble_label` (recorded or user corpora). Used by the LM trainer's text prefixes (the MuLan
+    RVQ codes of a two-word prompt differ from those of a long caption of the same clip)."""
+    label = str(a.get("ensemble_label") or "").strip()
+    if not label:
+        return []
+    bare = label.split(" ", 1)[1] if label.split(" ", 1)[0] in ("a", "an") and " " in label else label
+    out = [bare, label]
+    if a.get("style"):
+        out.append(f"{bare}, {a['style']}")
+    bpm = a.get("bpm")
+    if isinstance(bpm, int | float) and bpm > 0:
+        out.append(f"{tempo_words(float(bpm))[0]} {bare}")
+        if a.get("mode"):
+            out.append(f"{bare}, {mood_words(str(a['mode']), float(bpm))[0]}")
+    return list(dict.fromkeys(out))

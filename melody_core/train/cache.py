@@ -207,11 +207,19 @@ def mulan_codes(
 CAPTION_BATCH = 64  # captions per MuLan text-tower call
 
 
+def clip_texts(record) -> list[str]:
+    """A clip's captions, then the short prompts of its attributes (`captions.short_prompts`)."""
+    from melody_core.data.captions import short_prompts
+
+    return list(dict.fromkeys([*record.captions, *short_prompts(record.attributes or {})]))
+
+
 @torch.no_grad()
 def caption_codes(mulan, clips: ClipSet, device: torch.device) -> list[torch.Tensor]:
-    """(n_captions, n_q) int64 RVQ codes of each clip's captions through MuLan's text tower
-    ((0, n_q) for a clip without captions). Computed in memory: a few thousand short texts."""
-    texts = [c for r in clips.records for c in r.captions]
+    """(n_texts, n_q) int64 RVQ codes of each clip's `clip_texts` through MuLan's text tower
+    ((0, n_q) for a clip without any). Computed in memory: a few thousand short texts."""
+    per_clip = [clip_texts(r) for r in clips.records]
+    texts = [t for ts in per_clip for t in ts]
     codes = []
     was_training = mulan.training
     mulan.eval()
@@ -224,7 +232,7 @@ def caption_codes(mulan, clips: ClipSet, device: torch.device) -> list[torch.Ten
     n_q = mulan.config.rvq_codebooks
     flat = torch.cat(codes) if codes else torch.zeros(0, n_q, dtype=torch.long)  # (n_texts, n_q)
     out, k = [], 0
-    for r in clips.records:
-        out.append(flat[k : k + len(r.captions)])
-        k += len(r.captions)
+    for ts in per_clip:
+        out.append(flat[k : k + len(ts)])
+        k += len(ts)
     return out

@@ -8,8 +8,11 @@ Validation: cross-entropy and next-token accuracy on fixed held-out crops.
 
 Prefix mix (our choice, `LMConfig.text_prefix_prob` / `prefix_dropout`; the paper trains on audio
 codes only): each crop's uniform `u` picks its prefix — u < prefix_dropout: the null prefix (LM
-guidance at inference); then a share text_prefix_prob: the RVQ codes of one of the clip's captions
-through MuLan's text tower (which one: the rest of u); otherwise the audio window's codes. Why:
+guidance at inference); then a share text_prefix_prob: the RVQ codes of one of the clip's texts
+through MuLan's text tower (which one: the rest of u) — its captions and the short prompts of its
+attributes ("solo piano", "string quartet, chorale": `captions.short_prompts`; a two-word prompt's
+RVQ codes differ from those of a long caption of the same clip: none of 200 piano captions shares
+"solo piano"'s first code); otherwise the audio window's codes. Why:
 with the tiny MuLan, generation from an audio-embedding prefix (style prompt) told "solo piano"
 from "string quartet" in 17 of 24 clips, from the text prompts in 12 of 24 (chance): the text
 codes sit off the audio-trained distribution. Validation also reports `loss_text` (first caption's
