@@ -227,3 +227,22 @@ def test_lm_prefix_mix_and_validation_losses(smoke: Path) -> None:
     assert pick(0.15) == [100] * 12 and pick(0.45) == [200] * 12  # [0.1, 0.3) caption 0, [0.3, 0.5) 1
     assert pick(0.5) == list(range(12)) and pick(0.99) == list(range(12))
     assert pick(0.2, [torch.zeros(0, 12, dtype=torch.long)]) == list(range(12))  # no captions: audio
+
+
+def test_vae_output_gain_calibration(smoke: Path) -> None:
+    from melody_core.models.vae_gan import AudioVAE
+    from melody_core.train.vae import GAIN_GRID_DB
+
+    runs, out = smoke / "runs", smoke / "vae_gain"
+    argv = stage_argv("vae", smoke / "corpus", runs, "--init-from", str(smoke / "bundle"), "--steps", "1",
+                      "--set", "freeze_encoder=true", "--set", "calibrate_gain=true", out=out)
+    assert main(argv) == 0
+    cal = json.loads((out / "run.json").read_text())["export_meta"]["output_gain_calibration"]
+    assert cal["output_gain_db"] in GAIN_GRID_DB and cal["mel_after"] <= cal["mel_before"]
+    # scale_output multiplies the decoded waveform exactly (below the magnitude clamp)
+    vae = AudioVAE(load_bundle(smoke / "bundle").models["vae"].config).eval()
+    z = torch.randn(1, 40, vae.config.latent_dim)
+    with torch.no_grad():
+        before = vae.decode(z)
+        vae.decoder.scale_output(1.5)
+        torch.testing.assert_close(vae.decode(z), 1.5 * before, atol=1e-5, rtol=1e-4)

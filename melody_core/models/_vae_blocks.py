@@ -342,6 +342,12 @@ class ISTFTDecoder(nn.Module):
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1)  # (B, L, n_fft)
         return self.overlap_add(frames)
 
+    @torch.no_grad()
+    def scale_output(self, gain: float) -> None:
+        """Multiply the decoded waveform by `gain` > 0 (log-magnitude head bias + log gain; exact
+        wherever the magnitude clamp is not reached)."""
+        self.head.bias[: self.n_freq] += math.log(gain)
+
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, L, n_fft) frames -> (B, L * hop) samples, frame f centred on f*hop + hop/2."""
         b, n_frames, n = frames.shape

@@ -105,6 +105,8 @@ class VAEConfig(BaseConfig):
     adversarial_loss: str = "hinge"  # "hinge" | "lsgan"
     adversarial_start_step: int = 0  # trainer: reconstruction-only warm-up steps before the GAN terms
     freeze_encoder: bool = False  # trainer: decoder-only fine-tuning (encoder, hence latents, unchanged)
+    calibrate_gain: bool = False  # trainer: at the start, rescale the iSTFT decoder output by the gain
+    # minimising the mel loss on training crops (one-parameter line search; train/vae.py)
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:

@@ -15,10 +15,13 @@ latents, and the DPD trained on them, stay valid (export checks the encoder hash
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from melody_core import SAMPLE_RATE
-from melody_core.audio.features import si_sdr
+from melody_core.audio.features import mel_distance, si_sdr
+from melody_core.models._vae_blocks import ISTFTDecoder
 from melody_core.models.discriminators import VAEGANDiscriminator
 from melody_core.models.gan_losses import discriminator_loss, generator_loss_terms
 from melody_core.models.vae_gan import AudioVAE, VAEConfig, VAEOutput
@@ -35,6 +38,9 @@ from melody_core.train.stage import (
 )
 
 HIFIGAN_BETAS = (0.8, 0.99)
+CALIBRATION_CROPS = 64  # fixed training crops of the output-gain line search
+CALIBRATION_CROP_S = 2.0  # their length in seconds (at most the longest training clip)
+GAIN_GRID_DB = tuple(float(db) for db in range(-6, 19))  # candidate output gains, 1 dB apart
 
 
 class VAEStage(Stage):
@@ -76,6 +82,9 @@ class VAEStage(Stage):
             if ctx.init is None:
                 raise TrainError("freeze_encoder=true needs --init-from a trained VAE")
             self.vae.encoder.requires_grad_(False)
+        self.calibration: dict[str, float] = {}
+        if cfg.calibrate_gain and not ctx.resuming:
+            self._calibrate_gain(ctx)
         self.disc = VAEGANDiscriminator(cfg).to(ctx.device)
         self.g = ctx.prepare(self.vae)
         self.d = ctx.prepare(self.disc)
@@ -91,6 +100,42 @@ class VAEStage(Stage):
         self.valid_items = fixed_items(
             ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size, ctx.opts.seed, cfg.hop
         )
+
+    @torch.no_grad()
+    def _calibrate_gain(self, ctx: StageContext) -> None:
+        """Scale the decoder output by the gain (a GAIN_GRID_DB point) with the lowest mel loss on
+        fixed training crops. Why: the tiny iSTFT decoder settled 12-13 dB below its targets although
+        louder output lowers both its losses (x2-x4: mel distance 0.738 -> 0.647 on 150 training
+        crops); a resumed run loads the calibrated weights from its checkpoint over this."""
+        if not isinstance(self.vae.decoder, ISTFTDecoder):
+            raise TrainError("calibrate_gain=true needs the iSTFT decoder (decoder_type=istft)")
+        hop = self.cfg.hop
+        longest = max(ctx.train.lengths) // hop * hop  # short corpora: crops as long as their longest clip
+        crop = min(crop_units(CALIBRATION_CROP_S, 1 / SAMPLE_RATE, hop), longest)
+        items = fixed_items(ctx.train.lengths, crop, CALIBRATION_CROPS, ctx.opts.seed + 1, hop)
+        if not items:
+            raise TrainError("calibrate_gain needs a training clip of at least one VAE hop")
+        wav = AudioStore(ctx.train).batch(items, crop).to(ctx.device)  # (N, T)
+        self.vae.eval()
+        rec = torch.cat([self.vae(wav[i : i + 8]).recon.float() for i in range(0, len(wav), 8)])  # (N, T)
+        self.vae.train()
+        losses = {db: float(mel_distance(rec * 10 ** (db / 20), wav)) for db in GAIN_GRID_DB}
+        best = min(losses, key=losses.get)
+        self.vae.decoder.scale_output(10 ** (best / 20))
+        self.calibration = {"output_gain_db": best, "mel_before": losses[0.0], "mel_after": losses[best]}
+        if ctx.dist.rank == 0:
+            print(f"vae: output gain calibrated {best:+g} dB (mel distance {losses[0.0]:.4f} -> "
+                  f"{losses[best]:.4f} on {len(items)} training crops of {crop / SAMPLE_RATE:g} s)",
+                  flush=True)
+
+    def export_meta(self) -> dict[str, Any]:
+        return {"output_gain_calibration": dict(self.calibration)} if self.calibration else {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"calibration": dict(self.calibration)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.calibration = dict(state.get("calibration") or {})
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae, "disc": self.disc}
