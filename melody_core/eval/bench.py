@@ -191,10 +191,12 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
     stages["mulan_s"] = _median_time(lambda: pipe.condition(next(prompts), None, 0.5), repeats, sync)
     prefix = pipe.condition(BENCH_PROMPT, None, 0.5)
     n_tok = window // 10
+    lm_guidance = pipe.lm_guidance(None)
 
     def lm() -> None:
         with num_threads(pipe.lm_threads), torch.inference_mode():
-            pipe.lm.generate(prefix, n_tok, generator=torch.Generator(pipe.torch_device).manual_seed(0))
+            pipe.lm.generate(prefix, n_tok, generator=torch.Generator(pipe.torch_device).manual_seed(0),
+                             guidance=lm_guidance)  # as `generate` runs it (guided: two rows per token)
 
     say(f"timing the stages ({repeats} runs each)")
     stages["lm_window_s"] = _median_time(lm, repeats, sync)
@@ -240,7 +242,8 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
         "lm_threads": pipe.lm_threads,
         "precision": pipe.precision,
         "model_hash": pipe.model_hash,
-        "settings": {"seconds": seconds, "steps": steps, "guidance": guidance, "repeats": repeats,
+        "settings": {"seconds": seconds, "steps": steps, "guidance": guidance, "lm_guidance": lm_guidance,
+                     "repeats": repeats,
                      "window_frames": pipe.layout.length, "hop_frames": pipe.layout.hop,
                      "continuation_steps": pipe.layout.chunk_steps(steps), "stream_seconds": long.seconds},
         "stages": stages,
@@ -324,7 +327,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"device {r['device']}  threads {r['threads']} (LM {r['lm_threads']})  precision {r['precision']}  "
         f"model {r['model_hash'][:12]}",
         f"window {s['window_frames']} frames, hop {s['hop_frames']}; {s['steps']} steps "
-        f"(continuation {s['continuation_steps']}), guidance {s['guidance']}",
+        f"(continuation {s['continuation_steps']}), guidance {s['guidance']}, "
+        f"LM guidance {s.get('lm_guidance', 1.0)}",
         "per stage (median):",
         f"  MuLan text + RVQ           {st['mulan_s'] * 1e3:8.1f} ms",
         f"  LM, one window of tokens   {st['lm_window_s'] * 1e3:8.1f} ms",
