@@ -368,3 +368,30 @@ def test_cli_errors_on_paths(setup, tmp_path) -> None:
     with pytest.raises(CLIError, match="held-out"):
         args = _parse("--bundle", str(bundle), "--data", str(train_only), "--out", str(tmp_path / "o"), "-q")
         args.func(args)
+
+
+def test_pair_token_probe_on_a_two_ensemble_corpus(setup, tmp_path) -> None:
+    from melody_core.eval._suite_control import PAIR_PROMPTS, pair_tokens
+    from melody_core.eval._suite_sets import load_reference
+
+    _, _, pipe = setup
+    root = tmp_path / "pairs"
+    records = []
+    for k, (split, label, freq) in enumerate([("train", "solo piano", 440.0), ("train", "solo piano", 520.0),
+                                              ("train", "a string quartet", 660.0),
+                                              ("train", "a string quartet", 700.0),
+                                              ("valid", "solo piano", 480.0),
+                                              ("valid", "a string quartet", 680.0)]):  # fmt: skip
+        save_audio(root / "clips" / f"c{k}.wav", torch.from_numpy(_clicks(100, freq)))
+        a = _attrs("piano" if "piano" in label else "strings", label, "x", 100)
+        records.append(ClipRecord(id=f"c{k}", path=f"clips/c{k}.wav", seconds=CLIP_SECONDS, split=split,
+                                  attributes=a, captions=[label]))
+    write_records(root / "captions.jsonl", records)
+    clips, _ = load_reference(root, 2, 2.0, lambda _: None)
+    opts = _small(tmp_path)
+    r = pair_tokens(pipe, root, clips, opts)
+    assert r["probe_train_clips"] == dict.fromkeys(PAIR_PROMPTS, 2) and r["probe_held_out"]["n"] == 2
+    assert r["n"] == 2 * opts.pair_seeds and 0 <= r["accuracy"] <= 1 and set(r["per_prompt"]) == set(PAIR_PROMPTS)
+    assert r["lm_guidance"] == pipe.lm_guidance(None)
+    # the suite's own corpus has one piano and no quartet training clip: a one-line reason instead
+    assert "needs >= 2 training clips" in pair_tokens(pipe, setup[1], clips, opts)["error"]

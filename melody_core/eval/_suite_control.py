@@ -15,7 +15,8 @@ the tempo and the instruments asked for?
   (cosine) of the two prompts' text embeddings; accuracy, per prompt, and the mean margin
   cos(own prompt) − cos(other prompt). The same test on the held-out clips of the two ensembles
   (`PAIR_ENSEMBLES`) and on their VAE round trips locates a failure: MuLan itself, the VAE, or
-  the LM/DPD.
+  the LM/DPD. The LM alone (`pair_tokens`): a logistic probe on token histograms, fitted on the
+  training clips of the two ensembles, classifies LM samples for the two prompts (no DPD, no VAE).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from melody_core import SAMPLE_RATE
+from melody_core import SAMPLE_RATE, SEMANTIC_RATE
 from melody_core.eval._suite_gen import generate
 from melody_core.eval._suite_sets import (
+    TOKEN_SAMPLES,
     RefClip,
     caption_for,
     family_class_texts,
@@ -40,6 +42,7 @@ from melody_core.eval._suite_sets import (
 
 PAIR_PROMPTS = ("solo piano", "string quartet")  # the training issue's two-way retrieval test
 PAIR_ENSEMBLES = ("piano", "string_quartet")  # corpus `ensemble` attribute of each PAIR_PROMPTS entry
+PAIR_PROBE_CLIPS = 40  # most training clips per ensemble for the token probe
 TEMPO_FALLBACK_LABELS = ("solo piano", "a string quartet", "a church organ")  # corpora without families
 Log = Callable[[str], None]
 
@@ -197,7 +200,64 @@ def pair_reference(pipe: Any, clips: list[RefClip], text: Tensor) -> dict[str, A
     return {"reference": _pair_scores(pipe, text, ref), "reconstruction": _pair_scores(pipe, text, recon)}
 
 
-def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log) -> dict[str, Any]:
+def _clip_tokens(pipe: Any, wav: Tensor) -> Tensor:
+    """(T,) 24 kHz -> (T // 960,) semantic tokens with the bundle's own tokenizer."""
+    from melody_core.train.cache import ssl_features
+
+    feats = ssl_features(pipe.ssl, wav, pipe.kmeans.config.layer, pipe.torch_device)
+    return pipe.kmeans.assign(feats.to(pipe.kmeans.centroids.device)).cpu()
+
+
+def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[str, Any]:
+    """The two-way test on LM samples alone (module docstring); {"error": ...} without the data."""
+    from melody_core.audio import AudioError, load_audio
+    from melody_core.data.corpus import read_corpus
+    from melody_core.eval._card_metrics import centre_crop, select_evenly
+    from melody_core.eval.token_probe import fit_logistic, token_histogram
+
+    if getattr(pipe, "ssl", None) is None or getattr(pipe, "kmeans", None) is None:
+        return {"error": "the bundle has no tokenizer (ssl + kmeans)"}
+    vocab, n_tok = pipe.lm.config.vocab_size, round(opts.seconds * SEMANTIC_RATE)
+    x, y = [], []
+    for j, ens in enumerate(PAIR_ENSEMBLES):
+        recs = [r for r in read_corpus(root, split="train") if r.attributes.get("ensemble") == ens]
+        for r in (recs[i] for i in select_evenly(len(recs), PAIR_PROBE_CLIPS)):
+            try:
+                wav = load_audio(root / r.path)
+            except AudioError:
+                continue
+            start, length = centre_crop(len(wav), opts.seconds, SAMPLE_RATE, TOKEN_SAMPLES)
+            x.append(token_histogram(_clip_tokens(pipe, wav[start : start + length]), vocab))
+            y.append(j)
+    counts = [y.count(j) for j in range(len(PAIR_ENSEMBLES))]
+    if min(counts) < 2:
+        return {"error": f"the token probe needs >= 2 training clips per ensemble {PAIR_ENSEMBLES}, "
+                         f"found {counts}"}  # fmt: skip
+    predict = fit_logistic(torch.stack(x), torch.tensor(y), len(PAIR_ENSEMBLES))
+    held = [(PAIR_ENSEMBLES.index(c.attributes["ensemble"]), c.wav) for c in clips
+            if c.attributes.get("ensemble") in PAIR_ENSEMBLES]  # fmt: skip
+    held_ok = [int(predict(token_histogram(_clip_tokens(pipe, w), vocab)[None])[0]) == j for j, w in held]
+    guidance = pipe.lm_guidance(None)
+    hits: dict[str, list[bool]] = {}
+    for j, prompt in enumerate(PAIR_PROMPTS):
+        prefix = pipe.condition(prompt, None, 0.5).repeat(opts.pair_seeds, 1)  # (pair_seeds, n_prefix)
+        gen = torch.Generator(pipe.torch_device).manual_seed(opts.seed)
+        with torch.inference_mode():
+            toks = pipe.lm.generate(prefix, n_tok, generator=gen, guidance=guidance)  # (pair_seeds, n_tok)
+        pred = predict(torch.stack([token_histogram(t.cpu(), vocab) for t in toks]))  # (pair_seeds,)
+        hits[prompt] = [int(p) == j for p in pred]
+    n = sum(len(h) for h in hits.values())
+    return {
+        "probe_train_clips": dict(zip(PAIR_PROMPTS, counts)),
+        "probe_held_out": {"n": len(held_ok), "accuracy": sum(held_ok) / len(held_ok) if held_ok else None},
+        "lm_guidance": guidance,
+        "n": n,
+        "accuracy": sum(map(sum, hits.values())) / n,
+        "per_prompt": {p: sum(h) / len(h) for p, h in hits.items()},
+    }
+
+
+def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log, root: Any = None) -> dict[str, Any]:
     text = text_embeddings(pipe, list(PAIR_PROMPTS))  # (2, E)
     items = []
     lm_guidance = None
@@ -222,6 +282,9 @@ def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log) -> dict[s
         p: sum(i["predicted"] == p for i in items if i["prompt"] == p) / opts.pair_seeds for p in PAIR_PROMPTS
     }
     held_out = pair_reference(pipe, clips, text)
+    tokens = pair_tokens(pipe, root, clips, opts) if root is not None else {"error": "no corpus given"}
+    if "accuracy" in tokens:
+        log(f"pair: LM tokens alone {tokens['accuracy']:.0%} told apart by the token probe")
     ref, rec = held_out["reference"], held_out["reconstruction"]
     if ref["n"]:
         log(f"pair: held-out clips {ref['accuracy']:.0%}, their VAE round trips "
@@ -232,6 +295,7 @@ def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log) -> dict[s
         "steps": opts.control_steps,
         "lm_guidance": lm_guidance,
         **held_out,
+        "tokens": tokens,
         "accuracy": sum(i["predicted"] == i["prompt"] for i in items) / len(items),
         "per_prompt": per,
         "margin_mean": float(np.mean([i["margin"] for i in items])),

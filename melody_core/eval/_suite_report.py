@@ -235,6 +235,17 @@ def _pair(r: dict) -> list[str]:
                       f"{f_pct(ref['accuracy'])} (margin {f_num(ref['margin_mean'], '.3f')}); on their VAE "
                       f"round trips: {f_pct(rec['accuracy'])} (margin {f_num(rec['margin_mean'], '.3f')}). "
                       "What the VAE loses, no prompt can bring back."]  # fmt: skip
+    tok = pr.get("tokens") or {}
+    if "accuracy" in tok:
+        per = ", ".join(f"{p} {f_pct(v)}" for p, v in tok["per_prompt"].items())
+        lines += ["", f"The semantic LM alone (no DPD, no VAE): {tok['n']} token sequences sampled for the "
+                      f"two prompts (LM guidance {tok['lm_guidance']:g}) are told apart by a token-histogram "
+                      f"probe in **{f_pct(tok['accuracy'])}** ({per}); the probe, fitted on "
+                      f"{sum(tok['probe_train_clips'].values())} training clips, scores "
+                      f"{f_pct(tok['probe_held_out']['accuracy'])} on the {tok['probe_held_out']['n']} "
+                      "held-out clips above."]  # fmt: skip
+    elif tok.get("error"):
+        lines += ["", f"LM-only token test: not run ({tok['error']})."]
     return lines
 
 
