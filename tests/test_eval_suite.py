@@ -391,7 +391,8 @@ def test_pair_token_probe_on_a_two_ensemble_corpus(setup, tmp_path) -> None:
     opts = _small(tmp_path)
     r = pair_tokens(pipe, root, clips, opts)
     assert r["probe_train_clips"] == dict.fromkeys(PAIR_PROMPTS, 2) and r["probe_held_out"]["n"] == 2
-    assert r["n"] == 2 * opts.pair_seeds and 0 <= r["accuracy"] <= 1 and set(r["per_prompt"]) == set(PAIR_PROMPTS)
+    assert r["n"] == 2 * opts.pair_seeds and 0 <= r["accuracy"] <= 1
+    assert set(r["per_prompt"]) == set(PAIR_PROMPTS)
     assert r["lm_guidance"] == pipe.lm_guidance(None)
     # the suite's own corpus has one piano and no quartet training clip: a one-line reason instead
     assert "needs >= 2 training clips" in pair_tokens(pipe, setup[1], clips, opts)["error"]
