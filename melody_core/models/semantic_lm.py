@@ -302,18 +302,24 @@ class LMState:
     n_rebuilds: int = 0
     guidance: float = 1.0  # LM guidance scale g; != 1: rows [B:] are the null-prefix copies
     rows: int = 0  # sequences B (the batch is 2B when guided)
+    _guided_of: torch.Tensor | None = None  # the logits `_guided_scores` were computed from
+    _guided_scores: torch.Tensor | None = None
 
     @property
     def guided(self) -> bool:
         return self.guidance != 1.0
 
     def next_logits(self) -> torch.Tensor:
-        """(B, V) next-token scores: the logits, or with guidance the guided log-probabilities."""
+        """(B, V) next-token scores: the logits, or with guidance the guided log-probabilities
+        (computed once per new `logits`)."""
         if not self.guided:
             return self.logits
-        logp = F.log_softmax(self.logits.float(), dim=-1)  # (2B, V)
-        cond, null = logp[: self.rows], logp[self.rows :]
-        return null + self.guidance * (cond - null)  # (B, V)
+        if self._guided_of is not self.logits:
+            logp = F.log_softmax(self.logits.float(), dim=-1)  # (2B, V)
+            cond, null = logp[: self.rows], logp[self.rows :]
+            self._guided_scores = null + self.guidance * (cond - null)  # (B, V)
+            self._guided_of = self.logits
+        return self._guided_scores
 
     @property
     def window(self) -> torch.Tensor:
