@@ -189,12 +189,17 @@ def _pair_scores(pipe: Any, text: Tensor, wavs: list[tuple[int, Any]]) -> dict[s
     }
 
 
+def _pair_clips(clips: list[RefClip]) -> list[tuple[int, Tensor]]:
+    """(label, (T,) audio) of the held-out clips of `PAIR_ENSEMBLES` (label = index in PAIR_PROMPTS)."""
+    return [(PAIR_ENSEMBLES.index(c.attributes["ensemble"]), c.wav) for c in clips
+            if c.attributes.get("ensemble") in PAIR_ENSEMBLES]  # fmt: skip
+
+
 def pair_reference(pipe: Any, clips: list[RefClip], text: Tensor) -> dict[str, Any]:
     """The pair test on held-out clips of `PAIR_ENSEMBLES` and on their VAE round trips."""
     from melody_core.eval.reconstruct import round_trip
 
-    ref = [(PAIR_ENSEMBLES.index(c.attributes.get("ensemble")), c.wav) for c in clips
-           if c.attributes.get("ensemble") in PAIR_ENSEMBLES]  # fmt: skip
+    ref = _pair_clips(clips)
     with torch.inference_mode():
         recon = [(j, round_trip(pipe.vae, wav)) for j, wav in ref]
     return {"reference": _pair_scores(pipe, text, ref), "reconstruction": _pair_scores(pipe, text, recon)}
@@ -219,8 +224,9 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
         return {"error": "the bundle has no tokenizer (ssl + kmeans)"}
     vocab, n_tok = pipe.lm.config.vocab_size, round(opts.seconds * SEMANTIC_RATE)
     x, y = [], []
+    train = read_corpus(root, split="train")
     for j, ens in enumerate(PAIR_ENSEMBLES):
-        recs = [r for r in read_corpus(root, split="train") if r.attributes.get("ensemble") == ens]
+        recs = [r for r in train if r.attributes.get("ensemble") == ens]
         for r in (recs[i] for i in select_evenly(len(recs), PAIR_PROBE_CLIPS)):
             try:
                 wav = load_audio(root / r.path)
@@ -234,9 +240,8 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
         return {"error": f"the token probe needs >= 2 training clips per ensemble {PAIR_ENSEMBLES}, "
                          f"found {counts}"}  # fmt: skip
     predict = fit_logistic(torch.stack(x), torch.tensor(y), len(PAIR_ENSEMBLES))
-    held = [(PAIR_ENSEMBLES.index(c.attributes["ensemble"]), c.wav) for c in clips
-            if c.attributes.get("ensemble") in PAIR_ENSEMBLES]  # fmt: skip
-    held_ok = [int(predict(token_histogram(_clip_tokens(pipe, w), vocab)[None])[0]) == j for j, w in held]
+    held_ok = [int(predict(token_histogram(_clip_tokens(pipe, w), vocab)[None])[0]) == j
+               for j, w in _pair_clips(clips)]  # fmt: skip
     guidance = pipe.lm_guidance(None)
     hits: dict[str, list[bool]] = {}
     for j, prompt in enumerate(PAIR_PROMPTS):
