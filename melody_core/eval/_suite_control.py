@@ -262,7 +262,7 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
     }
 
 
-def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log, root: Any = None) -> dict[str, Any]:
+def measure_pair(pipe: Any, root: Any, clips: list[RefClip], opts: Any, log: Log) -> dict[str, Any]:
     text = text_embeddings(pipe, list(PAIR_PROMPTS))  # (2, E)
     items = []
     lm_guidance = None
@@ -287,7 +287,7 @@ def measure_pair(pipe: Any, clips: list[RefClip], opts: Any, log: Log, root: Any
         p: sum(i["predicted"] == p for i in items if i["prompt"] == p) / opts.pair_seeds for p in PAIR_PROMPTS
     }
     held_out = pair_reference(pipe, clips, text)
-    tokens = pair_tokens(pipe, root, clips, opts) if root is not None else {"error": "no corpus given"}
+    tokens = pair_tokens(pipe, root, clips, opts)
     if "accuracy" in tokens:
         log(f"pair: LM tokens alone {tokens['accuracy']:.0%} told apart by the token probe")
     ref, rec = held_out["reference"], held_out["reconstruction"]

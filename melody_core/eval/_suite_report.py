@@ -217,11 +217,10 @@ def _pair(r: dict) -> list[str]:
     pr = section(r, "pair")
     if not pr:
         return lines + [status(r, "pair")]
+    lm_g = f" Semantic LM guidance {pr['lm_guidance']:g}." if pr.get("lm_guidance") is not None else ""
     lines += [f"{pr['n']} generated clips ({pr['steps']} steps), each assigned to the closer of the two "
               f"prompts' text embeddings: **{f_pct(pr['accuracy'])}** correct (chance 50 %); mean cosine "
-              f"margin (own − other prompt) {f_num(pr['margin_mean'], '.3f')}.", ""]  # fmt: skip
-    if pr.get("lm_guidance") is not None:
-        lines[-2] += f" Semantic LM guidance {pr['lm_guidance']:g}."
+              f"margin (own − other prompt) {f_num(pr['margin_mean'], '.3f')}.{lm_g}", ""]  # fmt: skip
     rows = [["generated", p, str(sum(i["prompt"] == p for i in pr["items"])), f_pct(pr["per_prompt"][p])]
             for p in pr["prompts"]]  # fmt: skip
     for key, label in (("reference", "held-out clips"), ("reconstruction", "their VAE round trips")):

@@ -304,7 +304,7 @@ def run_suite(
     section("grid", lambda: gen.measure_grid(pipe, embedder, reference_patches, prompts, opts, log))
     section("tempo", lambda: control.measure_tempo(pipe, templates, clips, opts, log))
     section("instrument", lambda: control.measure_instrument(pipe, templates, labels, clips, opts, log))
-    section("pair", lambda: control.measure_pair(pipe, clips, opts, log, root))
+    section("pair", lambda: control.measure_pair(pipe, root, clips, opts, log))
     section("seams", lambda: gen.measure_seams(pipe, prompts[: opts.seam_clips], opts, log))
     section(
         "ablation", lambda: _ablation(root, Path(pipe.bundle.info.path), opts, pipe.threads, log, ablation)

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save
 
 from melody_core import SAMPLE_RATE
 from melody_core.audio import load_audio
+from melody_core.data.captions import short_prompts
 from melody_core.models.ssl_conformer import HOP as SSL_HOP
 from melody_core.models.ssl_conformer import MEL_FEATURE_DIM, MEL_TOKEN_LAYER
 from melody_core.train.data import ClipSet
@@ -209,8 +210,6 @@ CAPTION_BATCH = 64  # captions per MuLan text-tower call
 
 def clip_texts(record) -> list[str]:
     """A clip's captions, then the short prompts of its attributes (`captions.short_prompts`)."""
-    from melody_core.data.captions import short_prompts
-
     return list(dict.fromkeys([*record.captions, *short_prompts(record.attributes or {})]))
 
 

@@ -15,7 +15,7 @@ RVQ codes differ from those of a long caption of the same clip: none of 200 pian
 "solo piano"'s first code); otherwise the audio window's codes. Why:
 with the tiny MuLan, generation from an audio-embedding prefix (style prompt) told "solo piano"
 from "string quartet" in 17 of 24 clips, from the text prompts in 12 of 24 (chance): the text
-codes sit off the audio-trained distribution. Validation also reports `loss_text` (first caption's
+codes sit off the audio-trained distribution. Validation also reports `loss_text` (first text's
 codes) and `loss_null` (null prefix): loss_null - loss is what the prefix tells the LM.
 """
 
@@ -158,7 +158,7 @@ class LMStage(Stage):
             for items in batches(self.valid_items, self.ctx.hp.batch_size):
                 audio = [self._audio_prefix(it, self.valid_codes) for it in items]
                 caps = [self.valid_captions[it.clip] for it in items]
-                text = [c[0] if len(c) else a for c, a in zip(caps, audio)]  # first caption
+                text = [c[0] if len(c) else a for c, a in zip(caps, audio)]  # first caption (clip_texts)
                 null = [torch.full_like(a, NULL_PREFIX) for a in audio]
                 for key, prefixes in (("loss", audio), ("loss_text", text), ("loss_null", null)):
                     prefix, toks = self._batch(items, self.valid_tokens, prefixes)
