@@ -9,7 +9,7 @@ import torch
 
 from melody_core.config import ConfigError
 from melody_core.models import gan_losses as gl
-from melody_core.models._vae_blocks import conv1d_last
+from melody_core.models._vae_blocks import ISTFTDecoder, conv1d_last, frame_spectrum
 from melody_core.models.discriminators import VAEGANDiscriminator
 from melody_core.models.vae_gan import AudioVAE, VAEConfig, vae_gan_parameter_count
 
@@ -109,13 +109,16 @@ def test_encode_rejects_bad_length_and_eval_is_deterministic() -> None:
 
 
 def _chunk_model(decoder_type: str) -> AudioVAE:
-    cfg = tiny_config(decoder_type)
-    if decoder_type == "istft":  # full layer scale so far context matters at random init
+    """"istft-gla": the iSTFT decoder with Griffin-Lim projections at inference."""
+    cfg = tiny_config(decoder_type.removesuffix("-gla"))
+    if decoder_type.startswith("istft"):  # full layer scale so far context matters at random init
         cfg = dataclasses.replace(cfg, layer_scale_init=1.0, decoder_channels=64)
+    if decoder_type.endswith("-gla"):
+        cfg = dataclasses.replace(cfg, istft_phase_iters=3)
     return AudioVAE(cfg).eval()
 
 
-@pytest.mark.parametrize("decoder_type", ["hifigan", "istft"])
+@pytest.mark.parametrize("decoder_type", ["hifigan", "istft", "istft-gla"])
 def test_decode_chunk_matches_full_decode(decoder_type: str) -> None:
     vae = _chunk_model(decoder_type)
     c = vae.context_frames
@@ -136,7 +139,7 @@ def test_decode_chunk_matches_full_decode(decoder_type: str) -> None:
         assert (short - full[:, a * HOP : b * HOP]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("decoder_type", ["hifigan", "istft"])
+@pytest.mark.parametrize("decoder_type", ["hifigan", "istft", "istft-gla"])
 def test_context_frames_is_the_receptive_field(decoder_type: str) -> None:
     vae = _chunk_model(decoder_type)
     c = vae.context_frames
@@ -175,4 +178,51 @@ def test_config_round_trip_and_validation() -> None:
         VAEConfig(upsample_rates=(8, 8, 2))  # product != hop
     with pytest.raises(ConfigError):
         VAEConfig(encoder_channels=(32, 64))
+    with pytest.raises(ConfigError, match="istft"):
+        VAEConfig(decoder_type="hifigan", spectral_weight=1.0)
+    with pytest.raises(ConfigError, match=">= 0"):
+        VAEConfig(decoder_type="istft", istft_phase_iters=-1)
     assert VAEConfig.paper().hop == HOP and VAEConfig.paper().sample_rate == 24_000
+
+
+def test_frame_spectrum_inverts_the_istft_overlap_add() -> None:
+    dec = ISTFTDecoder(tiny_config("istft"))
+    wav = torch.randn(2, 60 * HOP)
+    spec = frame_spectrum(wav, dec.n_fft, HOP)  # (B, L, F)
+    assert spec.shape == (2, 60, dec.n_freq)
+    back = dec.overlap_add(torch.fft.irfft(spec, n=dec.n_fft, dim=-1))
+    edge = dec.n_fft  # near the ends frames are missing, as in any decode
+    torch.testing.assert_close(back[:, edge:-edge], wav[:, edge:-edge], rtol=0, atol=1e-5)
+    # a frame centred on sample f*hop + hop/2: an impulse there peaks frame f only at full window weight
+    impulse = torch.zeros(1, 60 * HOP)
+    impulse[0, 20 * HOP + HOP // 2] = 1.0
+    torch.testing.assert_close(frame_spectrum(impulse, dec.n_fft, HOP)[0, 20].abs(), torch.ones(dec.n_freq))
+
+
+def test_head_spectrum_loss_and_phase_projections() -> None:
+    cfg = dataclasses.replace(tiny_config("istft"), spectral_weight=2.0)
+    vae = AudioVAE(cfg).train()
+    wav = 0.1 * torch.randn(2, 40 * HOP)
+    out = vae(wav)
+    assert out.log_mag is not None and out.log_mag.shape == (2, 40, cfg.istft_n_fft // 2 + 1)
+    terms = gl.generator_loss_terms(out, wav, cfg)
+    assert set(terms) == {"stft", "mel", "spec", "kl", "total"}
+    terms["spec"].backward()
+    assert _grad_norm(vae.decoder.head) > 0
+    assert "spec" not in gl.generator_loss_terms(out, wav, tiny_config("istft"))  # weight 0: absent
+    # zero exactly at the target's own spectrum, positive elsewhere
+    ref = frame_spectrum(wav, cfg.istft_n_fft, HOP).abs().log()
+    assert float(gl.head_spectrum_loss(ref, wav, cfg.istft_n_fft, HOP)) == pytest.approx(0.0, abs=1e-5)
+    assert float(gl.head_spectrum_loss(ref + 0.5, wav, cfg.istft_n_fft, HOP)) == pytest.approx(0.5, abs=1e-3)
+    # Griffin-Lim projections keep the magnitudes and bring the waveform's own spectrum closer to them
+    dec = vae.decoder.eval()
+    log_mag, phase = ref, torch.rand_like(ref) * 6.28
+    outs, errs = {}, []
+    for iters in (0, 8):
+        dec.phase_iters = iters
+        outs[iters] = dec.synthesize(log_mag, phase)
+        got = frame_spectrum(outs[iters], cfg.istft_n_fft, HOP).abs()
+        errs.append(float((got - ref.exp()).abs().mean()))
+    assert errs[1] < 0.7 * errs[0]
+    dec.train()  # training never runs them: the losses see the network's own phases
+    torch.testing.assert_close(dec.synthesize(log_mag, phase), outs[0], rtol=0, atol=0)

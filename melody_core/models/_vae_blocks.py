@@ -55,6 +55,14 @@ class OlaOp:
 
 
 @dataclass(frozen=True)
+class FrameOp:
+    """STFT analysis into `n_fft`-sample frames, frame f centred on sample f*hop + hop/2 (input step 1)."""
+
+    n_fft: int
+    hop: int
+
+
+@dataclass(frozen=True)
 class ResidualOp:
     """x + f(x): the union of the identity path and `ops`."""
 
@@ -77,6 +85,9 @@ def _op_input(op: object, lo: int, hi: int) -> tuple[int, int, int]:
     if isinstance(op, OlaOp):
         first = lo - op.hop // 2 - op.n_fft // 2 + 1  # frame f covers [f*hop + hop/2 - n/2, ... + n/2)
         return -((-first) // op.hop), (hi + op.n_fft // 2 - op.hop // 2) // op.hop, op.hop
+    if isinstance(op, FrameOp):
+        start = op.hop // 2 - op.n_fft // 2
+        return lo * op.hop + start, hi * op.hop + start + op.n_fft - 1, 1
     raise TypeError(f"not a leaf time op: {op!r}")
 
 
@@ -306,6 +317,18 @@ class HiFiGANDecoder(nn.Module):
         return ops
 
 
+def frame_spectrum(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """(B, L * hop) waveform -> (B, L, n_fft // 2 + 1) complex STFT in the iSTFT decoder's frames:
+    frame f centred on sample f*hop + hop/2, periodic Hann, zeros outside the signal. The analysis
+    that `ISTFTDecoder.overlap_add` inverts: frames of a consistent spectrum come back unchanged."""
+    n_frames = wav.shape[-1] // hop
+    left = n_fft // 2 - hop // 2
+    padded = F.pad(wav, (left, n_fft - left))  # (B, T + n_fft)
+    frames = padded.unfold(-1, n_fft, hop)[:, :n_frames]  # (B, L, n_fft)
+    window = torch.hann_window(n_fft, periodic=True, device=wav.device, dtype=wav.dtype)
+    return torch.fft.rfft(frames * window, dim=-1)
+
+
 class ISTFTDecoder(nn.Module):
     """Vocos-style decoder *(our choice, tiny preset)*: ConvNeXt blocks at the 250 Hz frame rate, a linear
     head predicting log-magnitude and phase, and an inverse STFT by explicit windowed overlap-add.
@@ -322,6 +345,7 @@ class ISTFTDecoder(nn.Module):
         self.hop, self.n_fft = cfg.hop, cfg.istft_n_fft
         self.n_freq = self.n_fft // 2 + 1
         self.log_mag_max = math.log(cfg.istft_max_magnitude)
+        self.phase_iters = cfg.istft_phase_iters
         self.pre = nn.Conv1d(
             cfg.latent_dim, c, cfg.convnext_kernel, padding=same_padding(cfg.convnext_kernel)
         )
@@ -334,13 +358,26 @@ class ISTFTDecoder(nn.Module):
         self.head = nn.Linear(c, 2 * self.n_freq)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.synthesize(*self.spectrum(z))
+
+    def spectrum(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) latents -> (log-magnitude clamped at the maximum, phase), (B, L, F) each."""
         x = self.pre_norm(conv1d_last(z, self.pre))  # (B, L, C)
         for block in self.blocks:
             x = block(x)
         log_mag, phase = self.head(self.final_norm(x)).split(self.n_freq, dim=-1)  # (B, L, F) each
-        spec = torch.polar(torch.exp(log_mag.clamp(max=self.log_mag_max)), phase)
-        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1)  # (B, L, n_fft)
-        return self.overlap_add(frames)
+        return log_mag.clamp(max=self.log_mag_max), phase
+
+    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(B, L, F) log-magnitude and phase -> (B, L * hop) waveform; then, outside training,
+        `phase_iters` Griffin-Lim projections that keep the magnitudes and re-read the phases from the
+        waveform's own frames, starting from the predicted phases *(our choice)*."""
+        mag = torch.exp(log_mag)
+        wav = self.overlap_add(torch.fft.irfft(torch.polar(mag, phase), n=self.n_fft, dim=-1))
+        for _ in range(0 if self.training else self.phase_iters):
+            angle = frame_spectrum(wav, self.n_fft, self.hop).angle()  # (B, L, F)
+            wav = self.overlap_add(torch.fft.irfft(torch.polar(mag, angle), n=self.n_fft, dim=-1))
+        return wav
 
     @torch.no_grad()
     def scale_output(self, gain: float) -> None:
@@ -366,4 +403,6 @@ class ISTFTDecoder(nn.Module):
         for block in self.blocks:
             ops.extend(block.time_ops(self.hop))
         ops.append(OlaOp(self.n_fft, self.hop))
+        for _ in range(self.phase_iters):
+            ops.extend([FrameOp(self.n_fft, self.hop), OlaOp(self.n_fft, self.hop)])
         return ops

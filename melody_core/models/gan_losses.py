@@ -13,12 +13,14 @@ weight reads as a per-element penalty; hinge is the default (UnivNet/most recent
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from melody_core.audio.features import mel_distance, multi_resolution_stft_loss
+from melody_core.models._vae_blocks import frame_spectrum
 from melody_core.models.vae_gan import VAEConfig, VAEOutput
 
 Logits = Sequence[torch.Tensor]
@@ -36,6 +38,17 @@ def reconstruction_loss(
     stft = multi_resolution_stft_loss(pred, target)
     mel = mel_distance(pred, target, sample_rate=sample_rate)
     return stft_weight * stft + mel_weight * mel
+
+
+SPECTRUM_FLOOR = 1e-3  # linear-magnitude floor of the head spectrum loss (~ -90 dB below loud bins)
+
+
+def head_spectrum_loss(log_mag: torch.Tensor, target: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """Mean L1 between the iSTFT head's log-magnitude (B, L, F) and the log-magnitude of the target
+    waveform (B, L * hop) analysed in the decoder's own frames, both floored at SPECTRUM_FLOOR -> scalar."""
+    floor = math.log(SPECTRUM_FLOOR)
+    ref = frame_spectrum(target, n_fft, hop).abs().clamp(min=SPECTRUM_FLOOR).log()  # (B, L, F)
+    return F.l1_loss(log_mag.clamp(min=floor), ref)
 
 
 def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -95,6 +108,10 @@ def generator_loss_terms(
         "mel": config.mel_weight * mel_distance(out.recon, target, sample_rate=config.sample_rate),
         "kl": config.kl_weight * kl_loss(out.mean, out.logvar),
     }
+    if config.spectral_weight and out.log_mag is not None:
+        terms["spec"] = config.spectral_weight * head_spectrum_loss(
+            out.log_mag, target, config.istft_n_fft, config.hop
+        )
     if disc_real is not None and disc_fake is not None:
         terms["adv"] = config.adv_weight * generator_adversarial_loss(disc_fake[0], config.adversarial_loss)
         terms["fm"] = config.fm_weight * feature_matching_loss(disc_real[1], disc_fake[1])

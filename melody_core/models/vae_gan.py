@@ -85,6 +85,7 @@ class VAEConfig(BaseConfig):
     istft_blocks: int = 8  # ConvNeXt blocks of the iSTFT decoder
     istft_n_fft: int = 384  # iSTFT frame length (multiple of hop: 4× overlap)
     istft_max_magnitude: float = 100.0  # clamp of the predicted linear magnitude (Vocos)
+    istft_phase_iters: int = 0  # Griffin-Lim projections after the iSTFT at inference (our choice)
     convnext_kernel: int = 7  # depthwise kernel of ConvNeXt blocks (Vocos)
     convnext_mult: int = 3  # ConvNeXt MLP expansion
     layer_scale_init: float = 0.1  # ConvNeXt layer-scale initial value
@@ -105,6 +106,9 @@ class VAEConfig(BaseConfig):
     adversarial_loss: str = "hinge"  # "hinge" | "lsgan"
     adversarial_start_step: int = 0  # trainer: reconstruction-only warm-up steps before the GAN terms
     freeze_encoder: bool = False  # trainer: decoder-only fine-tuning (encoder, hence latents, unchanged)
+    spectral_weight: float = 0.0  # iSTFT head: L1 of its log-magnitude to the target's STFT in the
+    # decoder's own frames (our choice: without a GAN the head otherwise drifts to magnitudes that
+    # its phases cancel in the overlap-add; gan_losses.head_spectrum_loss)
     calibrate_gain: bool = False  # trainer: at the start, rescale the iSTFT decoder output by the gain
     # minimising the mel loss on training crops (one-parameter line search; train/vae.py)
 
@@ -132,6 +136,10 @@ class VAEConfig(BaseConfig):
             fail("resblock and pre/post conv kernels must be odd (symmetric 'same' padding)")
         if any(k < u for u, k in zip(self.encoder_rates, self.encoder_kernels)):
             fail("encoder_kernels must be >= their strides")
+        if self.istft_phase_iters < 0 or self.spectral_weight < 0:
+            fail("istft_phase_iters and spectral_weight must be >= 0")
+        if self.decoder_type == "hifigan" and (self.istft_phase_iters or self.spectral_weight):
+            fail("istft_phase_iters and spectral_weight need decoder_type='istft'")
         if self.decoder_type == "hifigan":
             if math.prod(self.upsample_rates) != self.hop:
                 fail(f"prod(upsample_rates) = {math.prod(self.upsample_rates)} != hop {self.hop}")
@@ -185,12 +193,14 @@ class VAEConfig(BaseConfig):
 
 
 class VAEOutput(NamedTuple):
-    """Result of `AudioVAE.forward`: recon (B, T); mean, logvar, z (B, L, D)."""
+    """Result of `AudioVAE.forward`: recon (B, T); mean, logvar, z (B, L, D); log_mag (B, L, F) of
+    the iSTFT decoder's head (None for HiFi-GAN)."""
 
     recon: torch.Tensor
     mean: torch.Tensor
     logvar: torch.Tensor
     z: torch.Tensor
+    log_mag: torch.Tensor | None = None
 
 
 class AudioVAE(nn.Module):
@@ -268,6 +278,9 @@ class AudioVAE(nn.Module):
     def forward(self, wav: torch.Tensor) -> VAEOutput:
         mean, logvar = self.encode(wav)
         z = self.sample(mean, logvar) if self.training else mean
+        if isinstance(self.decoder, ISTFTDecoder):
+            log_mag, phase = self.decoder.spectrum(z)
+            return VAEOutput(self.decoder.synthesize(log_mag, phase), mean, logvar, z, log_mag)
         return VAEOutput(self.decode(z), mean, logvar, z)
 
 

@@ -45,7 +45,7 @@ GAIN_GRID_DB = tuple(float(db) for db in range(-6, 19))  # candidate output gain
 
 class VAEStage(Stage):
     name = component = "vae"
-    metrics = ("loss", "stft", "mel", "kl", "adv", "fm", "disc", "si_sdr")
+    metrics = ("loss", "stft", "mel", "spec", "kl", "adv", "fm", "disc", "si_sdr")
     valid_key = "mel"
 
     def defaults(self, preset: str) -> Hyper:
@@ -149,7 +149,7 @@ class VAEStage(Stage):
         b = wav.shape[0]
         with ctx.autocast():
             out = self.g(wav)
-        out = VAEOutput(*(t.float() for t in out))  # losses (STFT, mel, KL) in fp32 under --amp
+        out = VAEOutput(*(None if t is None else t.float() for t in out))  # losses (STFT, mel, KL) in fp32 under --amp
         adversarial = step >= cfg.adversarial_start_step
         values: dict[str, float] = {}
         disc_real = disc_fake = None
