@@ -149,7 +149,8 @@ class VAEStage(Stage):
         b = wav.shape[0]
         with ctx.autocast():
             out = self.g(wav)
-        out = VAEOutput(*(None if t is None else t.float() for t in out))  # losses (STFT, mel, KL) in fp32 under --amp
+        # losses (STFT, mel, spectrum, KL) in fp32 under --amp
+        out = VAEOutput(*(None if t is None else t.float() for t in out))
         adversarial = step >= cfg.adversarial_start_step
         values: dict[str, float] = {}
         disc_real = disc_fake = None
