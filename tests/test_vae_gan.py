@@ -21,7 +21,7 @@ def tiny_config(decoder_type: str) -> VAEConfig:
     """The tiny preset with the requested decoder (HiFi-GAN narrowed so the test stays fast)."""
     cfg = VAEConfig.tiny()
     if decoder_type == "hifigan":
-        return dataclasses.replace(cfg, decoder_type="hifigan", decoder_channels=32)
+        return dataclasses.replace(cfg, decoder_type="hifigan", decoder_channels=32, spectral_weight=0.0)
     return dataclasses.replace(cfg, decoder_type="istft")
 
 
@@ -50,7 +50,8 @@ def test_forward_backward_with_discriminators_and_losses(decoder_type: str) -> N
 
     # generator step: every term finite, gradients reach encoder and decoder, not the discriminator
     terms = gl.generator_loss_terms(out, wav, cfg, disc(wav), disc(out.recon))
-    assert set(terms) == {"stft", "mel", "kl", "adv", "fm", "total"}
+    spec = {"spec"} if cfg.spectral_weight else set()
+    assert set(terms) == {"stft", "mel", "kl", "adv", "fm", "total"} | spec
     assert all(torch.isfinite(v) for v in terms.values())
     terms["total"].backward()
     assert _grad_norm(vae.encoder) > 0 and _grad_norm(vae.decoder) > 0
@@ -180,6 +181,8 @@ def test_config_round_trip_and_validation() -> None:
         VAEConfig(encoder_channels=(32, 64))
     with pytest.raises(ConfigError, match="istft"):
         VAEConfig(decoder_type="hifigan", spectral_weight=1.0)
+    with pytest.raises(ConfigError, match="encoder_type"):
+        VAEConfig(encoder_type="mel")
     with pytest.raises(ConfigError, match=">= 0"):
         VAEConfig(decoder_type="istft", istft_phase_iters=-1)
     assert VAEConfig.paper().hop == HOP and VAEConfig.paper().sample_rate == 24_000
@@ -209,7 +212,8 @@ def test_head_spectrum_loss_and_phase_projections() -> None:
     assert set(terms) == {"stft", "mel", "spec", "kl", "total"}
     terms["spec"].backward()
     assert _grad_norm(vae.decoder.head) > 0
-    assert "spec" not in gl.generator_loss_terms(out, wav, tiny_config("istft"))  # weight 0: absent
+    no_spec = dataclasses.replace(cfg, spectral_weight=0.0)
+    assert "spec" not in gl.generator_loss_terms(out, wav, no_spec)  # weight 0: absent
     # zero exactly at the target's own spectrum, positive elsewhere
     ref = frame_spectrum(wav, cfg.istft_n_fft, HOP).abs().log()
     assert float(gl.head_spectrum_loss(ref, wav, cfg.istft_n_fft, HOP)) == pytest.approx(0.0, abs=1e-5)
@@ -226,3 +230,17 @@ def test_head_spectrum_loss_and_phase_projections() -> None:
     assert errs[1] < 0.7 * errs[0]
     dec.train()  # training never runs them: the losses see the network's own phases
     torch.testing.assert_close(dec.synthesize(log_mag, phase), outs[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("encoder_type", ["conv", "stft"])
+def test_encoders_shapes_gradients_and_locality(encoder_type: str) -> None:
+    cfg = dataclasses.replace(tiny_config("istft"), encoder_type=encoder_type)
+    vae = AudioVAE(cfg).train()
+    wav = (0.1 * torch.randn(2, 40 * HOP)).requires_grad_(True)
+    mean, logvar = vae.encode(wav)
+    assert mean.shape == logvar.shape == (2, 40, cfg.latent_dim)
+    mean[0, 20].sum().backward()  # one latent frame depends on nearby samples only, through every layer
+    touched = (wav.grad[0].abs() > 0).nonzero().squeeze(1)
+    assert int(touched.min()) > 0 and int(touched.max()) < 40 * HOP - 1
+    assert wav.grad[1].abs().sum() == 0  # no mixing across the batch
+    assert all(p.grad is not None for p in vae.encoder.parameters())

@@ -280,6 +280,40 @@ class MirrorEncoder(nn.Module):
         return conv1d_last(F.leaky_relu(x, self.slope), self.out)  # (B, L, 2D)
 
 
+class STFTEncoder(nn.Module):
+    """Frame-spectrum encoder *(our choice, tiny preset)*: the STFT in the iSTFT decoder's own frames
+    (`frame_spectrum`), per bin log-magnitude and unit phasor (cos, sin), a linear projection, ConvNeXt
+    blocks at the 250 Hz latent rate, lrelu, output conv. wav (B, 1, T) -> (B, T // hop, 2D).
+
+    Why: the strided-conv mirror of HiFi-GAN must learn a filterbank first; at the tiny width and a CPU
+    budget its latents carried little of the spectrum (linear R² 0.18 of the log-spectrum from 5 latent
+    frames) and an 8-crop overfit reached a mel distance of 0.64 in 150 steps against 0.35 here.
+    """
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        width = cfg.encoder_channels[-1]
+        self.n_fft, self.hop = cfg.istft_n_fft, cfg.hop
+        self.slope = cfg.leaky_slope
+        self.proj = nn.Linear(3 * (self.n_fft // 2 + 1), width)
+        self.norm = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(width, cfg.convnext_kernel, cfg.convnext_mult, cfg.layer_scale_init)
+            for _ in range(cfg.encoder_latent_blocks)
+        )
+        k = cfg.conv_kernel
+        self.out = nn.Conv1d(width, 2 * cfg.latent_dim, k, padding=same_padding(k))
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        spec = frame_spectrum(wav[:, 0], self.n_fft, self.hop)  # (B, L, F)
+        mag = spec.abs() + SPECTRUM_EPS
+        feats = torch.cat([mag.log(), spec.real / mag, spec.imag / mag], dim=-1)  # (B, L, 3F)
+        x = self.norm(self.proj(feats))  # (B, L, C)
+        for block in self.blocks:
+            x = block(x)
+        return conv1d_last(F.leaky_relu(x, self.slope), self.out)  # (B, L, 2D)
+
+
 class HiFiGANDecoder(nn.Module):
     """HiFi-GAN generator (Kong et al. 2020) on latents: (B, L, D) -> (B, L * prod(rates)) in [-1, 1]."""
 
@@ -315,6 +349,9 @@ class HiFiGANDecoder(nn.Module):
             ops.extend(mrf.time_ops(step))
         ops.append(conv_op(self.post, step))
         return ops
+
+
+SPECTRUM_EPS = 1e-3  # magnitude offset of the STFT encoder's log-magnitude and phasor features
 
 
 def frame_spectrum(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:

@@ -32,10 +32,17 @@ from torch import nn
 
 from melody_core import LATENT_HOP, SAMPLE_RATE
 from melody_core.config import BaseConfig, ConfigError
-from melody_core.models._vae_blocks import HiFiGANDecoder, ISTFTDecoder, MirrorEncoder, context_frames
+from melody_core.models._vae_blocks import (
+    HiFiGANDecoder,
+    ISTFTDecoder,
+    MirrorEncoder,
+    STFTEncoder,
+    context_frames,
+)
 from melody_core.models.discriminators import VAEGANDiscriminator
 
 DECODER_TYPES = ("hifigan", "istft")
+ENCODER_TYPES = ("conv", "stft")
 ADVERSARIAL_LOSSES = ("hinge", "lsgan")
 
 
@@ -75,6 +82,8 @@ class VAEConfig(BaseConfig):
     encoder_resblock_kernels: tuple[int, ...] = (3, 7, 11)  # MRF kernels of the encoder stages (may be ())
     encoder_resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     encoder_latent_blocks: int = 0  # ConvNeXt blocks at 250 Hz after down-sampling (our choice, tiny)
+    encoder_type: str = "conv"  # "conv" (§4.1 mirror) | "stft" (frame-spectrum encoder, our choice;
+    # width encoder_channels[-1], frames istft_n_fft / hop; _vae_blocks.STFTEncoder)
     # --- decoder
     decoder_type: str = "hifigan"  # "hifigan" (§4.1) | "istft" (Vocos-style, our choice for tiny)
     decoder_channels: int = 768  # HiFi-GAN initial channels (§5.1: 768) / iSTFT backbone width
@@ -118,6 +127,10 @@ class VAEConfig(BaseConfig):
 
         if self.decoder_type not in DECODER_TYPES:
             fail(f"decoder_type must be one of {DECODER_TYPES}, got {self.decoder_type!r}")
+        if self.encoder_type not in ENCODER_TYPES:
+            fail(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        if self.encoder_type == "stft" and (self.istft_n_fft % self.hop or self.istft_n_fft < self.hop):
+            fail("encoder_type='stft' needs istft_n_fft a multiple of the hop")
         if self.adversarial_loss not in ADVERSARIAL_LOSSES:
             fail(f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial_loss!r}")
         if math.prod(self.encoder_rates) != self.hop:
@@ -177,6 +190,9 @@ class VAEConfig(BaseConfig):
             encoder_resblock_kernels=(),
             encoder_resblock_dilations=(),
             encoder_latent_blocks=2,
+            # the frame-spectrum encoder and the head spectrum loss: see STFTEncoder and spectral_weight
+            encoder_type="stft",
+            spectral_weight=10.0,
             decoder_type="istft",
             decoder_channels=160,
             # CPU budget: GAN steps are ~10x slower than reconstruction-only ones here (trainer
@@ -218,7 +234,7 @@ class AudioVAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = MirrorEncoder(config)
+        self.encoder = STFTEncoder(config) if config.encoder_type == "stft" else MirrorEncoder(config)
         self.decoder: nn.Module = (
             HiFiGANDecoder(config) if config.decoder_type == "hifigan" else ISTFTDecoder(config)
         )
