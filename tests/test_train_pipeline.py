@@ -246,3 +246,31 @@ def test_vae_output_gain_calibration(smoke: Path) -> None:
         before = vae.decode(z)
         vae.decoder.scale_output(1.5)
         torch.testing.assert_close(vae.decode(z), 1.5 * before, atol=1e-5, rtol=1e-4)
+
+
+def test_dpd_latent_scale_kept_only_for_the_same_vae() -> None:
+    """An init's latent scale is reused only when it was trained on this VAE's encoder."""
+    from types import SimpleNamespace
+
+    from melody_core.models.vae_gan import AudioVAE, VAEConfig
+    from melody_core.train.dpd import DPDStage
+    from melody_core.train.state import encoder_hash
+
+    vae = AudioVAE(VAEConfig.tiny())
+    stage = DPDStage.__new__(DPDStage)
+    stage.latents = [2.0 * torch.randn(400, 16)]
+    estimate = 1.0 / float(torch.cat(stage.latents).std())
+
+    def scale(meta: dict | None) -> float:
+        init = None if meta is None else SimpleNamespace(meta=meta)
+        return stage._initial_scale(SimpleNamespace(init=init, upstream={"vae": SimpleNamespace(model=vae)}))
+
+    same = encoder_hash(vae)
+    assert scale(None) == pytest.approx(estimate)
+    assert scale({"latent_scale": 7.0, "vae_encoder_hash": same}) == 7.0  # a run on this VAE
+    bundle_meta = {"latent_scale": 7.0, "stages": {"dpd": {"upstream": {"vae": {"encoder_hash": same}}}}}
+    assert scale(bundle_meta) == 7.0  # a bundle whose DPD was trained on this VAE
+    assert scale({"latent_scale": 7.0, "vae_encoder_hash": "another"}) == pytest.approx(estimate)
+    assert scale({"latent_scale": 7.0}) == pytest.approx(estimate)  # unknown VAE: re-estimated
+    stage.latent_scale = scale({"latent_scale": 7.0, "vae_encoder_hash": same})
+    assert stage.export_meta() == {"latent_scale": 7.0, "vae_encoder_hash": same}

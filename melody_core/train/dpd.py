@@ -38,6 +38,7 @@ from melody_core.train.stage import (
     crop_units,
     optimize,
 )
+from melody_core.train.state import encoder_hash
 
 SCALE_FRAMES = 250_000  # latent frames used to estimate latent_scale
 DEFAULT_CHUNKS = 4  # M when the config has no train_chunks field
@@ -102,8 +103,18 @@ class DPDStage(Stage):
         )
 
     def _initial_scale(self, ctx: StageContext) -> float:
-        if ctx.init is not None and "latent_scale" in ctx.init.meta:
-            return float(ctx.init.meta["latent_scale"])
+        """The init's scale when it was trained on this VAE's latents (same encoder hash), else
+        re-estimated: a DPD fine-tuned onto a new VAE must not keep the old latents' scale."""
+        self.vae_encoder = encoder_hash(ctx.upstream["vae"].model)
+        init = ctx.init.meta if ctx.init is not None else {}
+        # a run's export meta names the VAE encoder; a bundle's meta names it in the DPD's upstream
+        trained_on = init.get("vae_encoder_hash") or (
+            init.get("stages", {}).get("dpd", {}).get("upstream", {}).get("vae", {}).get("encoder_hash")
+        )
+        if "latent_scale" in init and trained_on == self.vae_encoder:
+            return float(init["latent_scale"])
+        if "latent_scale" in init:
+            print("dpd: the init was trained on another VAE's latents; latent scale re-estimated")
         z = torch.cat(self.latents)[:SCALE_FRAMES]  # (N, D)
         std = float(z.std())
         if not std > 0:
@@ -123,7 +134,7 @@ class DPDStage(Stage):
         self.latent_scale = float(state["latent_scale"])
 
     def export_meta(self) -> dict:
-        return {"latent_scale": self.latent_scale}
+        return {"latent_scale": self.latent_scale, "vae_encoder_hash": self.vae_encoder}
 
     def _batch(self, items: list[Item], latents: list[torch.Tensor], tokens: list[torch.Tensor]):
         n_tok = self.crop // FRAMES_PER_TOKEN
