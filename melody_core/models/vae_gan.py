@@ -193,6 +193,9 @@ class VAEConfig(BaseConfig):
             # the frame-spectrum encoder and the head spectrum loss: see STFTEncoder and spectral_weight
             encoder_type="stft",
             spectral_weight=10.0,
+            # 8 Griffin-Lim projections at inference: on 16 held-out corpus10 clips (this VAE after
+            # 2650 steps) level -23.6 -> -16.7 dBFS against -18.1 for the originals; 32 adds ~0.2 dB
+            istft_phase_iters=8,
             decoder_type="istft",
             decoder_channels=160,
             # CPU budget: GAN steps are ~10x slower than reconstruction-only ones here (trainer
