@@ -172,7 +172,7 @@ class VAEConfig(BaseConfig):
 
     @classmethod
     def tiny(cls) -> VAEConfig:
-        """CPU preset (DESIGN §3b): 1.05M generator parameters (encoder 0.35M, iSTFT decoder 0.70M).
+        """CPU preset (DESIGN §3b): 1.01M generator parameters (STFT encoder 0.30M, iSTFT decoder 0.70M).
 
         Decoder chosen by a short measurement on the 2-core dev machine (2 threads, shared with other
         jobs, load 4-6, so median / best of interleaved runs; scripts kept out of the repo):
