@@ -94,7 +94,8 @@ class VAEConfig(BaseConfig):
     istft_blocks: int = 8  # ConvNeXt blocks of the iSTFT decoder
     istft_n_fft: int = 384  # iSTFT frame length (multiple of hop: 4× overlap)
     istft_max_magnitude: float = 100.0  # clamp of the predicted linear magnitude (Vocos)
-    istft_phase_iters: int = 0  # Griffin-Lim projections after the iSTFT at inference (our choice)
+    istft_phase_iters: int = 0  # Griffin-Lim projections after the iSTFT at inference (our choice;
+    # istft_* and spectral_weight are ignored by the HiFi-GAN decoder)
     convnext_kernel: int = 7  # depthwise kernel of ConvNeXt blocks (Vocos)
     convnext_mult: int = 3  # ConvNeXt MLP expansion
     layer_scale_init: float = 0.1  # ConvNeXt layer-scale initial value
@@ -151,8 +152,6 @@ class VAEConfig(BaseConfig):
             fail("encoder_kernels must be >= their strides")
         if self.istft_phase_iters < 0 or self.spectral_weight < 0:
             fail("istft_phase_iters and spectral_weight must be >= 0")
-        if self.decoder_type == "hifigan" and (self.istft_phase_iters or self.spectral_weight):
-            fail("istft_phase_iters and spectral_weight need decoder_type='istft'")
         if self.decoder_type == "hifigan":
             if math.prod(self.upsample_rates) != self.hop:
                 fail(f"prod(upsample_rates) = {math.prod(self.upsample_rates)} != hop {self.hop}")
