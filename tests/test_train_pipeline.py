@@ -263,7 +263,9 @@ def test_dpd_latent_scale_kept_only_for_the_same_vae() -> None:
 
     def scale(meta: dict | None) -> float:
         init = None if meta is None else SimpleNamespace(meta=meta)
-        return stage._initial_scale(SimpleNamespace(init=init, upstream={"vae": SimpleNamespace(model=vae)}))
+        up = {"vae": SimpleNamespace(model=vae)}
+        ctx = SimpleNamespace(init=init, upstream=up, dist=SimpleNamespace(rank=0))
+        return stage._initial_scale(ctx)
 
     same = encoder_hash(vae)
     assert scale(None) == pytest.approx(estimate)

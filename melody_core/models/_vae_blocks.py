@@ -306,7 +306,7 @@ class STFTEncoder(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         spec = frame_spectrum(wav[:, 0], self.n_fft, self.hop)  # (B, L, F)
-        mag = spec.abs() + SPECTRUM_EPS
+        mag = spec.abs() + SPECTRUM_FLOOR
         feats = torch.cat([mag.log(), spec.real / mag, spec.imag / mag], dim=-1)  # (B, L, 3F)
         x = self.norm(self.proj(feats))  # (B, L, C)
         for block in self.blocks:
@@ -351,7 +351,8 @@ class HiFiGANDecoder(nn.Module):
         return ops
 
 
-SPECTRUM_EPS = 1e-3  # magnitude offset of the STFT encoder's log-magnitude and phasor features
+SPECTRUM_FLOOR = 1e-3  # linear magnitude (decoder frames) treated as silence: offset of the STFT
+# encoder's log-magnitude and phasor features, floor of the head spectrum loss (~ -90 dB below loud bins)
 
 
 def frame_spectrum(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
@@ -410,11 +411,14 @@ class ISTFTDecoder(nn.Module):
         `phase_iters` Griffin-Lim projections that keep the magnitudes and re-read the phases from the
         waveform's own frames, starting from the predicted phases *(our choice)*."""
         mag = torch.exp(log_mag)
-        wav = self.overlap_add(torch.fft.irfft(torch.polar(mag, phase), n=self.n_fft, dim=-1))
+        wav = self._istft(mag, phase)
         for _ in range(0 if self.training else self.phase_iters):
-            angle = frame_spectrum(wav, self.n_fft, self.hop).angle()  # (B, L, F)
-            wav = self.overlap_add(torch.fft.irfft(torch.polar(mag, angle), n=self.n_fft, dim=-1))
+            wav = self._istft(mag, frame_spectrum(wav, self.n_fft, self.hop).angle())
         return wav
+
+    def _istft(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(B, L, F) magnitude and phase -> (B, L * hop) waveform."""
+        return self.overlap_add(torch.fft.irfft(torch.polar(mag, phase), n=self.n_fft, dim=-1))
 
     @torch.no_grad()
     def scale_output(self, gain: float) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from melody_core.audio.features import mel_distance, multi_resolution_stft_loss
-from melody_core.models._vae_blocks import frame_spectrum
+from melody_core.models._vae_blocks import SPECTRUM_FLOOR, frame_spectrum
 from melody_core.models.vae_gan import VAEConfig, VAEOutput
 
 Logits = Sequence[torch.Tensor]
@@ -38,9 +38,6 @@ def reconstruction_loss(
     stft = multi_resolution_stft_loss(pred, target)
     mel = mel_distance(pred, target, sample_rate=sample_rate)
     return stft_weight * stft + mel_weight * mel
-
-
-SPECTRUM_FLOOR = 1e-3  # linear-magnitude floor of the head spectrum loss (~ -90 dB below loud bins)
 
 
 def head_spectrum_loss(log_mag: torch.Tensor, target: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:

@@ -113,8 +113,8 @@ class DPDStage(Stage):
         )
         if "latent_scale" in init and trained_on == self.vae_encoder:
             return float(init["latent_scale"])
-        if "latent_scale" in init:
-            print("dpd: the init was trained on another VAE's latents; latent scale re-estimated")
+        if "latent_scale" in init and ctx.dist.rank == 0:
+            print("dpd: the init was trained on another VAE's latents; latent scale re-estimated", flush=True)
         z = torch.cat(self.latents)[:SCALE_FRAMES]  # (N, D)
         std = float(z.std())
         if not std > 0:
