@@ -17,7 +17,6 @@ from app.controller import Controller
 from app.engine import EngineFactory, real_pipeline
 from app.main_window import MainWindow
 from app.playback import Playback
-from app.qt_compat import guard_none_refcount
 from app.session import SessionModel
 from app.store import SessionStore, default_data_dir
 
@@ -55,7 +54,6 @@ class Studio:
                backend: OutputBackend | str | None = "auto", bundle: str | None = None,
                device: str | None = None, threads: int | None = None, load_engine: bool = True,
                theme_mode: str = "system") -> Studio:
-        guard_none_refcount()
         store = SessionStore(default_data_dir() if data_dir is None else data_dir)
         session = SessionModel(store)
         out, reason = open_backend(backend)

@@ -10,11 +10,9 @@ import pytest
 from app_fake_pipeline import FakePipeline
 
 from app.engine import Engine
-from app.qt_compat import guard_none_refcount
 from app.studio import Studio
 
 WAIT_MS = 20000
-guard_none_refcount()  # PySide6 6.12 on Python 3.11 drops references to None (see app/qt_compat.py)
 
 
 def fake_factory(cls: type[FakePipeline] = FakePipeline) -> Callable[[str | None, str, int | None], Engine]:
