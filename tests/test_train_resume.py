@@ -98,3 +98,24 @@ def _assert_same_run(out_a: Path, out_b: Path, stage: str) -> None:
     for name, state in final_a.items():
         for key, t in state.items():
             assert torch.allclose(t.float(), final_b[name][key].float(), atol=1e-6), (stage, name, key)
+
+
+def test_kill9_before_the_first_checkpoint_then_resume_logs_each_step_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A run SIGKILLed before any checkpoint starts over on resume; metrics.csv must not list the
+    first steps twice (it listed steps 1-12 twice, 72 rows for 60 steps)."""
+    data = write_synthetic_corpus(tmp_path / "corpus", n_train=4, n_valid=2, seconds=0.5)
+    steps = ["--steps", "6", "--ckpt-every", "100", "--valid-every", "0", "--log-every", "1"]
+    argv = stage_argv("vae", data, tmp_path / "runs", *steps, out=tmp_path / "run")
+    rc, _, err = _wait_all({"b": _launch([*argv, "--kill-at-step", "4"])})["b"]
+    assert rc == -signal.SIGKILL, err[-2000:]
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert [r["step"] for r in _rows(tmp_path / "run" / "metrics.csv")] == ["1", "2", "3", "4"]
+
+    capsys.readouterr()
+    assert main(argv) == 0  # --resume is the default: nothing to resume, so it starts over
+    assert "vae: starting" in capsys.readouterr().out
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    train_steps = [int(r["step"]) for r in rows if r["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4, 5, 6]

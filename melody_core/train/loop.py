@@ -151,6 +151,8 @@ class _Runner:
         if resuming:
             self._load_checkpoint()
         else:
+            if self.log_file is not None:  # a run killed before its first checkpoint left rows of steps
+                self.log_file.truncate_after(0)  # that will run again: drop them (keep the header)
             seed_all(int(combine_hashes(str(opts.seed), str(dist.rank))[:8], 16))
         if dist.is_main:  # after the checkpoint: export_meta (e.g. latent_scale) is the restored one
             self._write_run_json(ctx, train, valid)
