@@ -2,14 +2,20 @@
 
 Output is WAV or FLAC by extension, with the prompt, seed, settings, NFE and model hash embedded
 as metadata tags (`pipeline.file_metadata`; read back with `melody info --audio` or
-`audio.read_metadata`). Every input check that needs no model (output extension, settings, input
-file, region) runs before the bundle is loaded; every user error is `error: ...`, exit 2.
+`audio.read_metadata`). Every input check that needs no model runs before the bundle is loaded:
+output extension and folder (a probe file is written), settings, the tags' size (WAV INFO tags hold
+about 2 KB: a dry-run write of one sample with the longest tags the run can produce), input file and
+its minimum length, region. Every user error is `error: ...`, exit 2. If the file still cannot be
+written after generating (disk full, folder removed meanwhile), the audio is written to the temp
+folder instead and the message says where: generated audio is never thrown away.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -85,12 +91,68 @@ def _settings(args: argparse.Namespace, prompt: str | None, seconds: float, need
 
 
 def _check_output(path: str) -> Path:
+    """Extension, not a folder, and a writable folder (a probe file is created and removed there)."""
     out = Path(path)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise CLIError(f"{path}: output must end in .wav or .flac")
     if out.is_dir():
         raise CLIError(f"{path}: is a folder, not an output file")
+    folder = out.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # save_audio creates missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CLIError(f"{path}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".melody-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:  # permission, read-only file system, disk full, ...
+        raise CLIError(f"{path}: cannot write in {folder} ({exc.strerror or exc})") from None
     return out
+
+
+# placeholders as long as the values the pipeline reports after generating (tags size check)
+_TAG_PLACEHOLDERS = {"model_hash": "f" * 64, "device": "cuda:0", "nfe": 10**6, "seed": 2**63 - 1,
+                     "seconds": 600.0 / 7, "crossfade_s": 0.1 / 7, "continued_from_s": 600.0 / 7,
+                     "region_s": [600.0 / 7, 600.0 / 7]}
+
+
+def _check_tags(out: Path, settings: Any, mode: str) -> None:
+    """Refuse a prompt/settings too long for the output's tags before generating: a dry-run write
+    of one sample with tags at least as long as the real ones (WAV only; FLAC tags have no limit)."""
+    if out.suffix.lower() != ".wav":
+        return
+    import numpy as np
+    import torch
+
+    from melody_core.audio import MetadataError, save_audio
+    from melody_core.pipeline import file_metadata
+
+    meta = {**_TAG_PLACEHOLDERS, "mode": mode, "prompt": settings.prompt,
+            "settings": {**settings.to_dict(), "seed": _TAG_PLACEHOLDERS["seed"]}}
+    if mode != "continue":
+        meta.pop("continued_from_s")
+    if mode != "inpaint":
+        meta.pop("region_s")
+        meta.pop("crossfade_s")
+    with tempfile.TemporaryDirectory(prefix="melody-tags-") as tmp:
+        try:
+            one = torch.from_numpy(np.zeros(1, np.float32))
+            save_audio(Path(tmp) / "probe.wav", one, metadata=file_metadata(meta))
+        except MetadataError:
+            n = len(settings.prompt or "")
+            raise CLIError(f"{out}: the prompt ({n} characters) and settings do not fit in WAV tags "
+                           "(about 2 KB); shorten the prompt or write a .flac file") from None
+
+
+def _check_source(path: str) -> float:
+    """Duration of an input file for continue/inpaint, refused when shorter than the pipeline takes."""
+    from melody_core.pipeline import MIN_SOURCE_SECONDS
+
+    seconds = _audio_seconds(path)
+    if seconds < MIN_SOURCE_SECONDS:
+        raise CLIError(f"{path}: audio is too short ({seconds:.3f} s; need {MIN_SOURCE_SECONDS:g} s)")
+    return seconds
 
 
 def _audio_seconds(path: str) -> float:
@@ -158,36 +220,56 @@ def _run(args: argparse.Namespace, call: Any) -> int:
     wall = time.perf_counter() - t0
     import torch
 
+    tags = file_metadata(result.metadata)
+    wav = torch.from_numpy(result.audio)
     try:
-        tags = file_metadata(result.metadata)
-        save_audio(out, torch.from_numpy(result.audio), result.sample_rate, metadata=tags)
-    except (AudioError, OSError) as exc:
-        raise CLIError(f"cannot write {out}: {exc}") from None
+        save_audio(out, wav, result.sample_rate, metadata=tags)
+    except (AudioError, OSError) as exc:  # checked up front, so rare (disk filled meanwhile, ...)
+        kept = _keep_elsewhere(out, wav, result.sample_rate, tags)
+        where = f"the audio was saved to {kept} instead" if kept else "the audio could not be saved anywhere"
+        raise CLIError(f"cannot write {out} ({' '.join(str(exc).split())}); {where}") from None
     m = result.metadata
     print(f"wrote {out} ({result.seconds:.2f} s, seed {m['seed']}, {m['nfe']} NFE, {wall:.1f} s "
           f"on {m['device']}, model {str(m['model_hash'])[:12]})")
     return 0
 
 
+def _keep_elsewhere(out: Path, wav: Any, sample_rate: int, tags: dict[str, str]) -> Path | None:
+    """Last resort for generated audio the output path refused: a FLAC in the temp folder."""
+    from melody_core.audio import AudioError, save_audio
+
+    fd, name = tempfile.mkstemp(prefix=f"{out.stem[:40]}-", suffix=".flac")
+    os.close(fd)
+    try:
+        return save_audio(name, wav, sample_rate, metadata=tags)
+    except (AudioError, OSError):
+        Path(name).unlink(missing_ok=True)
+        return None
+
+
 # ---------------------------------------------------------------------------------------- commands
 def run_generate(args: argparse.Namespace) -> int:
     s = _settings(args, args.prompt, args.seconds, need_prompt=True)
-    _check_output(args.output)
+    _check_tags(_check_output(args.output), s, "generate")
     return _run(args, lambda pipe, bar: pipe.generate(s, progress=bar))
 
 
 def run_continue(args: argparse.Namespace) -> int:
     s = _settings(args, args.prompt, args.seconds, need_prompt=False)
-    _check_output(args.output)
-    _audio_seconds(args.input)
+    _check_tags(_check_output(args.output), s, "continue")
+    _check_source(args.input)
     return _run(args, lambda pipe, bar: pipe.continue_(args.input, s.seconds, s, progress=bar))
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
+    from melody_core.pipeline import MIN_REGION_SECONDS
+
     s = _settings(args, args.prompt, 10.0, need_prompt=False)
-    _check_output(args.output)
-    duration = _audio_seconds(args.input)
+    _check_tags(_check_output(args.output), s, "inpaint")
+    duration = _check_source(args.input)
     if not 0 <= args.start < args.end <= duration + 1e-6:
         raise CLIError(f"region {args.start:g}-{args.end:g} s is outside the clip (0-{duration:.3f} s) "
                        "or empty")
+    if args.end - args.start < MIN_REGION_SECONDS:
+        raise CLIError(f"region is shorter than {MIN_REGION_SECONDS:g} s")
     return _run(args, lambda pipe, bar: pipe.inpaint(args.input, args.start, args.end, s, progress=bar))

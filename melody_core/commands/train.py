@@ -193,11 +193,12 @@ def run_stage(args: argparse.Namespace) -> int:
     from melody_core.config import ConfigError
     from melody_core.data.corpus import CorpusError
     from melody_core.train.loop import train
+    from melody_core.train.state import StateFileError
     from melody_core.train.upstream import TrainError
 
     try:
         summary = train(options_from_args(args))
-    except (TrainError, CorpusError, BundleError, ConfigError, AudioError) as exc:
+    except (TrainError, StateFileError, CorpusError, BundleError, ConfigError, AudioError) as exc:
         raise CLIError(str(exc)) from None
     return 130 if summary.get("stopped") == "signal" else 0
 
@@ -205,13 +206,14 @@ def run_stage(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from melody_core.checkpoint import BundleError, describe_bundle
     from melody_core.train.export import export_runs
+    from melody_core.train.state import StateFileError
     from melody_core.train.upstream import TrainError
 
     try:
         info = export_runs(
             args.runs, args.out, which=args.weights, base=args.base, allow_mismatch=args.allow_mismatch
         )
-    except (TrainError, BundleError) as exc:
+    except (TrainError, StateFileError, BundleError) as exc:
         raise CLIError(str(exc)) from None
     print(describe_bundle(info))
     return 0

@@ -36,6 +36,7 @@ from melody_core.train.dist import DistContext, init_distributed, shutdown_distr
 from melody_core.train.metrics import MetricsLog, plot_metrics
 from melody_core.train.stage import Stage, StageContext, TrainOptions
 from melody_core.train.state import (
+    StateFileError,
     capture_rng,
     combine_hashes,
     encoder_hash,
@@ -340,7 +341,10 @@ class _Runner:
         self.saved_step = self.step
 
     def _load_checkpoint(self) -> None:
-        state = load_state(self.ckpt_dir / "last.pt")
+        try:
+            state = load_state(self.ckpt_dir / "last.pt")
+        except StateFileError as exc:
+            raise TrainError(f"{exc}; --no-resume starts the run over") from None
         if state.get("format") != STATE_FORMAT or state.get("stage") != self.stage.name:
             raise TrainError(f"{self.ckpt_dir / 'last.pt'}: not a {self.stage.name!r} training checkpoint")
         stage = self.stage

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
+import re
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,8 +60,39 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+class StateFileError(ValueError):
+    """A training checkpoint that cannot be read; the message is one line naming the file."""
+
+
 def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by `save_state`. Raises StateFileError for a missing, truncated, damaged
+    or hostile file (one that would unpickle anything but tensors and plain values: never run)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StateFileError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError as exc:
+        raise StateFileError(f"{path}: {_unpickling_reason(exc)}") from None
+    except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        first = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise StateFileError(f"{path}: truncated or damaged checkpoint ({first})") from None
+    if not isinstance(state, dict):
+        raise StateFileError(f"{path}: not a training checkpoint (holds a {type(state).__name__})")
+    return state
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """One line from torch's multi-paragraph weights-only refusal."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"refused to load (it would run code: it refers to {found.group(1)}; only tensors and "
+                "plain values are loaded)")
+    if "Unsupported operand" in text:
+        return "truncated or damaged checkpoint (not a PyTorch file, or its pickle data is corrupt)"
+    if "weights_only" in text or "Weights only" in text:
+        return "refused to load (it holds objects other than tensors and plain values)"
+    return "truncated or damaged checkpoint (" + (" ".join(text.split())[:160] or "no detail") + ")"
 
 
 def write_json(path: Path, data: Any) -> None:
