@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or print error: ... and exit 1)")
     p.add_argument("--screenshot", metavar="FILE", help="with --smoke-test: save a screenshot of the window")
     p.add_argument("--engine", metavar="MODULE:NAME", help=argparse.SUPPRESS)  # tests: a stand-in pipeline
+    p.add_argument("--probe-audio", action="store_true", help=argparse.SUPPRESS)  # app.audio.backend
     p.add_argument("--verbose", action="store_true", help="log to stderr")
     return p
 
@@ -55,6 +56,10 @@ def _display_problem() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()  # before torch is imported anywhere
     args = build_parser().parse_args(argv)
+    if args.probe_audio:  # the frozen app's child process that tries PortAudio (may abort: ALSA)
+        from app.audio.backend import probe_main
+
+        return probe_main()
     if args.screenshot and not args.smoke_test:
         print("error: --screenshot needs --smoke-test", file=sys.stderr)
         return 2
