@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 from app.engine import Engine, EngineFactory, load_engine
 from app.playback import Playback
 from app.session import SessionModel
-from app.store import StoredAudio
+from app.store import StoredAudio, take_file_tags
 from app.worker import GenerationWorker, Job, TaskWorker, blocking_job
 from melody_core.pipeline_types import (
     AudioChunk,
@@ -74,6 +74,7 @@ class _Job:
     apply: Callable[[int], None]  # arrangement edit with the new take id
     parent_id: int | None = None
     live: bool = False
+    stream: str | None = None  # live journal id (SessionModel.begin_live)
     pressed: float = field(default_factory=time.perf_counter)
     first_chunk: float = 0.0
     chunk_times: list[float] = field(default_factory=list)
@@ -242,12 +243,15 @@ class Controller(QObject):
                live: bool = False, parent_id: int | None = None,
                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         store, model_hash = self.session.store, self._engine().model_hash
-        tags = {"prompt": settings.prompt or "", "seed": str(settings.seed), "model_hash": model_hash,
-                "kind": kind}
+        # live audio is journalled chunk by chunk as it plays (a crash keeps everything heard)
+        stream = self.session.begin_live(kind, settings.to_dict(), model_hash, parent_id) if live else None
+        parent_file = self.session.take(parent_id).audio_file if parent_id is not None else None
 
         def finalize(result: GenerationResult) -> tuple[GenerationResult, StoredAudio]:
             audio = transform(result.audio) if transform else result.audio  # runs in the worker thread
-            return result, store.write_audio(audio, result.sample_rate, tags)
+            used = {**settings.to_dict(), "seed": result.metadata.get("seed", settings.seed)}
+            tags = take_file_tags(kind, used, model_hash, parent_file, result.metadata, stream)
+            return result, store.write_audio_or_keep(audio, result.sample_rate, tags)  # full disk: in memory
 
         worker = GenerationWorker(job, StreamControl(), finalize)
         worker.progress.connect(self._on_progress)
@@ -256,7 +260,7 @@ class Controller(QObject):
         worker.failed.connect(self._on_failed)
         self._live, self.live_samples = [], 0
         thread = self._spawn(worker)  # its signals queue up until we return to the event loop
-        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live)
+        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live, stream)
         worker.done.connect(self._job_thread_done)
         self.seed_used.emit(int(settings.seed or 0))
         log.info("%s started: prompt=%r seed=%s steps=%s", kind, settings.prompt, settings.seed,
@@ -310,6 +314,7 @@ class Controller(QObject):
                 self.playback.start_live(len(self.session.arrangement_audio()))
                 self._fs_timer.start()
         if job.live:
+            self.session.append_live_chunk(job.stream, chunk.pcm, self.playback.player.sample_rate)
             self.playback.append_live(chunk.pcm)
         self.live_chunk.emit(chunk.pcm, start)
 
@@ -344,6 +349,7 @@ class Controller(QObject):
         if job is None:
             return
         if cancelled or payload is None:
+            self.session.discard_live(job.stream)
             self.message.emit("info", f"{job.kind.capitalize()} cancelled; the session is unchanged")
             self.job_finished.emit(job.kind, None)
             return
@@ -351,7 +357,7 @@ class Controller(QObject):
         meta = dict(result.metadata)
         settings = {**job.settings.to_dict(), "seed": meta.get("seed", job.settings.seed)}
         take = self.session.add_take(stored, job.kind, settings, meta, self._engine().model_hash,
-                                     job.parent_id)
+                                     job.parent_id, live_stream=job.stream)
         job.apply(take.id)
         if job.live:
             seg = next((s for s in self.session.segments() if s.take.id == take.id), None)

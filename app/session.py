@@ -2,22 +2,36 @@
 
 Every mutation goes straight to the `SessionStore` (one committed transaction each) and then emits a
 signal; undo records the previous arrangement / rating and writes it back the same way.
+
+When the store cannot write (a full disk, a read-only folder), nothing the user made is dropped: the
+edit is applied in memory, a `storage_message` says so, and a timer retries the writes until they
+succeed (a take whose audio could not be written gets a temporary negative id until then). A take
+whose audio file is missing or unreadable stays in the arrangement as silence of its recorded
+length, marked `Take.missing`, and is listed in `startup_notices()`.
+
+Live streams are journalled as they play (`begin_live` / `append_live_chunk`): each chunk is a file
+and a row before it is heard, so a killed app gets the stream back at its next start (`SessionStore`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.store import SessionStore, StoredAudio, Take
+from app.store import SessionStore, StorageError, StoredAudio, Take
+
+log = logging.getLogger(__name__)
 
 UNDO_LIMIT = 200
+RETRY_MS = 3000  # interval of the write retries after a storage failure
 PROMPT_TAG_CHARS = 200  # prompt length kept in the compact tags a WAV INFO chunk can hold
 
 
@@ -48,11 +62,29 @@ def _compact(tags: dict[str, str]) -> dict[str, str]:
     return short
 
 
+@dataclass
+class _Unsaved:
+    """A take that exists only in memory until the store can write it."""
+
+    stored: StoredAudio  # pending (no file yet) or written (row still missing)
+    kind: str
+    settings: dict[str, Any]
+    metadata: dict[str, Any]
+    model_hash: str
+    parent_id: int | None
+    live_stream: str | None
+
+
+def _remapped(ids: list[int], remap: dict[int, int]) -> list[int]:
+    return [remap.get(i, i) for i in ids]
+
+
 class SessionModel(QObject):
     arrangement_changed = Signal()
     takes_changed = Signal()  # a take was added or re-rated (history view)
     rating_changed = Signal(int, int)  # take id, rating (no audio changed: playback goes on)
     undo_changed = Signal(bool)
+    storage_message = Signal(str, str)  # level (warning | info), text: unsaved work and its saving
 
     def __init__(self, store: SessionStore, session_id: int | None = None) -> None:
         super().__init__()
@@ -62,16 +94,41 @@ class SessionModel(QObject):
         self._ids: list[int] = [t for t in store.arrangement(self.session_id) if self._load(t) is not None]
         self._undo: list[tuple[str, Any]] = []
         self._concat: np.ndarray | None = None
+        self._unsaved: dict[int, _Unsaved] = {}  # temporary id (< 0) -> take waiting for the disk
+        self._dirty_arrangement = False
+        self._dirty_ratings: dict[int, int] = {}
+        self._live_failed = False
+        self._retry = QTimer(self)
+        self._retry.setInterval(RETRY_MS)
+        self._retry.timeout.connect(self.flush)
 
     def _load(self, take_id: int) -> Take | None:
         if take_id not in self._takes:
             try:
                 take = self.store.take(take_id)
-                self.store.load_audio(take)
-            except (KeyError, OSError, RuntimeError):  # missing row or unreadable FLAC: skip, keep the rest
+            except KeyError:  # no row (cannot happen with the foreign keys): nothing to show
+                log.warning("arrangement refers to take %s, which has no row", take_id)
                 return None
+            try:
+                self.store.load_audio(take)
+            except (OSError, RuntimeError, ValueError) as exc:  # missing or damaged FLAC: keep its place
+                path = self.store.audio_path(take)
+                take.missing = "file missing" if not path.exists() else "file unreadable"
+                log.warning("take %s: %s (%s): %s", take_id, take.missing, path.name, exc)
+                take.audio = np.zeros(round(take.seconds * take.sample_rate), np.float32)
             self._takes[take_id] = take
         return self._takes[take_id]
+
+    def startup_notices(self) -> list[str]:
+        """What the user must be told at start: recovered data, takes whose audio is missing."""
+        notes = list(self.store.recovery)
+        missing = [(i, self._takes[t]) for i, t in enumerate(self._ids) if self._takes[t].missing]
+        if missing:
+            where = ", ".join(f"#{i + 1} ({t.missing}: {t.audio_file})" for i, t in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            notes.append(f"{len(missing)} segment(s) have no audio and play as silence: {where}{more}. "
+                         f"Put the files back into {self.store.audio_dir} and restart to hear them.")
+        return notes
 
     # ------------------------------------------------------------------ reading
     def take(self, take_id: int) -> Take:
@@ -113,10 +170,31 @@ class SessionModel(QObject):
 
     # ------------------------------------------------------------------ takes and ratings
     def add_take(self, stored: StoredAudio, kind: str, settings: dict[str, Any], metadata: dict[str, Any],
-                 model_hash: str, parent_id: int | None = None) -> Take:
-        take = self.store.add_take(self.session_id, stored, kind, settings, metadata, model_hash, parent_id)
-        self._takes[take.id] = take
-        self.takes_changed.emit()
+                 model_hash: str, parent_id: int | None = None, live_stream: str | None = None) -> Take:
+        """Store a finished take (closing its live journal); kept in memory when the disk refuses."""
+        if not stored.pending:
+            try:
+                take = self.store.add_take(self.session_id, stored, kind, settings, metadata, model_hash,
+                                           parent_id, live_stream=live_stream)
+            except sqlite3.Error as exc:
+                self._storage_failed(f"the take could not be recorded ({exc})")
+            else:
+                self._takes[take.id] = take
+                self.takes_changed.emit()
+                return take
+        else:
+            self._storage_failed(stored.error)
+        tid = min([0, *self._takes]) - 1
+        take = Take(id=tid, session_id=self.session_id, kind=kind, parent_id=parent_id,
+                    prompt=settings.get("prompt"), seed=settings.get("seed"), settings=settings,
+                    metadata=metadata, model_hash=model_hash, audio_file=stored.file,
+                    sample_rate=stored.sample_rate, seconds=len(stored.audio) / stored.sample_rate,
+                    rating=0, created=time.time(), audio=stored.audio)
+        self._unsaved[tid] = _Unsaved(stored, kind, settings, metadata, model_hash, parent_id, live_stream)
+        self._takes[tid] = take
+        secs = sum(len(u.stored.audio) for u in self._unsaved.values()) / stored.sample_rate
+        self.storage_message.emit("warning", f"Not saved yet: {secs:.1f} s of new audio are kept in memory "
+                                             "and will be saved as soon as the disk allows it (retrying).")
         return take
 
     def rate(self, take_id: int, rating: int, undoable: bool = True) -> None:
@@ -125,16 +203,115 @@ class SessionModel(QObject):
             return
         if undoable:
             self._push(("rating", (take_id, take.rating)))
-        self.store.set_rating(take_id, rating)
         take.rating = rating
+        if take_id > 0:  # an unsaved take (id < 0) gets its rating written with it
+            try:
+                self.store.set_rating(take_id, rating)
+            except sqlite3.Error as exc:
+                self._dirty_ratings[take_id] = rating
+                self._storage_failed(f"the rating could not be saved ({exc})")
         self.takes_changed.emit()
         self.rating_changed.emit(take_id, rating)
+
+    # ------------------------------------------------------------------ storage failures
+    @property
+    def unsaved(self) -> bool:
+        """True while some edit or take exists only in memory."""
+        return bool(self._unsaved or self._dirty_arrangement or self._dirty_ratings)
+
+    def _storage_failed(self, reason: str) -> None:
+        log.warning("storage: %s", reason)
+        if not self._retry.isActive():
+            self.storage_message.emit("warning", f"Cannot save: {reason}. Your work is kept in memory and "
+                                                 "saved automatically when the disk allows it.")
+            self._retry.start()
+
+    def flush(self) -> bool:
+        """Write everything kept in memory; True when nothing is left unsaved."""
+        try:
+            for tid in sorted(self._unsaved, reverse=True):  # oldest first (-1, -2, ...)
+                self._save_unsaved(tid)
+            if self._dirty_arrangement:
+                self.store.set_arrangement(self.session_id, self._ids)
+                self._dirty_arrangement = False
+            for take_id, rating in list(self._dirty_ratings.items()):
+                self.store.set_rating(take_id, rating)
+                del self._dirty_ratings[take_id]
+        except (sqlite3.Error, StorageError) as exc:
+            log.info("storage retry failed: %s", exc)
+            return False
+        if self._retry.isActive():
+            self._retry.stop()
+            self.storage_message.emit("info", "Saved: everything kept in memory is now on disk.")
+        return True
+
+    def _save_unsaved(self, tid: int) -> None:
+        u = self._unsaved[tid]
+        if u.stored.pending:
+            u.stored = self.store.write_audio(u.stored.audio, u.stored.sample_rate, u.stored.tags)
+        take = self.store.add_take(self.session_id, u.stored, u.kind, u.settings, u.metadata, u.model_hash,
+                                   u.parent_id, live_stream=u.live_stream)
+        old = self._takes.pop(tid)
+        if old.rating:
+            self.store.set_rating(take.id, old.rating)
+            take.rating = old.rating
+        del self._unsaved[tid]
+        self._takes[take.id] = take
+        remap = {tid: take.id}
+        self._ids = _remapped(self._ids, remap)
+        self._undo = [(k, _remapped(d, remap) if k == "arrangement" else (remap.get(d[0], d[0]), d[1]))
+                      for k, d in self._undo]
+        self._dirty_arrangement = True
+        self.takes_changed.emit()
+        self.arrangement_changed.emit()
+
+    # ------------------------------------------------------------------ live journal
+    def begin_live(self, kind: str, settings: dict[str, Any], model_hash: str,
+                   parent_id: int | None = None) -> str | None:
+        """Open the journal of a live stream; None when it cannot be written (disk full: said once)."""
+        try:
+            return self.store.begin_live(self.session_id, kind, settings, model_hash, parent_id)
+        except (sqlite3.Error, StorageError) as exc:
+            self._live_journal_failed(exc)
+            return None
+
+    def append_live_chunk(self, stream: str | None, pcm: np.ndarray, sample_rate: int) -> None:
+        """Journal one chunk (a file and a row) before it is played."""
+        if stream is None:
+            return
+        try:
+            self.store.append_live_chunk(stream, pcm, sample_rate)
+        except (sqlite3.Error, StorageError) as exc:
+            self._live_journal_failed(exc)
+
+    def discard_live(self, stream: str | None) -> None:
+        """The user cancelled the stream: drop its journal."""
+        if stream is not None:
+            try:
+                self.store.discard_live(stream)
+            except sqlite3.Error as exc:
+                log.warning("cannot discard live journal %s: %s", stream, exc)
+
+    def _live_journal_failed(self, exc: Exception) -> None:
+        log.warning("live journal: %s", exc)
+        if not self._live_failed:
+            self._live_failed = True
+            self.storage_message.emit("warning", f"The live stream cannot be saved while it plays ({exc}); "
+                                                 "it is kept in memory until it ends.")
 
     # ------------------------------------------------------------------ arrangement edits
     def _set(self, ids: list[int], undoable: bool = True) -> None:
         if undoable:
             self._push(("arrangement", list(self._ids)))
-        self.store.set_arrangement(self.session_id, ids)
+        if any(i < 0 for i in ids) or self._unsaved:
+            self._dirty_arrangement = True  # refers to takes not written yet: saved with them
+        else:
+            try:
+                self.store.set_arrangement(self.session_id, ids)
+                self._dirty_arrangement = False
+            except sqlite3.Error as exc:
+                self._dirty_arrangement = True
+                self._storage_failed(f"the arrangement could not be saved ({exc})")
         self._ids = list(ids)
         self._concat = None
         self.arrangement_changed.emit()

@@ -3,11 +3,18 @@
 Layout of the data folder (platformdirs user data dir by default)::
 
     sessions.sqlite3        WAL journal; every change is its own committed transaction
+    sessions.sqlite3.bak    copy taken with SQLite's backup API at every start (before any migration)
+    studio.lock             held (OS file lock) while a store is open: one app per data folder
     audio/take-<uuid>.flac  one FLAC (24-bit) per take, written atomically before its row exists
+    live/<stream>-<n>.flac  chunks of a live stream as they are played (rows in live_chunks); the
+                            finished take replaces them; after a crash they become a take at start
 
-A take's FLAC also carries its prompt/seed/settings/model hash as tags, so audio files stay
-self-describing. After a crash or `kill -9`, SQLite's WAL replays committed transactions, and a
-FLAC without a row (killed between the two writes) is just an orphan file: nothing is half-written.
+A take's FLAC also carries its kind/prompt/seed/settings/metadata/model hash as tags
+(`take_file_tags`), so audio files stay self-describing. After a crash or `kill -9`, SQLite's WAL
+replays committed transactions, and a FLAC without a row (killed between the two writes) is adopted
+at the next start (`_reindex`). A damaged database is set aside and rebuilt from the backup plus the
+audio files; a deleted one likewise (see `app.store_recovery`). `recovery` lists, in words, what
+was done, for the window to show.
 
 *(our choice)* `synchronous=NORMAL`: in WAL mode a committed transaction survives a killed process
 (only an OS crash / power loss can lose the last commits), at a fraction of FULL's fsync cost.
@@ -15,7 +22,10 @@ FLAC without a row (killed between the two writes) is just an orphan file: nothi
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -26,10 +36,25 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from filelock import FileLock, Timeout
+
+from app.store_recovery import (
+    BACKUP_SUFFIX,
+    backup_database,
+    database_problem,
+    read_take_file,
+    restore_backup,
+    set_aside,
+)
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "melody-studio"
 DB_NAME = "sessions.sqlite3"
 AUDIO_DIR = "audio"
+LIVE_DIR = "live"  # journal of live streams: live/<stream>-<seq>.flac, one per chunk
+LOCK_NAME = "studio.lock"
+PENDING_FILE = ""  # StoredAudio.file of audio that could not be written yet (kept in memory)
 SCHEMA_VERSION = 1
 FLAC_SUBTYPE = "PCM_24"
 MAX_RATING = 5
@@ -47,6 +72,13 @@ CREATE TABLE IF NOT EXISTS takes (
 CREATE TABLE IF NOT EXISTS arrangement (
     session_id INTEGER NOT NULL REFERENCES sessions(id), position INTEGER NOT NULL,
     take_id INTEGER NOT NULL REFERENCES takes(id), PRIMARY KEY (session_id, position));
+CREATE TABLE IF NOT EXISTS live_streams (
+    stream TEXT PRIMARY KEY, session_id INTEGER NOT NULL, kind TEXT NOT NULL, settings TEXT NOT NULL,
+    model_hash TEXT NOT NULL, parent_id INTEGER, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS live_chunks (
+    stream TEXT NOT NULL REFERENCES live_streams(stream) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    file TEXT NOT NULL, samples INTEGER NOT NULL, sample_rate INTEGER NOT NULL,
+    PRIMARY KEY (stream, seq));
 """
 
 
@@ -57,13 +89,42 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+class StoreLocked(RuntimeError):
+    """Another app instance holds the data folder (message is one line, says what to do)."""
+
+
+class StorageError(Exception):
+    """A write the store could not make (disk full, read-only, damaged file); one line."""
+
+
 @dataclass(frozen=True)
 class StoredAudio:
-    """A take's audio as written to disk (the samples are the file's, after 24-bit quantisation)."""
+    """A take's audio as written to disk (the samples are the file's, after 24-bit quantisation);
+    `file == PENDING_FILE` when it could not be written yet and lives only in memory."""
 
     file: str  # file name inside the audio folder
     audio: np.ndarray  # (T,) float32
     sample_rate: int
+    tags: dict[str, str] = field(default_factory=dict, repr=False)  # for a pending write
+    error: str = ""  # why a pending write failed
+
+    @property
+    def pending(self) -> bool:
+        return self.file == PENDING_FILE
+
+
+def take_file_tags(kind: str, settings: dict[str, Any], model_hash: str, parent_file: str | None = None,
+                   metadata: dict[str, Any] | None = None, live_stream: str | None = None) -> dict[str, str]:
+    """The tags a take's FLAC carries: enough to rebuild its row (`store_recovery.read_take_file`)."""
+    tags = {"kind": kind, "prompt": str(settings.get("prompt") or ""), "seed": str(settings.get("seed")),
+            "model_hash": model_hash, "settings": _jsonable(settings), "created_unix": repr(time.time())}
+    if parent_file:
+        tags["parent_file"] = parent_file
+    if metadata is not None:
+        tags["metadata"] = _jsonable(metadata)
+    if live_stream:
+        tags["live_stream"] = live_stream  # the journal this file supersedes (see _reindex)
+    return tags
 
 
 @dataclass
@@ -85,6 +146,7 @@ class Take:
     rating: int
     created: float  # unix time
     audio: np.ndarray | None = field(default=None, repr=False)  # loaded on demand
+    missing: str = ""  # why the audio file cannot be read ("" = fine); its audio is then silence
 
 
 def _jsonable(obj: Any) -> str:
@@ -98,16 +160,108 @@ class SessionStore:
         self.folder = Path(folder)
         self.audio_dir = self.folder / AUDIO_DIR
         self.audio_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.folder / DB_NAME), isolation_level=None)
+        self.recovery: list[str] = []  # what start-up recovered, in words (shown to the user)
+        self._lock = FileLock(str(self.folder / LOCK_NAME))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise StoreLocked(f"{self.folder} is in use by another MeLoDy Studio window; close it, or "
+                              "open another session folder with --data-dir FOLDER") from None
+        try:
+            self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self) -> None:
+        db_path = self.folder / DB_NAME
+        backup = Path(f"{db_path}{BACKUP_SUFFIX}")
+        rebuilt = False
+        if db_path.exists():
+            problem = database_problem(db_path)
+            if problem is not None:
+                aside = set_aside(db_path)
+                log.warning("session database damaged (%s): set aside as %s", problem, aside.name)
+                self.recovery.append(f"The session database was damaged ({problem}); it was kept as "
+                                     f"{aside.name} and rebuilt.")
+                rebuilt = True
+        else:
+            set_aside(db_path)  # a stale -wal/-shm of a deleted database must not be replayed
+            if any(self.audio_dir.glob("take-*.flac")):
+                self.recovery.append("The session database was missing; it was rebuilt.")
+                rebuilt = True
+        if rebuilt and restore_backup(backup, db_path):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(backup.stat().st_mtime))
+            self.recovery.append(f"Arrangement and ratings restored from the backup of {when}.")
+        self._db = sqlite3.connect(str(db_path), isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if not rebuilt and db_path.stat().st_size > 0:
+            try:  # at every start, before any migration: the copy recovery falls back on
+                backup_database(self._db, backup)
+            except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: start anyway, say why
+                log.warning("cannot back up the session database: %s", exc)
+        try:
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+        except sqlite3.OperationalError as exc:  # full disk on first start: nothing can be stored
+            raise StorageError(f"cannot create the session database in {self.folder} "
+                               f"({_reason(exc, self.folder)})") from None
+        self._reindex(into_arrangement=rebuilt)
+        self._recover_live()
+
+    def _reindex(self, into_arrangement: bool) -> None:
+        """Adopt take files that have no row (a crash between file and row, or a lost database).
+        After a rebuild they are appended to the current arrangement; otherwise listed in History."""
+        known = {r["audio_file"] for r in self._db.execute("SELECT audio_file FROM takes")}
+        found = [t for p in sorted(self.audio_dir.glob("take-*.flac")) if p.name not in known
+                 if (t := read_take_file(p)) is not None]
+        if not found:
+            return
+        found.sort(key=lambda t: t.created)
+        try:
+            session_id = self.current_session()
+            rows = self._db.execute("SELECT id, audio_file FROM takes")
+            ids_by_file = {r["audio_file"]: int(r["id"]) for r in rows}
+            new_ids: list[int] = []
+            chunk_files: list[Path] = []
+            with self._db:
+                self._db.execute("BEGIN")
+                for t in found:
+                    parent = ids_by_file.get(t.parent_file or "")
+                    cur = self._db.execute(
+                        "INSERT INTO takes (session_id, kind, parent_id, prompt, seed, settings, metadata,"
+                        " model_hash, audio_file, sample_rate, seconds, rating, created)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?)",
+                        (session_id, t.kind, parent, t.prompt, t.seed, _jsonable(t.settings),
+                         _jsonable(t.metadata), t.model_hash, t.file, t.sample_rate, t.seconds, t.created))
+                    ids_by_file[t.file] = int(cur.lastrowid or 0)
+                    new_ids.append(ids_by_file[t.file])
+                    if t.live_stream:  # the finished take of a journalled stream: the chunks are redundant
+                        chunk_files += self._close_live(t.live_stream)
+                if into_arrangement:
+                    start = self._db.execute("SELECT COUNT(*) FROM arrangement WHERE session_id = ?",
+                                             (session_id,)).fetchone()[0]
+                    self._db.executemany("INSERT INTO arrangement VALUES (?, ?, ?)",
+                                         [(session_id, start + i, t) for i, t in enumerate(new_ids)])
+        except sqlite3.OperationalError as exc:  # full disk: the files stay; adopted at a later start
+            log.warning("cannot re-index %d take file(s): %s", len(found), exc)
+            return
+        self._remove_files(chunk_files)
+        seconds = sum(t.seconds for t in found)
+        where = "appended to the arrangement" if into_arrangement else "listed in History"
+        self.recovery.append(f"Recovered {len(found)} take(s) ({seconds:.1f} s) from their audio files; "
+                             f"{where}.")
+        log.warning("re-indexed %d take file(s)", len(found))
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------ sessions
     def current_session(self) -> int:
@@ -132,16 +286,31 @@ class SessionStore:
     # ------------------------------------------------------------ audio files
     def write_audio(self, audio: np.ndarray, sample_rate: int,
                     tags: dict[str, str] | None = None) -> StoredAudio:
-        """Write a FLAC (atomically) and read it back; safe to call from a worker thread."""
+        """Write a FLAC (atomically) and read it back; safe to call from a worker thread.
+        Raises StorageError when the file cannot be written (nothing is left behind)."""
         import torch
 
-        from melody_core.audio import save_audio  # torch-backed; imported lazily
+        from melody_core.audio import AudioError, save_audio  # torch-backed; imported lazily
 
         name = f"take-{uuid.uuid4().hex}.flac"
         path = self.audio_dir / name
         pcm = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-        save_audio(path, torch.from_numpy(pcm), sample_rate, metadata=tags, subtype=FLAC_SUBTYPE)
-        return StoredAudio(name, self._read(path), sample_rate)
+        try:
+            save_audio(path, torch.from_numpy(pcm), sample_rate, metadata=tags, subtype=FLAC_SUBTYPE)
+            return StoredAudio(name, self._read(path), sample_rate)
+        except (AudioError, OSError, RuntimeError) as exc:  # sf.LibsndfileError is a RuntimeError
+            path.unlink(missing_ok=True)
+            raise StorageError(f"cannot write the take ({_reason(exc, self.folder)})") from None
+
+    def write_audio_or_keep(self, audio: np.ndarray, sample_rate: int,
+                            tags: dict[str, str] | None = None) -> StoredAudio:
+        """`write_audio`, or -- when the disk refuses it -- the samples kept in memory
+        (`StoredAudio.pending`) for `SessionModel` to write later. Never raises for a full disk."""
+        try:
+            return self.write_audio(audio, sample_rate, tags)
+        except StorageError as exc:
+            pcm = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+            return StoredAudio(PENDING_FILE, pcm, sample_rate, dict(tags or {}), str(exc))
 
     @staticmethod
     def _read(path: Path) -> np.ndarray:
@@ -149,14 +318,19 @@ class SessionStore:
         return np.ascontiguousarray(data.reshape(-1))
 
     def load_audio(self, take: Take) -> np.ndarray:
-        """The take's samples (cached on the Take)."""
+        """The take's samples (cached on the Take). Raises OSError/RuntimeError when unreadable."""
         if take.audio is None:
             take.audio = self._read(self.audio_dir / take.audio_file)
         return take.audio
 
+    def audio_path(self, take: Take) -> Path:
+        return self.audio_dir / take.audio_file
+
     # ------------------------------------------------------------ takes
     def add_take(self, session_id: int, stored: StoredAudio, kind: str, settings: dict[str, Any],
-                 metadata: dict[str, Any], model_hash: str, parent_id: int | None = None) -> Take:
+                 metadata: dict[str, Any], model_hash: str, parent_id: int | None = None,
+                 live_stream: str | None = None) -> Take:
+        """Record a written take; its live journal (if any) is closed in the same transaction."""
         now = time.time()
         seconds = len(stored.audio) / stored.sample_rate
         prompt, seed = settings.get("prompt"), settings.get("seed")
@@ -169,6 +343,8 @@ class SessionStore:
                 (session_id, kind, parent_id, prompt, seed, _jsonable(settings), _jsonable(metadata),
                  model_hash, stored.file, stored.sample_rate, seconds, now))
             self._touch(session_id)
+            chunk_files = self._close_live(live_stream) if live_stream else []
+        self._remove_files(chunk_files)
         take = self.take(int(cur.lastrowid or 0))
         take.audio = stored.audio
         return take
@@ -224,6 +400,129 @@ class SessionStore:
         return default if row is None else json.loads(row["value"])
 
     def set_pref(self, key: str, value: Any) -> None:
+        """Preferences are best effort: a failed write (full disk) is logged, never raised."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 (f"pref.{key}", _jsonable(value)))
+        except sqlite3.Error as exc:
+            log.warning("cannot save preference %s: %s", key, exc)
+
+    # ------------------------------------------------------------ live journal
+    @property
+    def live_dir(self) -> Path:
+        return self.folder / LIVE_DIR
+
+    def begin_live(self, session_id: int, kind: str, settings: dict[str, Any], model_hash: str,
+                   parent_id: int | None = None) -> str:
+        """Open the journal of a live stream; returns its id."""
+        stream = uuid.uuid4().hex
+        self.live_dir.mkdir(exist_ok=True)
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"pref.{key}", _jsonable(value)))
+            self._db.execute("INSERT INTO live_streams VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (stream, session_id, kind, _jsonable(settings), model_hash, parent_id,
+                              time.time()))
+        return stream
+
+    def append_live_chunk(self, stream: str, pcm: np.ndarray, sample_rate: int) -> None:
+        """Write one chunk (FLAC, atomically) and then its row: a crash leaves at most an orphan file."""
+        import torch
+
+        from melody_core.audio import AudioError, save_audio
+
+        seq = int(self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM live_chunks WHERE stream = ?",
+                                   (stream,)).fetchone()[0])
+        name = f"{stream}-{seq:06d}.flac"
+        samples = np.ascontiguousarray(np.asarray(pcm, dtype=np.float32).reshape(-1))
+        try:
+            save_audio(self.live_dir / name, torch.from_numpy(samples), sample_rate, subtype=FLAC_SUBTYPE)
+        except (AudioError, OSError, RuntimeError) as exc:
+            raise StorageError(f"cannot write live audio ({_reason(exc, self.folder)})") from None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT INTO live_chunks VALUES (?, ?, ?, ?, ?)",
+                             (stream, seq, name, len(samples), sample_rate))
+
+    def discard_live(self, stream: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            files = self._close_live(stream)
+        self._remove_files(files)
+
+    def _close_live(self, stream: str) -> list[Path]:
+        """Delete a stream's journal rows (inside the caller's transaction); its files to remove."""
+        rows = self._db.execute("SELECT file FROM live_chunks WHERE stream = ?", (stream,)).fetchall()
+        self._db.execute("DELETE FROM live_chunks WHERE stream = ?", (stream,))
+        self._db.execute("DELETE FROM live_streams WHERE stream = ?", (stream,))
+        return [self.live_dir / r["file"] for r in rows]
+
+    @staticmethod
+    def _remove_files(paths: list[Path]) -> None:
+        for p in paths:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", p, exc)
+
+    def _recover_live(self) -> None:
+        """Turn the journal of streams a crash interrupted into takes at the end of the arrangement."""
+        try:
+            streams = self._db.execute("SELECT * FROM live_streams ORDER BY created").fetchall()
+        except sqlite3.Error:
+            return
+        for st in streams:
+            rows = self._db.execute("SELECT * FROM live_chunks WHERE stream = ? ORDER BY seq",
+                                    (st["stream"],)).fetchall()
+            parts, rate = [], 0
+            for r in rows:
+                try:
+                    parts.append(self._read(self.live_dir / r["file"]))
+                    rate = int(r["sample_rate"])
+                except (OSError, RuntimeError) as exc:
+                    log.warning("live chunk %s unreadable: %s", r["file"], exc)
+            if not parts:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    files = self._close_live(st["stream"])
+                self._remove_files(files)
+                continue
+            audio = np.concatenate(parts)
+            settings = json.loads(st["settings"])
+            try:
+                stored = self.write_audio(audio, rate, take_file_tags(st["kind"], settings, st["model_hash"]))
+                take = self.add_take(st["session_id"], stored, st["kind"], settings, {"recovered": "live"},
+                                     st["model_hash"], st["parent_id"], live_stream=st["stream"])
+                with self._db:
+                    self._db.execute("BEGIN")
+                    pos = self._db.execute("SELECT COUNT(*) FROM arrangement WHERE session_id = ?",
+                                           (st["session_id"],)).fetchone()[0]
+                    self._db.execute("INSERT INTO arrangement VALUES (?, ?, ?)",
+                                     (st["session_id"], pos, take.id))
+            except (StorageError, sqlite3.Error) as exc:  # full disk: the journal stays for a later start
+                log.warning("cannot recover live stream %s: %s", st["stream"], exc)
+                continue
+            self.recovery.append(f"Recovered {take.seconds:.1f} s of an interrupted live stream "
+                                 f"({st['kind']}, \"{(settings.get('prompt') or '')[:40]}\"); appended to "
+                                 "the arrangement.")
+        # chunk files without a row (killed between the file and its row) are never needed
+        known = {r["file"] for r in self._db.execute("SELECT file FROM live_chunks")}
+        if self.live_dir.is_dir():
+            self._remove_files([p for p in self.live_dir.glob("*.flac") if p.name not in known])
+
+
+def _reason(exc: BaseException, folder: Path) -> str:
+    """One line for a failed write; a full disk is named as such."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or _disk_full(folder):
+        return f"the disk holding {folder} is full"
+    return text
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin

@@ -65,6 +65,10 @@ class Studio:
         playback = Playback(player, session)
         controller = Controller(session, playback, engine_factory, threads or pipeline_threads())
         window = MainWindow(session, controller, playback, theme_mode)
+        session.storage_message.connect(window.show_message)
+        notices = session.startup_notices()  # recovered data, takes whose audio is missing
+        if notices:
+            window.show_message("warning", " ".join(notices))
         if bundle is not None:
             window.panel.bundle.setText(bundle)
         if device is not None:

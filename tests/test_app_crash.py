@@ -80,16 +80,21 @@ def test_kill_9_keeps_every_segment_and_rating(qtbot, make_studio, tmp_path):  #
     assert len(state["ids"]) == 3 and state["ratings"] == [3, 5, 1]
 
     store = SessionStore(data)  # the database opens cleanly after the kill
-    assert store.arrangement(store.current_session()) == state["ids"]
-    assert len(store.takes()) == 4 and all(t.prompt != "never finished" for t in store.takes())
+    arrangement = store.arrangement(store.current_session())
+    assert arrangement[:3] == state["ids"]
+    # the interrupted live generation was journalled as it played: it comes back as a take at the end
+    assert len(arrangement) == 4 and len(store.takes()) == 5
+    recovered = store.take(arrangement[3])
+    assert recovered.prompt == "never finished" and recovered.seconds > 0
+    assert any("interrupted live stream" in line for line in store.recovery)
     store.close()
     studio = make_studio(data)  # and so does the app, with every segment and rating
     segs = studio.session.segments()
-    assert [s.take.id for s in segs] == state["ids"]
-    assert [s.take.rating for s in segs] == [3, 5, 1]
-    assert [s.take.prompt for s in segs] == ["intro", "verse", "chorus"]  # the extension was deleted
-    assert [s.length for s in segs] == [24000, 24000, 24000]
+    assert [s.take.id for s in segs][:3] == state["ids"]
+    assert [s.take.rating for s in segs] == [3, 5, 1, 0]
+    assert [s.take.prompt for s in segs] == ["intro", "verse", "chorus", "never finished"]
+    assert [s.length for s in segs][:3] == [24000, 24000, 24000]  # the extension was deleted
     ext = [t for t in studio.store.takes() if t.kind == "extend"]
     assert len(ext) == 1 and len(studio.store.load_audio(ext[0])) == 48000  # still in the history
-    assert len(studio.window.strip.cards) == 3 and studio.window.strip.cards[1].stars.rating == 5
+    assert len(studio.window.strip.cards) == 4 and studio.window.strip.cards[1].stars.rating == 5
     assert studio.session.undo() is False  # undo history is per run; the state itself is intact
