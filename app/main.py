@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                                device=args.device, theme_mode=args.theme)
     except Exception as exc:  # noqa: BLE001 - e.g. an unwritable data folder: one line, no traceback
         logging.getLogger(__name__).exception("startup failed")
-        print(f"error: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+        text = f"cannot start: {' '.join(str(exc).split())}"
+        print(f"error: {text}", file=sys.stderr)
+        if not args.smoke_test and app.platformName() not in ("offscreen", "minimal"):
+            from PySide6.QtWidgets import QMessageBox
+
+            QMessageBox.critical(None, "MeLoDy Studio", text[0].upper() + text[1:])  # started from a menu
         return 1
     studio.window.show()
     smoke = None
