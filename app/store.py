@@ -26,6 +26,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS live_chunks (
     file TEXT NOT NULL, samples INTEGER NOT NULL, sample_rate INTEGER NOT NULL,
     PRIMARY KEY (stream, seq));
 """
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 def default_data_dir() -> Path:
@@ -195,7 +197,14 @@ class SessionStore:
             self.recovery.append(f"Arrangement and ratings restored from the backup of {when}.")
         self._db = sqlite3.connect(str(db_path), isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # EXCLUSIVE: the file lock makes this the only connection, and the WAL index then lives in
+        # memory instead of a -shm file -- so a full disk can still open the database.
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot open the session database in {self.folder} "
+                               f"({_reason(exc, self.folder)})") from None
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         if not rebuilt and db_path.stat().st_size > 0:
@@ -204,14 +213,18 @@ class SessionStore:
             except (sqlite3.Error, OSError) as exc:  # e.g. a full disk: start anyway, say why
                 log.warning("cannot back up the session database: %s", exc)
         try:
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+            if not _TABLES <= self._tables():  # creating tables is a write: skipped when not needed
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
         except sqlite3.OperationalError as exc:  # full disk on first start: nothing can be stored
             raise StorageError(f"cannot create the session database in {self.folder} "
                                f"({_reason(exc, self.folder)})") from None
         self._reindex(into_arrangement=rebuilt)
         self._recover_live()
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def _reindex(self, into_arrangement: bool) -> None:
         """Adopt take files that have no row (a crash between file and row, or a lost database).

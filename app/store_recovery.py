@@ -24,11 +24,15 @@ log = logging.getLogger(__name__)
 
 BACKUP_SUFFIX = ".bak"  # sessions.sqlite3 -> sessions.sqlite3.bak
 DAMAGED_SUFFIX = ".damaged"  # a damaged database is kept as sessions.sqlite3.damaged-<time>
-REQUIRED_TABLES = frozenset({"meta", "sessions", "takes", "arrangement"})
+REQUIRED_TABLES = frozenset({"meta", "sessions", "takes", "arrangement"})  # of every schema version
+
+
+DAMAGE_MARKERS = ("malformed", "not a database", "encrypted")  # sqlite3 errors that mean a damaged file
 
 
 def database_problem(path: Path) -> str | None:
-    """None when `path` is a readable session database, else a one-line reason."""
+    """A one-line reason when `path` is damaged (not a database, malformed, tables missing); None when
+    it is fine or cannot be judged now (e.g. a full disk: "disk I/O error" is not damage)."""
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -37,7 +41,10 @@ def database_problem(path: Path) -> str | None:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
-        return str(exc)
+        if any(m in str(exc) for m in DAMAGE_MARKERS):
+            return str(exc)
+        log.warning("cannot check %s now: %s", path.name, exc)
+        return None
     if rows != [("ok",)]:
         return "; ".join(str(r[0]) for r in rows[:3])
     if not REQUIRED_TABLES <= tables:
