@@ -164,7 +164,6 @@ def main() -> int:
     take_id = done[0]
     take_s = studio.session.take(take_id).seconds if take_id is not None else 0.0
     studio.close()
-    studio.store.close()
 
     with open(out / "samples.csv", "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[0]))

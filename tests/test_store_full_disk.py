@@ -79,7 +79,6 @@ def test_full_tmpfs(qtbot, make_studio, small_disk: Path) -> None:  # noqa: F811
     filler = _fill(small_disk)
     _full_disk_session(qtbot, studio, filler.unlink)
     studio.close()
-    studio.store.close()
     _assert_saved(data)
 
 
@@ -127,7 +126,6 @@ def test_enospc_injected(qtbot, make_studio, tmp_path: Path, monkeypatch: pytest
     _full_disk_session(qtbot, studio, lambda: full.__setitem__(0, False))
     studio.store._db = real_connect
     studio.close()
-    studio.store.close()
     _assert_saved(data)
     assert not [p for p in (data / "audio").iterdir() if p.name.startswith(".")]  # no temp files left
     assert os.listdir(data / "audio")
@@ -138,7 +136,6 @@ def test_starts_on_a_full_disk(qtbot, make_studio, small_disk: Path) -> None:  #
     studio = make_studio(data)
     generate(qtbot, studio, "first", 1.0, steps=2)
     studio.close()
-    studio.store.close()
     (data / "sessions.sqlite3.bak").unlink()
     _fill(small_disk)
     studio = make_studio(data)  # used to fail with "disk I/O error"

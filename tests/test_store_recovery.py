@@ -30,7 +30,6 @@ def _make_takes(qtbot, make_studio, data: Path, prompts: tuple[str, ...]) -> lis
         studio.window.rate(i, i + 1)
     out = [(s.take.prompt, s.take.rating, s.take.audio_file) for s in studio.session.segments()]
     studio.close()
-    studio.store.close()
     return out
 
 
@@ -46,7 +45,6 @@ def test_damaged_database_is_rebuilt_from_backup_and_audio_files(damage: str, qt
     studio = make_studio(data)  # this start takes the backup (2 takes, ratings 1 and 2)
     generate(qtbot, studio, "chorus", 1.0, steps=2)  # made after the backup
     studio.close()
-    studio.store.close()
     files = _audio_files(data)
     assert len(files) == 3
     db = data / DB_NAME
@@ -102,7 +100,6 @@ def test_missing_take_file_stays_in_the_arrangement_as_missing(
     out = studio.session.export(tmp_path / "all.wav")
     assert out.exists()
     studio.close()
-    studio.store.close()
     store = SessionStore(data)
     ids = store.arrangement(store.current_session())
     assert before[1][2] not in [store.take(i).audio_file for i in ids]  # replaced by the regeneration ...
