@@ -88,3 +88,25 @@ def test_kill_9_during_keep_playing_keeps_everything_heard(qtbot, make_studio, t
     assert len(kept) >= len(heard), (len(kept), len(heard))
     np.testing.assert_allclose(kept[: len(heard)], heard, atol=2.0**-22)
     assert not list((data / "live").iterdir())  # the journal became the take
+
+
+def test_cancelled_and_finished_streams_leave_no_journal(qtbot, make_studio, tmp_path: Path) -> None:  # noqa: F811
+    from app_fixtures import WAIT_MS, generate
+
+    from melody_core.pipeline_types import GenerationSettings
+
+    data = tmp_path / "data"
+    studio = make_studio(data)
+    generate(qtbot, studio, "kept", 2.0, steps=2)  # finished: its journal is replaced by the take
+    assert not list((data / "live").iterdir())
+    studio.controller.keep_playing(GenerationSettings(prompt="thrown away", seconds=10.0, steps=2))
+    qtbot.waitUntil(lambda: studio.controller.live_samples >= 2 * SR, timeout=WAIT_MS)
+    assert list((data / "live").iterdir())  # journalled while it plays
+    with qtbot.waitSignal(studio.controller.job_finished, timeout=WAIT_MS):
+        studio.controller.cancel()  # the user discards it
+    qtbot.waitUntil(lambda: not studio.controller.busy, timeout=WAIT_MS)
+    assert not list((data / "live").iterdir())
+    studio.close()
+    again = make_studio(data)
+    assert [s.take.prompt for s in again.session.segments()] == ["kept"]
+    assert "interrupted" not in again.window.messages.text()
