@@ -16,12 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         help="render a captioned training corpus (music21 scores -> FluidSynth) and/or cut audio folders",
         description=(
-            "Renders freely licensed scores of music21's bundled corpus with FluidSynth in several "
-            "instrumentations, tempi, keys and dynamics, cuts them into 10-30 s clips at 24 kHz and "
-            "writes captions. Audio folders (--recorded) and Debian soundtrack packages (--debian-music) "
+            "Renders procedural multi-track arrangements in 19 genres (drums, bass, chords, lead; exact "
+            "BPM / key / instrument labels) through several soundfonts, and freely licensed scores of "
+            "music21's bundled corpus in several instrumentations, tempi, keys and dynamics; cuts them "
+            "into 10-30 s clips at 24 kHz FLAC and writes captions. An interrupted build resumes where it "
+            "stopped when run again with the same settings. Audio folders (--recorded) and Debian soundtrack packages (--debian-music) "
             "can be added. Output goes to the user cache folder unless --out is given; a previous "
-            "corpus built there is replaced. Same --seed, same corpus. Without --hours a full build "
-            "renders all ~5,100 allowed works x 2 variations: about 140 h of audio, 13 GB, 4 h on 2 cores."
+            "corpus built there with other settings is replaced. Same --seed, same corpus. Without --hours "
+            "a build renders all ~5,100 allowed works x 2 variations (about 140 h) and --arrangements N."
         ),
     )
     build.add_argument(
@@ -49,7 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--debian-package", action="append", default=[], metavar="NAME",
         help="with --debian-music: package to use instead of the default list (repeatable)",
     )  # fmt: skip
-    build.add_argument("--soundfont", metavar="SF2", help="General MIDI soundfont (default FluidR3_GM)")
+    build.add_argument(
+        "--soundfont", metavar="SF2",
+        help="one General MIDI soundfont for everything (default: scores FluidR3_GM, arrangements every "
+        "installed soundfont of FluidR3_GM and MuseScore General, chosen per clip)",
+    )  # fmt: skip
+    build.add_argument(
+        "--arrangement-share", type=float, default=0.8, metavar="F",
+        help="share of --hours given to procedural arrangements, the rest to scores (default 0.8)",
+    )  # fmt: skip
+    build.add_argument(
+        "--arrangements", type=int, metavar="N",
+        help="arrangements to render when no --hours is given (default 0, quick 12)",
+    )  # fmt: skip
     build.set_defaults(func=run_build)
 
     info = data_sub.add_parser("info", help="clip count, hours, sources and licences of a corpus or folder")
@@ -72,6 +86,10 @@ def _settings(args: argparse.Namespace):
         raise CLIError("--variations must be at least 1")
     if not 1 <= args.workers <= 2:
         raise CLIError("--workers must be 1 or 2")
+    if not 0.0 <= args.arrangement_share <= 1.0:
+        raise CLIError("--arrangement-share must be between 0 and 1")
+    if args.arrangements is not None and args.arrangements < 0:
+        raise CLIError("--arrangements must be 0 or more")
     if args.debian_package and not args.debian_music:
         raise CLIError("--debian-package needs --debian-music")
     if args.no_symbolic and not (args.recorded or args.debian_music):
@@ -85,7 +103,10 @@ def _settings(args: argparse.Namespace):
         soundfont=args.soundfont or "",
         recorded=list(zip(args.recorded, args.license)),
         debian_packages=(args.debian_package or list(DEFAULT_PACKAGES)) if args.debian_music else [],
+        arrangement_share=args.arrangement_share,
     )
+    if args.arrangements is not None:
+        overrides["arrangements"] = args.arrangements
     if args.variations is not None:
         overrides["variations"] = args.variations
     return BuildSettings.quick_preset(**overrides) if args.quick else BuildSettings(**overrides)
@@ -112,6 +133,8 @@ def run_build(args: argparse.Namespace) -> int:
     )
     for name, src in manifest["sources"].items():
         print(f"  {name}: {src['clips']} clips, {src['hours']:.2f} h; licence: {src['license']}")
+    for name, f in manifest.get("soundfonts", {}).items():
+        print(f"  soundfont {name}: {f['clips']} clips, {f['hours']:.2f} h; licence: {f['license']}")
     return 0
 
 

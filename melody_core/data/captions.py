@@ -143,3 +143,46 @@ def short_prompts(a: dict[str, Any]) -> list[str]:
         if a.get("mode"):
             out.append(f"{bare}, {mood_words(str(a['mode']), float(bpm))[0]}")
     return list(dict.fromkeys(out))
+
+
+METER_WORDS = {"4/4": "four-four", "3/4": "waltz-time three-four", "6/8": "six-eight"}
+
+
+def arrangement_captions(a: dict[str, Any], seed_key: str, n: int = DEFAULT_NUM_CAPTIONS) -> list[str]:
+    """Captions of an arranged clip (attributes of `arranger.labels` plus the render's): a tag list,
+    then sentences and producer-style prompts ("dark trap beat 140 bpm"). The BPM is written as a
+    number in the tag list and in at least half of the rest (rounded up)."""
+    rng = random.Random(seed_key)
+    bpm, genre, mode = a["bpm"], a["genre_label"], a["mode"]
+    word = rng.choice(a["words"])
+    mood = rng.choice(mood_words(mode, bpm))
+    key = spell_key(a["tonic"], mode)
+    plain, _ = tempo_words(bpm)
+    lead, inst = a["lead"], _join(a["instruments"][:3])
+    beat = "beat" if a["drums"] else "track"
+    drums = f" with {a['drum_kit']} drums" if a["drums"] and a.get("drum_kit") else ""
+    section = a.get("section", "")
+    meter = METER_WORDS.get(a["time_signature"], a["time_signature"])
+    tags = [genre, *a["instruments"], a["drum_kit"] if a["drums"] else "no drums", f"{bpm} bpm", key, word,
+            mood, a["density"], a["time_signature"], section]  # fmt: skip
+    with_bpm = [
+        f"{word} {genre} {beat} {bpm} bpm",
+        f"{genre} {beat} at {bpm} bpm in {key}",
+        f"{_cap(_article(word))} {genre} {beat} at {bpm} BPM in {key}, led by {lead}{drums}.",
+        f"{_cap(mood)} {genre} in {key}, {bpm} BPM, {meter}, featuring {inst}.",
+        f"{bpm} bpm {genre}, {mode} key, {word}",
+        f"{_cap(genre)} instrumental at {bpm} beats per minute: {inst}, {a['density']} arrangement.",
+    ]
+    without = [
+        f"{word} {genre} {beat}",
+        f"{_cap(plain)} {mood} {genre} with {inst}.",
+        f"{genre} {beat}, {lead} lead, {key}",
+        f"{_cap(_article(a['density']))} {genre} groove in {key}{drums}.",
+    ]
+    rng.shuffle(with_bpm)
+    rng.shuffle(without)
+    rest = max(0, n - 1)
+    n_bpm = (rest + 1) // 2
+    picked = with_bpm[:n_bpm] + rng.sample(with_bpm[n_bpm:] + without, rest - n_bpm)
+    rng.shuffle(picked)
+    return [", ".join(dict.fromkeys(t for t in tags if t))] + picked

@@ -18,6 +18,7 @@ DRUM_CHANNEL = 9  # General MIDI percussion channel (0-based); never used for pi
 NUM_CHANNELS = 16
 MICROSECONDS_PER_MINUTE = 60_000_000
 CC_VOLUME = 7
+CC_PAN = 10
 CC_REVERB = 91
 CC_CHORUS = 93
 CC_ALL_SOUND_OFF = 120
@@ -51,6 +52,7 @@ class Track:
     volume: int = 100  # CC 7
     reverb: int = 40  # CC 91 send
     chorus: int = 0  # CC 93 send
+    pan: int = 64  # CC 10 (0 left .. 64 centre .. 127 right)
 
 
 def _vlq(value: int) -> bytes:
@@ -105,7 +107,8 @@ def _track_bytes(track: Track, stop_tick: int | None) -> bytes:
         name = track.name.encode("ascii", "replace")[:64]
         events.append((0, 0, bytes([0xFF, META_TRACK_NAME]) + _vlq(len(name)) + name))
     events.append((0, 1, bytes([PROGRAM_CHANGE | ch, track.program & 0x7F])))
-    for cc, value in ((CC_VOLUME, track.volume), (CC_REVERB, track.reverb), (CC_CHORUS, track.chorus)):
+    ccs = ((CC_VOLUME, track.volume), (CC_PAN, track.pan), (CC_REVERB, track.reverb), (CC_CHORUS, track.chorus))
+    for cc, value in ccs:
         events.append((0, 2, bytes([CONTROL_CHANGE | ch, cc, max(0, min(127, value))])))
     end = 0
     for on, off, pitch, vel in note_ticks(track.notes):

@@ -56,10 +56,12 @@ class Renderer:
     soundfont: str = DEFAULT_SOUNDFONT
     sample_rate: int = SAMPLE_RATE
     gain: float = DEFAULT_GAIN
+    options: tuple[str, ...] = ()  # extra FluidSynth settings, "key=value" (passed as -o)
 
     def command(self, midi: Path, wav: Path) -> list[str]:
+        opts = [arg for o in self.options for arg in ("-o", o)]
         return [
-            self.binary, "-n", "-i", "-q", "-g", f"{self.gain:g}", "-r", str(self.sample_rate),
+            self.binary, "-n", "-i", "-q", *opts, "-g", f"{self.gain:g}", "-r", str(self.sample_rate),
             "-T", "wav", "-O", "s16", "-F", str(wav), self.soundfont, str(midi),
         ]  # fmt: skip
 
