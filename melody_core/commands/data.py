@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from melody_core.commands import CLIError
 
@@ -69,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = data_sub.add_parser("info", help="clip count, hours, sources and licences of a corpus or folder")
     info.add_argument("folder", metavar="DIR", help="a built corpus or any folder of audio files")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument(
+        "--plots", metavar="OUT_DIR",
+        help="write label histograms (genre, BPM, key, instrument family, loudness, soundfont) as PNG "
+        "(default for a built corpus: DIR/plots)",
+    )  # fmt: skip
+    info.add_argument("--no-plots", action="store_true", help="no histogram PNGs")
     info.set_defaults(func=run_info)
 
 
@@ -146,5 +153,16 @@ def run_info(args: argparse.Namespace) -> int:
         summary = corpus_summary(args.folder)
     except CorpusError as exc:
         raise CLIError(str(exc)) from None
+    plots = args.plots or (str(Path(args.folder) / "plots") if summary["kind"] == "built corpus" else None)
+    if plots and not args.no_plots:
+        from melody_core.data.summary import write_histograms
+
+        try:
+            files = write_histograms(args.folder, plots)
+        except OSError as exc:
+            raise CLIError(f"{plots}: cannot write the histograms ({exc.strerror or exc})") from None
+        summary["plots"] = [str(f) for f in files]
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
+    if summary.get("plots") and not args.json:
+        print(f"histograms: {summary['plots'][0]} (+ {len(summary['plots']) - 1} more)")
     return 0

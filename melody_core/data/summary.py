@@ -74,3 +74,73 @@ def format_summary(s: dict) -> str:
             f"  {name}: {src['clips']} clips, {src['hours']:.2f} h; licence: {'; '.join(src['licenses'])}"
         )
     return "\n".join(lines)
+
+
+HIST_ATTRIBUTES = (  # (file stem, title, attribute or function of the attributes)
+    ("genre", "genre / source", lambda a, r: a.get("genre") or r.source.split(":")[-1]),
+    ("bpm", "BPM", lambda a, r: a.get("bpm")),
+    ("key", "key", lambda a, r: a.get("key")),
+    ("instrument_family", "instrument family (lead)", lambda a, r: a.get("instrument_family")),
+    ("loudness", "loudness (LUFS)", lambda a, r: a.get("loudness_lufs")),
+    ("soundfont", "soundfont", lambda a, r: a.get("soundfont")),
+)
+BPM_BIN = 5
+LUFS_BIN = 1.0
+
+
+def label_counts(folder: str | Path) -> dict[str, dict]:
+    """Per histogram: {value: clip count} (BPM and loudness binned)."""
+    out: dict[str, dict] = {name: {} for name, _, _ in HIST_ATTRIBUTES}
+    for rec in read_corpus(folder):
+        for name, _, get in HIST_ATTRIBUTES:
+            value = get(rec.attributes, rec)
+            if value is None or value == "":
+                continue
+            if name == "bpm":
+                value = int(float(value) // BPM_BIN * BPM_BIN)
+            elif name == "loudness":
+                if not isinstance(value, int | float) or value != value or abs(value) == float("inf"):
+                    continue
+                value = float(value // LUFS_BIN * LUFS_BIN)
+            out[name][value] = out[name].get(value, 0) + 1
+    return out
+
+
+def write_histograms(folder: str | Path, out_dir: str | Path) -> list[Path]:
+    """One small PNG per histogram of `label_counts` plus an overview sheet; returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = label_counts(folder)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    fig_all, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax_all, (name, title, _) in zip(axes.flat, HIST_ATTRIBUTES):
+        data = counts[name]
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        for a in (ax, ax_all):
+            if not data:
+                a.text(0.5, 0.5, "no labels", ha="center", va="center")
+            elif name in ("bpm", "loudness"):
+                keys = sorted(data)
+                width = BPM_BIN if name == "bpm" else LUFS_BIN
+                a.bar(keys, [data[k] for k in keys], width=width * 0.9, align="edge")
+            else:
+                keys = sorted(data, key=lambda k: -data[k])
+                a.bar(range(len(keys)), [data[k] for k in keys])
+                a.set_xticks(range(len(keys)), keys, rotation=60, ha="right", fontsize=7)
+            a.set_title(f"{title} ({sum(data.values())} clips)", fontsize=9)
+            a.set_ylabel("clips", fontsize=8)
+        fig.tight_layout()
+        path = out / f"hist_{name}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        files.append(path)
+    fig_all.tight_layout()
+    sheet = out / "histograms.png"
+    fig_all.savefig(sheet, dpi=70)
+    plt.close(fig_all)
+    return [sheet, *files]
