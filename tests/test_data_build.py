@@ -10,7 +10,8 @@ from melody_core.audio import audio_info, save_audio
 from melody_core.data.build import BuildError, BuildSettings, build_corpus
 from melody_core.data.catalog import WorkRef
 from melody_core.data.corpus import read_corpus
-from melody_core.data.summary import corpus_summary
+from melody_core.data.render import DEFAULT_SOUNDFONT
+from melody_core.data.summary import corpus_summary, label_counts, write_histograms
 
 WORKS = [
     WorkRef("bach/bwv66.6", "bach", "bach/bwv66.6.mxl", None, ""),
@@ -19,7 +20,8 @@ WORKS = [
 
 
 def _micro(out, **kw) -> BuildSettings:
-    base = dict(out=str(out), variations=1, max_seconds=11.0, clip_seconds=5.0, min_clip_seconds=4.0)
+    base = dict(out=str(out), variations=1, max_seconds=11.0, clip_seconds=5.0, min_clip_seconds=4.0,
+                arrangement_share=0.0)
     base["workers"] = 1
     return BuildSettings(**{**base, **kw})
 
@@ -102,3 +104,67 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     with pytest.raises(BuildError, match="not a corpus built by melody"):
         build_corpus(_micro(tmp_path), log=lambda _: None, works=WORKS)
     assert (tmp_path / "notes.txt").exists()
+
+
+def _arr(out, **kw) -> BuildSettings:
+    """Arrangements only, ~60 s of audio in 5 s clips through FluidR3 (no sf3 conversion in tests)."""
+    base = dict(out=str(out), symbolic=False, hours=60.0 / 3600, arrangement_seconds=10.0, clip_seconds=5.0,
+                min_clip_seconds=4.0, workers=1, soundfont=DEFAULT_SOUNDFONT)  # fmt: skip
+    return BuildSettings(**{**base, **kw})
+
+
+def _files(out) -> dict:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in (out / "clips").rglob("*") if p.is_file()}
+
+
+def test_killed_build_resumes_without_duplicates(tmp_path, monkeypatch):
+    from melody_core.data import build as build_mod
+
+    clean = build_corpus(_arr(tmp_path / "clean"), log=lambda _: None)
+    real, calls = build_mod.run_job, []
+
+    def dying(job):
+        calls.append(job)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the build is killed while rendering its 4th job
+        return real(job)
+
+    monkeypatch.setattr(build_mod, "run_job", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(_arr(tmp_path / "resumed"), log=lambda _: None)
+    monkeypatch.setattr(build_mod, "run_job", real)
+    lines: list[str] = []
+    resumed = build_corpus(_arr(tmp_path / "resumed"), log=lines.append)
+    assert any("resuming: 3 finished jobs" in ln for ln in lines)
+    assert resumed["totals"]["jobs_resumed"] == 3 and resumed["complete"]
+    records = read_corpus(tmp_path / "resumed")
+    assert len({r.id for r in records}) == len(records) == clean["totals"]["clips"]
+    index = "captions.jsonl"
+    assert (tmp_path / "resumed" / index).read_text() == (tmp_path / "clean" / index).read_text()
+    assert _files(tmp_path / "resumed") == _files(tmp_path / "clean")  # same clips, no strays
+    assert {r.source for r in records} == {"arranger"}
+    assert resumed["soundfonts"]["FluidR3_GM"]["clips"] == len(records)
+
+
+def test_mixed_build_shares_the_hours_and_plots(tmp_path):
+    settings = _arr(tmp_path, symbolic=True, hours=30.0 / 3600, arrangement_share=0.5)
+    m = build_corpus(settings, log=lambda _: None, works=WORKS)
+    hours = {k: v["hours"] for k, v in m["sources"].items()}
+    assert 0 < hours["arranger"] <= 15.0 / 3600 + 1e-9
+    assert 0 < sum(v for k, v in hours.items() if k.startswith("music21")) <= 15.0 / 3600 + 1e-9
+    counts = label_counts(tmp_path)
+    assert sum(counts["genre"].values()) == m["totals"]["clips"] and counts["bpm"]
+    files = write_histograms(tmp_path, tmp_path / "plots")
+    assert all(f.stat().st_size > 1000 and f.read_bytes()[:4] == b"\x89PNG" for f in files)
+
+
+@pytest.mark.parametrize("content", [None, b"RIFF\x10\x00\x00\x00sfbkLIST", b"not a soundfont at all"])
+def test_missing_or_corrupt_soundfont_is_a_one_line_error(tmp_path, content):
+    sf = tmp_path / "bad.sf2"
+    if content is not None:
+        sf.write_bytes(content)
+    with pytest.raises(BuildError) as info:
+        build_corpus(_arr(tmp_path / "out", soundfont=str(sf)), log=lambda _: None)
+    msg = str(info.value)
+    assert "bad.sf2" in msg and "\n" not in msg
+    assert not (tmp_path / "out").exists()

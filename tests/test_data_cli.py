@@ -73,3 +73,11 @@ def test_info_errors_and_output(tmp_path, capsys):
     assert args.func(args) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["clips"] == 1 and s["sources"]["user"]["licenses"] == ["unknown"]
+
+
+def test_build_with_a_corrupt_soundfont_is_one_line(tmp_path):
+    (tmp_path / "x.sf2").write_bytes(b"garbage")
+    msg = _error(["data", "build", "--hours", "0.01", "--soundfont", str(tmp_path / "x.sf2"), "--out",
+                  str(tmp_path / "o"), "--workers", "1"])  # fmt: skip
+    assert "x.sf2" in msg and "SoundFont" in msg
+    assert "--arrangement-share" in _error(["data", "build", "--arrangement-share", "1.5"])

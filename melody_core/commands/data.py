@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "BPM / key / instrument labels) through several soundfonts, and freely licensed scores of "
             "music21's bundled corpus in several instrumentations, tempi, keys and dynamics; cuts them "
             "into 10-30 s clips at 24 kHz FLAC and writes captions. An interrupted build resumes where it "
-            "stopped when run again with the same settings. Audio folders (--recorded) and Debian soundtrack packages (--debian-music) "
+            "stopped when run again with the same settings. Audio folders (--recorded) and Debian "
+            "soundtrack packages (--debian-music) "
             "can be added. Output goes to the user cache folder unless --out is given; a previous "
             "corpus built there with other settings is replaced. Same --seed, same corpus. Without --hours "
             "a build renders all ~5,100 allowed works x 2 variations (about 140 h) and --arrangements N."
@@ -99,8 +100,11 @@ def _settings(args: argparse.Namespace):
         raise CLIError("--arrangements must be 0 or more")
     if args.debian_package and not args.debian_music:
         raise CLIError("--debian-package needs --debian-music")
-    if args.no_symbolic and not (args.recorded or args.debian_music):
-        raise CLIError("--no-symbolic leaves nothing to build: add --recorded DIR or --debian-music")
+    if args.no_symbolic and not (args.recorded or args.debian_music or args.hours or args.arrangements):
+        raise CLIError(
+            "--no-symbolic leaves nothing to build: "
+            "add --hours H, --arrangements N, --recorded DIR or --debian-music"
+        )
     overrides = dict(
         out=args.out or "",
         seed=args.seed,

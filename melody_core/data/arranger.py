@@ -122,7 +122,8 @@ def _bars(plan: ArrangementPlan, chords: list[Chord]) -> list[parts.BarContext]:
         for i in range(n):
             ch = chords[k % len(chords)]
             last = i == n - 1 or (i % 4 == 3)
-            out.append(parts.BarContext(t, bar_ql, beat, tuple((plan.tonic + p) % 12 for p in ch.tones), scale,
+            chord = tuple((plan.tonic + p) % 12 for p in ch.tones)
+            out.append(parts.BarContext(t, bar_ql, beat, chord, scale,
                                         name, last))  # fmt: skip
             t += bar_ql
             k += 1
@@ -214,8 +215,11 @@ def arrange(seed: int, index: int, target_s: float = 40.0) -> Arrangement:
         "pad": rng.choice(g.pad) if g.pad else None, "kit": rng.choice(g.kits) if g.kits else None,
     }  # fmt: skip
     has_lead = rng.random() < g.lead_share
-    lead_range = (parts.LEAD_RANGE[0] - 7, parts.LEAD_RANGE[1] - 7) if gm_family(programs["lead"]) in (
-        "brass", "guitar") else parts.LEAD_RANGE
+    lead_range = (
+        (parts.LEAD_RANGE[0] - 7, parts.LEAD_RANGE[1] - 7)
+        if gm_family(programs["lead"]) in ("brass", "guitar")
+        else parts.LEAD_RANGE
+    )
     swing = round(rng.uniform(*g.swing), 3)
     attempts, pedal = 0, False
     while True:
@@ -251,7 +255,9 @@ def arrange(seed: int, index: int, target_s: float = 40.0) -> Arrangement:
     return arr
 
 
-def labels(arr: Arrangement, programs: dict, has_lead: bool, swing: float, attempts: int, pedal: bool) -> dict:
+def labels(
+    arr: Arrangement, programs: dict, has_lead: bool, swing: float, attempts: int, pedal: bool
+) -> dict:
     """The exact labels of an arrangement (clip-level labels are added by the renderer)."""
     plan, g = arr.plan, arr.plan.genre
     pitched = [t for t in arr.tracks if t.channel != DRUM_CHANNEL]

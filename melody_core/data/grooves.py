@@ -74,8 +74,14 @@ def pattern(groove: str, meter: str) -> dict[int, str]:
 
 
 def drum_bar(
-    groove: str, meter: str, bar_start: float, velocity: int, rng: random.Random,
-    fill: bool = False, crash: bool = False, sparse: bool = False,
+    groove: str,
+    meter: str,
+    bar_start: float,
+    velocity: int,
+    rng: random.Random,
+    fill: bool = False,
+    crash: bool = False,
+    sparse: bool = False,
 ) -> list[Note]:
     """Notes of one bar (ql from the piece start). `fill` replaces the last beat with a snare/tom fill,
     `crash` adds a crash on the downbeat, `sparse` keeps only hats / ride (intros and builds)."""

@@ -27,7 +27,12 @@ PROGRESSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "minor": ("i VII VI VII", "i VI VII i", "i iv VII i", "i III VII VI"),
     },
     "jazzy": {
-        "major": ("Imaj7 vi7 ii7 V7", "Imaj7 IVmaj7 iii7 vi7", "Imaj7 ii7 iii7 IVmaj7", "Imaj7 IVmaj7 Imaj7 V7"),
+        "major": (
+            "Imaj7 vi7 ii7 V7",
+            "Imaj7 IVmaj7 iii7 vi7",
+            "Imaj7 ii7 iii7 IVmaj7",
+            "Imaj7 IVmaj7 Imaj7 V7",
+        ),
         "minor": ("i7 iv7 VIImaj7 IIImaj7", "i7 VImaj7 iv7 V7", "i7 iv7 i7 V7", "i7 iv7 VImaj7 V7"),
     },
     "jazz": {

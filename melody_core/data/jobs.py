@@ -150,8 +150,9 @@ def _render_variation(job: SymbolicJob, facts: ScoreFacts, index: int, result: J
         rel = f"clips/{coll.name}/{stem}-c{j}{CLIP_EXT}"
         save_audio(out / rel, clip)
         seconds = clip.numel() / job.renderer.sample_rate
-        clip_attrs = dict(attrs, clip=j, soundfont=Path(job.renderer.soundfont).stem,
-                          soundfont_license=SCORE_SOUNDFONT_LICENSES.get(Path(job.renderer.soundfont).stem, ""))
+        font = Path(job.renderer.soundfont).stem
+        font_license = SCORE_SOUNDFONT_LICENSES.get(font, "")
+        clip_attrs = dict(attrs, clip=j, soundfont=font, soundfont_license=font_license)
         result.records.append(
             ClipRecord(
                 id=clip_id,
@@ -257,7 +258,8 @@ def arranger_license(soundfont_name: str, soundfont_license: str) -> str:
 
 def _clip_sections(sections: list, start_s: float, end_s: float) -> tuple[str, list[str]]:
     """(section covering most of [start_s, end_s), all sections overlapping it in order)."""
-    overlap = [(min(e, end_s) - max(s, start_s), name) for name, s, e in sections if min(e, end_s) > max(s, start_s)]
+    overlap = [(min(e, end_s) - max(s, start_s), name) for name, s, e in sections]
+    overlap = [(o, name) for o, name in overlap if o > 0]
     names = list(dict.fromkeys(name for _, name in overlap))
     return (max(overlap)[1] if overlap else ""), names
 
@@ -276,7 +278,8 @@ def run_arrangement(job: ArrangementJob) -> JobResult:
         result.skipped.append(str(exc))
         return result
     plan = arr.plan
-    mix = draw_mix(random.Random(f"mix:{job.seed}:{job.index}"), [t.name for t in arr.tracks], len(job.soundfonts))
+    roles = [t.name for t in arr.tracks]
+    mix = draw_mix(random.Random(f"mix:{job.seed}:{job.index}"), roles, len(job.soundfonts))
     apply_mix(arr.tracks, mix)
     sf_name, sf_file, sf_license = job.soundfonts[mix.soundfont]
     renderer = Renderer(binary=job.binary, soundfont=sf_file, options=mix.options())
@@ -296,7 +299,8 @@ def run_arrangement(job: ArrangementJob) -> JobResult:
     clips = cut_clips(torch.from_numpy(audio_np), job.spec)
     if not clips:
         result.skipped.append(f"{plan.id}: no clip above the silence threshold")
-    bounds = np.linspace(0, audio_np.size, max(1, round(audio_np.size / (job.spec.target_s * SAMPLE_RATE))) + 1)
+    n_cut = max(1, round(audio_np.size / (job.spec.target_s * SAMPLE_RATE)))  # as in cut_clips
+    bounds = np.linspace(0, audio_np.size, n_cut + 1)
     base = dict(arr.attributes, soundfont=sf_name, soundfont_license=sf_license, **mix.as_labels())
     for j, clip in clips:
         wav_np, lufs = normalise_loudness(clip.numpy(), mix.lufs, SAMPLE_RATE)

@@ -107,7 +107,7 @@ def _track_bytes(track: Track, stop_tick: int | None) -> bytes:
         name = track.name.encode("ascii", "replace")[:64]
         events.append((0, 0, bytes([0xFF, META_TRACK_NAME]) + _vlq(len(name)) + name))
     events.append((0, 1, bytes([PROGRAM_CHANGE | ch, track.program & 0x7F])))
-    ccs = ((CC_VOLUME, track.volume), (CC_PAN, track.pan), (CC_REVERB, track.reverb), (CC_CHORUS, track.chorus))
+    ccs = (CC_VOLUME, track.volume), (CC_PAN, track.pan), (CC_REVERB, track.reverb), (CC_CHORUS, track.chorus)
     for cc, value in ccs:
         events.append((0, 2, bytes([CONTROL_CHANGE | ch, cc, max(0, min(127, value))])))
     end = 0

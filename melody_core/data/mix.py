@@ -43,7 +43,8 @@ class Mix:
     def options(self) -> tuple[str, ...]:
         """FluidSynth settings (`-o key=value`) of this mix."""
         return (f"synth.reverb.room-size={self.room_size:.2f}", f"synth.reverb.level={self.reverb_level:.2f}",
-                "synth.reverb.damp=0.4", "synth.chorus.level=1.5", "synth.dynamic-sample-loading=1")  # fmt: skip
+                "synth.reverb.damp=0.4", "synth.chorus.level=1.5",
+                "synth.dynamic-sample-loading=1")  # fmt: skip
 
     def as_labels(self) -> dict:
         return {"reverb": self.reverb_send, "chorus": self.chorus_send, "room_size": round(self.room_size, 2),

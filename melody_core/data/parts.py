@@ -60,9 +60,15 @@ def bass_bar(style: str, bar: BarContext, next_root: int, vel: int, rng: random.
     if style == "roots":
         out = [Note(s, bar.beat * (2 if len(beats) > 2 else 1.5), root, vel)]
         if len(beats) >= 3:
-            out.append(Note(beats[-1] if len(beats) == 3 else beats[2], bar.beat, rng.choice((root, fifth)), vel - 8))
+            out.append(
+                Note(beats[-1] if len(beats) == 3 else beats[2], bar.beat, rng.choice((root, fifth)), vel - 8)
+            )
         if len(beats) == 4 and rng.random() < 0.5:
-            out.append(Note(beats[3] + 0.5, 0.5, _root_pitch(next_root) - 1 if rng.random() < 0.5 else fifth, vel - 12))
+            out.append(
+                Note(
+                    beats[3] + 0.5, 0.5, _root_pitch(next_root) - 1 if rng.random() < 0.5 else fifth, vel - 12
+                )
+            )
         return out
     if style == "eighths":
         return [Note(s + i * 0.5, 0.45, root, vel - (0 if i % 2 == 0 else 10)) for i in range(int(L / 0.5))]
@@ -93,7 +99,9 @@ def bass_bar(style: str, bar: BarContext, next_root: int, vel: int, rng: random.
         out = []
         for j, i in enumerate(hits):
             end = hits[j + 1] if j + 1 < len(hits) else round(L / STEP)
-            out.append(Note(s + i * STEP, (end - i) * STEP, root if j != 2 else rng.choice((root, fifth)), vel))
+            out.append(
+                Note(s + i * STEP, (end - i) * STEP, root if j != 2 else rng.choice((root, fifth)), vel)
+            )
         return out
     if style == "reggae":
         grid = "..x.x...x.x.x..."[: round(L / STEP)]
@@ -103,7 +111,12 @@ def bass_bar(style: str, bar: BarContext, next_root: int, vel: int, rng: random.
 
 
 def chord_bar(
-    style: str, bar: BarContext, prev: list[int] | None, vel: int, rng: random.Random, size: int = 4,
+    style: str,
+    bar: BarContext,
+    prev: list[int] | None,
+    vel: int,
+    rng: random.Random,
+    size: int = 4,
 ) -> tuple[list[Note], list[int]]:
     """One bar of the chord part; returns its notes and the voicing (for the next bar's voice leading)."""
     lo, hi = PAD_RANGE if style == "pad" else CHORD_RANGE

@@ -104,7 +104,9 @@ def convert_sf3(src: str | Path, dst: str | Path) -> Path:
         raise SoundfontError(f"{src}: corrupt soundfont (no smpl or shdr chunk)")
     raw = data[smpl[0] : smpl[0] + smpl[1]]
     shdr_start, shdr_size = pdta[b"shdr"]
-    headers = [bytearray(data[shdr_start + i : shdr_start + i + SHDR_SIZE]) for i in range(0, shdr_size, SHDR_SIZE)]
+    headers = [
+        bytearray(data[shdr_start + i : shdr_start + i + SHDR_SIZE]) for i in range(0, shdr_size, SHDR_SIZE)
+    ]
     pcm, pos = [], 0
     for h in headers[:-1]:  # the last header is the terminal "EOS" record
         start, end, loop_start, loop_end = struct.unpack("<4I", h[20:36])
