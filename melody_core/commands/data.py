@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default for a built corpus: DIR/plots)",
     )  # fmt: skip
     info.add_argument("--no-plots", action="store_true", help="no histogram PNGs")
+    info.add_argument(
+        "--sheet", metavar="PNG", help="also write spectrograms of 12 clips of different genres / sources"
+    )
     info.set_defaults(func=run_info)
 
 
@@ -166,6 +169,14 @@ def run_info(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CLIError(f"{plots}: cannot write the histograms ({exc.strerror or exc})") from None
         summary["plots"] = [str(f) for f in files]
+    if args.sheet:
+        from melody_core.audio import AudioError
+        from melody_core.data.summary import write_spectrogram_sheet
+
+        try:
+            summary["sheet"] = str(write_spectrogram_sheet(args.folder, args.sheet))
+        except (OSError, AudioError) as exc:
+            raise CLIError(f"{args.sheet}: cannot write the spectrogram sheet ({exc})") from None
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
     if summary.get("plots") and not args.json:
         print(f"histograms: {summary['plots'][0]} (+ {len(summary['plots']) - 1} more)")

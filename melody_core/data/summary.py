@@ -144,3 +144,56 @@ def write_histograms(folder: str | Path, out_dir: str | Path) -> list[Path]:
     fig_all.savefig(sheet, dpi=70)
     plt.close(fig_all)
     return [sheet, *files]
+
+
+SHEET_N_FFT = 1024
+SHEET_HOP = 256
+
+
+def write_spectrogram_sheet(
+    folder: str | Path, out_png: str | Path, n: int = 12, seconds: float = 10.0
+) -> Path:
+    """A grid of log-magnitude spectrograms of the first `seconds` of `n` clips, one per genre (or
+    source) where there are enough, titled with genre, BPM, key and soundfont."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from melody_core import SAMPLE_RATE
+    from melody_core.audio import load_audio
+
+    records = read_corpus(folder)
+    picked, seen = [], set()
+    for rec in sorted(records, key=lambda r: r.id):
+        group = rec.attributes.get("genre") or rec.source
+        if group not in seen and len(picked) < n:
+            seen.add(group)
+            picked.append(rec)
+    cols = 4
+    rows = max(1, -(-len(picked) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, rec in zip(axes.flat, picked):
+        wav = load_audio(Path(folder) / rec.path)[: int(seconds * SAMPLE_RATE)]
+        window = torch.hann_window(SHEET_N_FFT)
+        spec = torch.stft(wav, SHEET_N_FFT, SHEET_HOP, window=window, return_complex=True)
+        db = 20 * torch.log10(spec.abs() + 1e-5)  # (freq, frames)
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", vmin=float(db.max()) - 80, vmax=float(db.max()),
+                  extent=(0, wav.numel() / SAMPLE_RATE, 0, SAMPLE_RATE / 2000), cmap="magma")  # fmt: skip
+        a = rec.attributes
+        title = a.get("genre") or rec.source.split(":")[-1]
+        head = f"{title} {a.get('bpm', '')} bpm, {a.get('key', '')}"
+        ax.set_title(f"{head}\n{a.get('soundfont', '')}", fontsize=8)
+        ax.axis("on")
+        ax.set_xlabel("s", fontsize=7)
+        ax.set_ylabel("kHz", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=50)
+    plt.close(fig)
+    return out
