@@ -70,7 +70,12 @@ def test_labels_and_histogram():
     assert tonic_pitch_class("Cb") == 11
     assert tonic_pitch_class("x") is None and tonic_pitch_class(None) is None
     lab = clip_labels({"instrument_family": "harp", "key": "G minor", "mode": "minor"})
-    assert lab == {"instrument": "harp", "tonic": "7", "mode": "minor"}
+    assert lab == {"instrument": "harp", "tonic": "7", "mode": "minor", "key": "7 minor", "tempo_class": None,
+                   "bpm_4pct": None}  # fmt: skip
+    lab = clip_labels({"bpm": 120, "key": "C major", "mode": "major"})
+    assert lab["key"] == "0 major" and lab["tempo_class"] == "5"  # 120 BPM: 5th of 8 log classes 60-180
+    assert lab["bpm_4pct"] == "9"  # 60 * 1.08^9 = 119.9 <= 120 < 129.5
+    assert clip_labels({"bpm": 60})["bpm_4pct"] == "0" and clip_labels({"bpm": 200})["tempo_class"] == "7"
     assert clip_labels({})["tonic"] is None
     h = token_histogram(torch.tensor([0, 0, 3]), 4)
     assert torch.allclose(h, torch.tensor([2 / 3, 0, 0, 1 / 3]))
@@ -104,3 +109,31 @@ def test_cli_wrong_component(tmp_path):
     args = _parse(["eval-tokens", "--ssl", str(tmp_path), "--kmeans", str(tmp_path), "--data", str(tmp_path)])
     with pytest.raises(CLIError, match="not 'ssl'"):
         args.func(args)
+
+
+def test_rhythm_pitch_token_features_see_tempo_and_pitch_class():
+    """-2 features: the tempogram of a click track peaks at its tempo, chroma of a tone at its class."""
+    from melody_core import SAMPLE_RATE
+    from melody_core.models.ssl_conformer import (
+        MEL_CHROMA_TOKEN_LAYER,
+        MEL_FEATURE_DIM,
+        frame_token_features,
+        token_feature_dim,
+    )
+    from melody_core.models.token_features import CHROMA_WEIGHT, TEMPO_WEIGHT, tempo_lags
+
+    t = torch.arange(8 * SAMPLE_RATE) / SAMPLE_RATE
+    clicks = torch.zeros_like(t)
+    period = SAMPLE_RATE * 60 // 100  # 100 BPM
+    for k in range(0, t.numel(), period):
+        clicks[k : k + 200] = torch.randn(200, generator=torch.Generator().manual_seed(k)) * 0.5
+    tone = 0.3 * torch.sin(2 * torch.pi * 392.0 * t)  # G4: pitch class 7
+    f = frame_token_features((clicks + tone).unsqueeze(0), MEL_CHROMA_TOKEN_LAYER)[0]
+    assert f.shape == (200, token_feature_dim(MEL_CHROMA_TOKEN_LAYER, 0))
+    assert torch.isfinite(f).all()
+    chroma = f[:, MEL_FEATURE_DIM : MEL_FEATURE_DIM + 12] / CHROMA_WEIGHT
+    assert int(chroma.mean(0).argmax()) == 7
+    tempogram = f[50:150, MEL_FEATURE_DIM + 12 : -1] / TEMPO_WEIGHT  # frames away from the edges
+    bpm = 60.0 / (tempo_lags() / 100.0)
+    best = float(bpm[tempogram.mean(0).argmax()])
+    assert abs(best / 100.0 - 1) < 0.05

@@ -24,8 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "by work, against chance (majority class, 1/C) and against random-k-means tokens and log-mel "
         "statistics.",
     )
-    p.add_argument("--ssl", metavar="RUN_OR_BUNDLE", required=True, help="SSL run folder or bundle")
-    p.add_argument("--kmeans", metavar="RUN_OR_BUNDLE", required=True, help="k-means run folder or bundle")
+    p.add_argument("--ssl", metavar="RUN_OR_BUNDLE", help="SSL run folder or bundle")
+    p.add_argument("--kmeans", metavar="RUN_OR_BUNDLE", help="k-means run folder or bundle")
+    p.add_argument(
+        "--fit-kmeans", type=int, metavar="V",
+        help="instead of --ssl/--kmeans: fit a V-centroid k-means on the train split for each --layers "
+        "feature set (network-free: -1 = log-mel+delta, the tiny tokens; -2 = + chroma + tempogram) and "
+        "compare them",
+    )  # fmt: skip
+    p.add_argument("--layers", default="-1,-2", help="with --fit-kmeans: feature layers (default -1,-2)")
     p.add_argument("--data", metavar="CORPUS_DIR", required=True, help="corpus folder (captions.jsonl)")
     p.add_argument("--max-clips", type=int, default=None, help="clips used at most (default: all)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by work (default 5)")
@@ -43,6 +50,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--folds must be 2..20, got {args.folds}")
     if args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    if args.fit_kmeans is None and not (args.ssl and args.kmeans):
+        raise CLIError("give --ssl and --kmeans, or --fit-kmeans V")
+    if args.fit_kmeans is not None and not 2 <= args.fit_kmeans <= 4096:
+        raise CLIError(f"--fit-kmeans must be 2..4096, got {args.fit_kmeans}")
+    if args.fit_kmeans is not None:
+        bad = f"--layers must be a comma-separated list of -1 / -2, got {args.layers!r}"
+        try:
+            layers = [int(v) for v in args.layers.split(",")]
+        except ValueError:
+            raise CLIError(bad) from None
+        if not layers or any(v not in (-1, -2) for v in layers):
+            raise CLIError(bad)
     if not 0 <= args.seed < 2**62:
         raise CLIError(f"--seed must be an integer in [0, 2^62), got {args.seed}")
 
@@ -54,7 +73,13 @@ def run_eval_tokens(args: argparse.Namespace) -> int:
     from melody_core.audio import AudioError
     from melody_core.checkpoint_files import BundleError
     from melody_core.data.corpus import CorpusError
-    from melody_core.eval.token_probe import ProbeError, ProbeOptions, format_report, run_probe
+    from melody_core.eval.token_probe import (
+        ProbeError,
+        ProbeOptions,
+        format_report,
+        run_feature_probe,
+        run_probe,
+    )
     from melody_core.train.upstream import TrainError
 
     def log(line: str) -> None:
@@ -64,7 +89,11 @@ def run_eval_tokens(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     opts = ProbeOptions(max_clips=args.max_clips, folds=args.folds, seed=args.seed)
     try:
-        report = run_probe(args.ssl, args.kmeans, args.data, opts, log)
+        if args.fit_kmeans is not None:
+            layers = tuple(int(v) for v in args.layers.split(","))
+            report = run_feature_probe(args.data, layers, args.fit_kmeans, opts, log)
+        else:
+            report = run_probe(args.ssl, args.kmeans, args.data, opts, log)
     except (ProbeError, TrainError, CorpusError, AudioError, BundleError) as exc:
         raise CLIError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     print(json.dumps(report, indent=2) if args.json

@@ -22,6 +22,7 @@ L-BFGS *(our choice: convex, deterministic, and fast enough for a few hundred cl
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,11 +36,16 @@ import torch.nn.functional as F
 from melody_core.models.ssl_conformer import HOP as SSL_HOP
 from melody_core.models.ssl_conformer import hubert_frame_features
 
-TARGETS = ("instrument", "tonic", "mode")  # probed attributes
+TARGETS = ("instrument", "tonic", "mode", "key", "tempo_class", "bpm_4pct")  # probed attributes
+TEMPO_RANGE = (60.0, 180.0)  # BPM range of the tempo targets (clamped)
+TEMPO_CLASSES = 8  # log-spaced tempo classes over TEMPO_RANGE
+BPM_BIN_RATIO = 1.08  # bpm_4pct: log bins 8 % wide, so a right bin puts its centre within +-4 %
+N_BPM_BINS = math.ceil(math.log(TEMPO_RANGE[1] / TEMPO_RANGE[0]) / math.log(BPM_BIN_RATIO))  # 15
 FEATURE_SETS = ("tokens", "random_kmeans", "mel_stats")  # learned tokens and the two controls
 NATURAL_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 ACCIDENTAL = {"#": 1, "s": 1, "b": -1, "-": -1}  # music21 writes flats as "-"
 N_PITCH_CLASSES = 12
+N_CLASSES = {"tonic": 12, "key": 24, "tempo_class": TEMPO_CLASSES, "bpm_4pct": N_BPM_BINS}  # for 1/C
 STD_FLOOR = 1e-6  # z-scoring: floor on a feature's std (constant features stay 0)
 
 
@@ -76,11 +82,31 @@ def clip_labels(attributes: dict[str, Any]) -> dict[str, str | None]:
     pc = tonic_pitch_class(tonic)
     mode = attributes.get("mode")
     fam = attributes.get("instrument_family")
+    mode = str(mode) if mode in ("major", "minor") else None
+    bpm = attributes.get("bpm")
+    bpm = float(bpm) if isinstance(bpm, int | float) and bpm > 0 else None
     return {
         "instrument": str(fam) if fam else None,
         "tonic": None if pc is None else str(pc),
-        "mode": str(mode) if mode in ("major", "minor") else None,
+        "mode": mode,
+        "key": None if pc is None or mode is None else f"{pc} {mode}",
+        "tempo_class": None if bpm is None else str(tempo_bin(bpm, TEMPO_CLASSES)),
+        "bpm_4pct": None if bpm is None else str(bpm_4pct_bin(bpm)),
     }
+
+
+def tempo_bin(bpm: float, n_bins: int) -> int:
+    """Index of `bpm` among n_bins log-spaced bins over TEMPO_RANGE (clamped)."""
+    lo, hi = TEMPO_RANGE
+    pos = math.log(min(max(bpm, lo), hi) / lo) / math.log(hi / lo)
+    return min(n_bins - 1, int(pos * n_bins))
+
+
+def bpm_4pct_bin(bpm: float) -> int:
+    """Index of the BPM_BIN_RATIO-wide log bin from TEMPO_RANGE[0] that holds `bpm` (clamped):
+    predicting the right bin means predicting a tempo (its geometric centre) within +-4 %."""
+    lo, hi = TEMPO_RANGE
+    return min(N_BPM_BINS - 1, int(math.log(min(max(bpm, lo), hi) / lo) / math.log(BPM_BIN_RATIO)))
 
 
 # --------------------------------------------------------------------------------------- features
@@ -251,7 +277,7 @@ def probe_features(data: dict[str, Any], opts: ProbeOptions) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for target in TARGETS:
         labels = [lab[target] for lab in data["labels"]]
-        n_cls = N_PITCH_CLASSES if target == "tonic" else None
+        n_cls = N_CLASSES.get(target)
         results[target] = {
             name: evaluate_target(x, labels, data["splits"], data["groups"], n_cls, opts)
             for name, x in data["x"].items()
@@ -289,24 +315,112 @@ def run_probe(
     }
 
 
+@torch.no_grad()
+def extract_frame_features(
+    corpus: str | Path, layers: tuple[int, ...], opts: ProbeOptions,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Per clip and network-free token layer (`ssl_conformer.frame_token_features`): the (n, d) frames;
+    plus mel statistics, labels, splits and groups."""
+    from melody_core.audio import load_audio
+    from melody_core.data.corpus import read_corpus
+    from melody_core.models.ssl_conformer import frame_token_features
+
+    records = _subset(read_corpus(corpus), opts.max_clips)
+    frames: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    mels, kept = [], []
+    t0 = time.perf_counter()
+    for n, rec in enumerate(records, 1):
+        wav = load_audio(Path(corpus) / rec.path)
+        if wav.shape[-1] < SSL_HOP:
+            continue
+        for layer in layers:
+            frames[layer].append(frame_token_features(wav.unsqueeze(0), layer)[0])
+        mels.append(mel_statistics(wav))
+        kept.append(rec)
+        if n % 50 == 0 or n == len(records):
+            log(f"features: {n}/{len(records)} clips ({time.perf_counter() - t0:.0f} s)")
+    if len(kept) < 2 * opts.folds:
+        raise ProbeError(f"{corpus}: {len(kept)} usable clips, need at least {2 * opts.folds}")
+    return {
+        "frames": frames,
+        "mel_stats": torch.stack(mels),
+        "labels": [clip_labels(r.attributes) for r in kept],
+        "splits": [r.split for r in kept],
+        "groups": [str(r.attributes.get("work", r.id)) for r in kept],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+FIT_FRAMES = 100_000  # frames k-means is fit on at most (seeded subsample of the train-split clips)
+FIT_ITERATIONS = 30
+
+
+def run_feature_probe(
+    corpus: str | Path, layers: tuple[int, ...], vocab: int, opts: ProbeOptions,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Compare token feature sets without a trained SSL model: for each network-free layer, fit a
+    `vocab`-centroid k-means on frames of the train-split clips only, tokenize every clip, probe the
+    token histograms (valid split and CV grouped by work / arrangement); mel statistics as control."""
+    from melody_core.models.kmeans import KMeansConfig, KMeansTokenizer
+
+    data = extract_frame_features(corpus, layers, opts, log)
+    x: dict[str, torch.Tensor] = {}
+    used = {}
+    for layer in layers:
+        feats = data["frames"][layer]
+        train = torch.cat([f for f, s in zip(feats, data["splits"]) if s != "valid"])  # (N, d)
+        gen = torch.Generator().manual_seed(opts.seed)
+        if len(train) > FIT_FRAMES:
+            train = train[torch.randperm(len(train), generator=gen)[:FIT_FRAMES]]
+        if len(train) < vocab:
+            raise ProbeError(f"only {len(train)} training frames for {vocab} centroids")
+        km = KMeansTokenizer(KMeansConfig(n_clusters=vocab, dim=train.shape[1], layer=layer))
+        km.fit(train, n_iter=FIT_ITERATIONS, seed=opts.seed)
+        name = f"tokens_layer{layer}"
+        x[name] = torch.stack([token_histogram(km.assign(f), vocab) for f in feats])
+        used[name] = int((x[name].sum(0) > 0).sum())
+        log(f"{name}: k-means fit on {len(train)} frames, {used[name]}/{vocab} tokens used")
+    x["mel_stats"] = data["mel_stats"]
+    data["x"] = x
+    t0 = time.perf_counter()
+    results = probe_features(data, opts)
+    return {
+        "ssl": "none (network-free token features)",
+        "kmeans": f"fit here: {vocab} centroids per layer {list(layers)} on train-split frames",
+        "corpus": str(corpus),
+        "clips": len(data["labels"]),
+        "valid_clips": sum(s == "valid" for s in data["splits"]),
+        "works": len(set(data["groups"])),
+        "folds": opts.folds,
+        "vocab": vocab,
+        "tokens_used": used,
+        "label_counts": {t: dict(Counter(lab[t] for lab in data["labels"] if lab[t])) for t in TARGETS},
+        "results": results,
+        "extract_seconds": round(data["seconds"], 1),
+        "probe_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Plain-text table: accuracy vs chance per target and feature set (valid split, grouped CV)."""
     lines = [
         f"SSL: {report['ssl']}",
-        f"k-means: {report['kmeans']} ({report['tokens_used']}/{report['vocab']} tokens used)",
+        f"k-means: {report['kmeans']} (tokens used: {report['tokens_used']} of {report['vocab']})",
         f"clips: {report['clips']} ({report['valid_clips']} valid, {report['works']} works), "
         f"{report['folds']}-fold CV grouped by work",
         "",
-        f"{'target':<11}{'features':<15}{'valid acc':>10}{'major.':>8}{'CV acc':>9}{'major.':>8}{'1/C':>7}",
+        f"{'target':<12}{'features':<20}{'valid acc':>10}{'major.':>8}{'CV acc':>9}{'major.':>8}{'1/C':>7}",
     ]
     for target, by_set in report["results"].items():
         for name, r in by_set.items():
             if "skipped" in r:
-                lines.append(f"{target:<11}{name:<15}  skipped: {r['skipped']}")
+                lines.append(f"{target:<12}{name:<20}  skipped: {r['skipped']}")
                 continue
             v, c = r["valid"], r["cv"]
             lines.append(
-                f"{target:<11}{name:<15}{_num(v['accuracy'], 10)}{_num(v['majority'], 8)}"
+                f"{target:<12}{name:<20}{_num(v['accuracy'], 10)}{_num(v['majority'], 8)}"
                 f"{_num(c['accuracy'], 9)}{_num(c['majority'], 8)}{_num(c['uniform'], 7)}"
             )
     return "\n".join(lines)

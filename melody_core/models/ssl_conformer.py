@@ -51,6 +51,7 @@ MEL_SUBFRAMES = 4  # hubert_frame_features: log-mel frames (hop 240) per 25 Hz f
 MEL_TOKEN_LAYER = -1  # `extract(layer=-1)`: the first-iteration log-mel features, not a network layer
 MEL_BANDS = 64  # hubert_frame_features' default mel bands
 MEL_FEATURE_DIM = 2 * MEL_BANDS  # its width: log-mel + delta
+MEL_CHROMA_TOKEN_LAYER = -2  # `extract(layer=-2)`: log-mel + delta + chroma + tempogram (token_features)
 NORM_EPS = 1e-5
 
 
@@ -497,8 +498,8 @@ class Wav2Vec2Conformer(nn.Module):
         budget the trained network's layers carry less than these features; see token_probe)*.
         """
         layer = self.config.token_layer if layer is None else layer
-        if layer == MEL_TOKEN_LAYER:
-            return hubert_frame_features(wav)
+        if layer in (MEL_TOKEN_LAYER, MEL_CHROMA_TOKEN_LAYER):
+            return frame_token_features(wav, layer)
         if not 0 <= layer <= self.config.n_layers:
             raise ValueError(f"layer {layer} outside 0..{self.config.n_layers}")
         was_training = self.training
@@ -526,3 +527,22 @@ def hubert_frame_features(wav: torch.Tensor, n_mels: int = MEL_BANDS, n_fft: int
     spec = spec.mean(-1).transpose(1, 2)  # (B, n, n_mels)
     delta = torch.diff(spec, dim=1, prepend=spec[:, :1])  # (B, n, n_mels)
     return torch.cat([spec, delta], dim=-1)  # (B, n, 2 n_mels)
+
+
+def token_feature_dim(layer: int, d_model: int) -> int:
+    """Width of the features `extract(layer=...)` returns."""
+    from melody_core.models.token_features import EXTRA_DIM
+
+    widths = {MEL_TOKEN_LAYER: MEL_FEATURE_DIM, MEL_CHROMA_TOKEN_LAYER: MEL_FEATURE_DIM + EXTRA_DIM}
+    return widths.get(layer, d_model)
+
+
+def frame_token_features(wav: torch.Tensor, layer: int) -> torch.Tensor:
+    """The network-free token features: (B, T) -> (B, T // 960, token_feature_dim(layer)).
+    MEL_TOKEN_LAYER: `hubert_frame_features`; MEL_CHROMA_TOKEN_LAYER: those + chroma + tempogram."""
+    mel = hubert_frame_features(wav)
+    if layer == MEL_TOKEN_LAYER:
+        return mel
+    from melody_core.models.token_features import rhythm_pitch_features
+
+    return torch.cat([mel, rhythm_pitch_features(wav, mel.shape[1])], dim=-1)

@@ -29,7 +29,7 @@ from melody_core import SAMPLE_RATE
 from melody_core.audio import load_audio
 from melody_core.data.captions import short_prompts
 from melody_core.models.ssl_conformer import HOP as SSL_HOP
-from melody_core.models.ssl_conformer import MEL_FEATURE_DIM, MEL_TOKEN_LAYER
+from melody_core.models.ssl_conformer import token_feature_dim
 from melody_core.train.data import ClipSet
 from melody_core.train.dist import DistContext
 from melody_core.train.state import atomic_write, combine_hashes, write_json
@@ -111,7 +111,7 @@ def windowed(
 def ssl_features(ssl, wav: torch.Tensor, layer: int, device: torch.device) -> torch.Tensor:
     """(T,) -> (T // 960, d_model) features of SSL layer `layer` (windowed, eval mode)."""
     if wav.shape[-1] < SSL_HOP:
-        return torch.zeros(0, MEL_FEATURE_DIM if layer == MEL_TOKEN_LAYER else ssl.config.d_model)
+        return torch.zeros(0, token_feature_dim(layer, ssl.config.d_model))
     fn = lambda seg: ssl.extract(seg.to(device), layer=layer).float().cpu()  # noqa: E731
     return windowed(fn, wav, SSL_HOP, SSL_WINDOW_FRAMES, SSL_CONTEXT_FRAMES)
 

@@ -6,7 +6,9 @@ until `max_frames` frames are gathered (then subsampled to exactly that), go thr
 iteration (mean inertia); validation reports the inertia of held-out frames. The layer defaults to
 the upstream SSL model's `token_layer`; `--set layer=N` picks another, and `--set layer=-1` fits the
 HuBERT first-iteration log-mel features instead of a network layer (the tiny bundle's tokenizer: at
-its budget they carry more musical information than the trained SSL layers — `melody eval-tokens`).
+its budget they carry more musical information than the trained SSL layers — `melody eval-tokens`),
+and `--set layer=-2` those plus chroma and a local tempogram (`models.token_features`: an option that
+makes the tokens carry key and tempo; the committed tiny bundle keeps -1).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from melody_core.models.kmeans import KMeansTokenizer
-from melody_core.models.ssl_conformer import MEL_FEATURE_DIM, MEL_TOKEN_LAYER
+from melody_core.models.ssl_conformer import MEL_CHROMA_TOKEN_LAYER, MEL_TOKEN_LAYER, token_feature_dim
 from melody_core.train.cache import ssl_features
 from melody_core.train.stage import Hyper, Stage, StageContext, TrainError
 
@@ -36,7 +38,7 @@ class KMeansStage(Stage):
     def derived_config(self, upstream, hp, opts) -> dict:
         ssl = upstream["ssl"].config
         layer = opts.overrides.get("layer", ssl.token_layer)
-        out = {"dim": MEL_FEATURE_DIM if layer == MEL_TOKEN_LAYER else ssl.d_model}
+        out = {"dim": token_feature_dim(layer, ssl.d_model)}
         if "layer" not in opts.overrides:
             out["layer"] = ssl.token_layer
         return out
@@ -47,10 +49,12 @@ class KMeansStage(Stage):
         self.km = KMeansTokenizer(ctx.config).to(ctx.device)
         self.ssl = ctx.upstream["ssl"].model.eval()
         layer = ctx.config.layer
-        if layer != MEL_TOKEN_LAYER and not 0 <= layer <= self.ssl.config.n_layers:
+        network_free = layer in (MEL_TOKEN_LAYER, MEL_CHROMA_TOKEN_LAYER)
+        if not network_free and not 0 <= layer <= self.ssl.config.n_layers:
             raise TrainError(
                 f"layer {layer} outside the SSL model's 0..{self.ssl.config.n_layers} "
-                f"({MEL_TOKEN_LAYER} = first-iteration log-mel features)"
+                f"({MEL_TOKEN_LAYER} = first-iteration log-mel features, "
+                f"{MEL_CHROMA_TOKEN_LAYER} = those + chroma + tempogram)"
             )
         self.max_frames = MAX_FRAMES.get(ctx.opts.preset, MAX_FRAMES["tiny"])
         self.valid_feats: torch.Tensor | None = None
