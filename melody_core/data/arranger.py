@@ -36,6 +36,7 @@ SECTION_PLANS = (  # (section, bars) sequences; bar counts are scaled to the tar
     (("intro", 2), ("main", 4), ("break", 4), ("main", 4), ("outro", 2)),
     (("main", 4), ("break", 2), ("build", 2), ("main", 4), ("main", 4)),
 )
+ARRANGER_VERSION = 2  # bump when a change alters the notes of a (seed, index): resumed builds restart
 KEY_ATTEMPTS = 8  # re-draws of progression + melody before the tonic pedal
 PEDAL_ATTEMPTS = 4  # re-draws with the pedal before the arrangement is given up
 ELECTRONIC_GROOVES = ("trap", "house", "techno", "chip", "synthwave", "dnb")

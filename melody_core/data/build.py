@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from melody_core.data.arranger import ARRANGER_VERSION
 from melody_core.data.catalog import COLLECTIONS, MUSIC21_NOTE, WorkRef, all_works, order_works
 from melody_core.data.clips import ClipSpec
 from melody_core.data.corpus import ClipRecord, CorpusError, read_corpus, write_records
@@ -285,6 +286,7 @@ def _fingerprint(settings: BuildSettings, planned_scores: list) -> str:
     for k in ("out", "workers", "hours", "arrangements"):
         d.pop(k)
     d["scores"] = [w.id for w in planned_scores]
+    d["arranger_version"] = ARRANGER_VERSION
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

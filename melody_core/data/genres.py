@@ -85,7 +85,7 @@ GENRES: tuple[Genre, ...] = (
           ("atmospheric", "dreamy", "floating", "calm", "ethereal"), lead_share=1.0),
     Genre("cinematic", "cinematic orchestral", (70, 130), ("4/4", "3/4", "6/8"), 0.7, (0.5, 0.5), 0.5,
           "cinematic", (48,), (43, 42, 58), (48, 49, 52), (60, 56, 40, 73, 46), (48, 52),
-          "octaves", "pad", "melody", "cinematic", ("epic", "dramatic", "heroic", "sweeping", "tense")),
+          "octaves", "strum", "melody", "cinematic", ("epic", "dramatic", "heroic", "sweeping", "tense")),
     Genre("chiptune", "chiptune", (120, 170), ("4/4",), 0.4, (0.5, 0.5), 0.25, "chip", (24,),
           (80, 38), (80, 81), (80, 81), (), "octaves", "arp", "melody", "pop",
           ("8-bit", "retro", "video game", "bouncy")),
