@@ -8,7 +8,7 @@ import torch
 from melody_core import SAMPLE_RATE
 from melody_core.audio import load_audio
 from melody_core.data.arranger import arrange, genre_of, plan_arrangement
-from melody_core.data.captions import arrangement_captions
+from melody_core.data.captions import arrangement_captions, short_prompts
 from melody_core.data.clips import ClipSpec
 from melody_core.data.genres import GENRES
 from melody_core.data.jobs import TMP_DIR, ArrangementJob, run_arrangement
@@ -55,6 +55,8 @@ def test_captions_write_the_bpm_in_at_least_half():
         caps = arrangement_captions(a, f"s{i}", 5)
         assert len(set(caps)) == 5 and a["genre_label"] in caps[0]
         assert sum(str(a["bpm"]) in c for c in caps) >= len(caps) / 2
+        prompts = short_prompts(a)
+        assert prompts[0] == a["genre_label"] and f"{a['bpm']} bpm" in prompts[1]
 
 
 def _first_index(genre: str, meter: str | None = None) -> int:

@@ -126,10 +126,16 @@ def symbolic_captions(a: dict[str, Any], seed_key: str, n: int = DEFAULT_NUM_CAP
 
 
 def short_prompts(a: dict[str, Any]) -> list[str]:
-    """What a user types rather than a full caption, from a clip's attributes: the ensemble
+    """What a user types rather than a full caption, from a clip's attributes: for an arranged clip
+    its genre ("trap", "trap 141 bpm", "dark trap"); else the ensemble
     ("solo piano", "a string quartet"), with its style, its tempo word or its mood. Empty without an
     `ensemble_label` (recorded or user corpora). Used by the LM trainer's text prefixes (the MuLan
     RVQ codes of a two-word prompt differ from those of a long caption of the same clip)."""
+    if a.get("genre_label"):  # an arranged clip: genre, genre + tempo, word + genre
+        g, bpm = str(a["genre_label"]), a.get("bpm")
+        out = [g, f"{g} {bpm} bpm" if bpm else g]
+        out += [f"{w} {g}" for w in a.get("words", ())[:2]]
+        return list(dict.fromkeys(out))
     label = str(a.get("ensemble_label") or "").strip()
     if not label:
         return []
