@@ -81,3 +81,18 @@ def test_build_with_a_corrupt_soundfont_is_one_line(tmp_path):
                   str(tmp_path / "o"), "--workers", "1"])  # fmt: skip
     assert "x.sf2" in msg and "SoundFont" in msg
     assert "--arrangement-share" in _error(["data", "build", "--arrangement-share", "1.5"])
+
+
+def test_info_checks_the_bpm_of_arranged_clips(tmp_path, capsys):
+    from melody_core.data.build import BuildSettings, build_corpus
+    from melody_core.data.render import DEFAULT_SOUNDFONT
+
+    settings = BuildSettings(
+        out=str(tmp_path / "c"), symbolic=False, arrangements=2, arrangement_seconds=10.0, clip_seconds=10.0,
+        min_clip_seconds=4.0, workers=1, soundfont=DEFAULT_SOUNDFONT,
+    )  # fmt: skip
+    build_corpus(settings, log=lambda _: None)
+    args = _parse(["data", "info", str(tmp_path / "c"), "--no-plots", "--check-bpm", "5"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "BPM onset check: 2/2 arranged clips within 2 %" in out

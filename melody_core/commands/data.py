@@ -80,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument(
         "--sheet", metavar="PNG", help="also write spectrograms of 12 clips of different genres / sources"
     )
+    info.add_argument(
+        "--check-bpm", type=int, metavar="N",
+        help="onset check of the labelled BPM of up to N arranged clips (share within 2 %%, per genre)",
+    )  # fmt: skip
     info.set_defaults(func=run_info)
 
 
@@ -178,6 +182,18 @@ def run_info(args: argparse.Namespace) -> int:
         except (OSError, AudioError) as exc:
             raise CLIError(f"{args.sheet}: cannot write the spectrogram sheet ({exc})") from None
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
+    if args.check_bpm:
+        from melody_core.audio import AudioError
+        from melody_core.data.summary import bpm_check
+
+        try:
+            check = bpm_check(args.folder, args.check_bpm)
+        except AudioError as exc:
+            raise CLIError(str(exc)) from None
+        per = ", ".join(f"{g} {a}/{b}" for g, (a, b) in sorted(check["per_genre"].items()))
+        print(f"BPM onset check: {check['within']}/{check['checked']} arranged clips within 2 % ({per})")
+        for miss in check["misses"][:10]:
+            print(f"  miss: {miss[0]} labelled {miss[1]:g}, measured {miss[2]:g}")
     if summary.get("plots") and not args.json:
         print(f"histograms: {summary['plots'][0]} (+ {len(summary['plots']) - 1} more)")
     return 0
