@@ -16,7 +16,7 @@ window). `GenerationSettings.start`: "window" (paper, default) denoises the whol
 steps — the first audio needs 250 LM tokens + T steps on 2500 frames; "progressive" *(our choice)*
 grows the first window chunk by chunk, so the first audio needs 62 tokens + T steps on 620 frames
 (measured ~5x lower time to first sound on a 2-core CPU; use it for live playback). The
-DESIGN's "staggered start" (`diffusion.staggered_chunks`) cannot lower it with this DPD: every step
+DESIGN's "staggered start" (not implemented) cannot lower it with this DPD: every step
 still runs on all L frames and chunk 0 is clean after the same T steps (and T + (M − 1)⌈T/M⌉ NFEs
 in all), so it is not used.
 Streaming, decoding and the equality of streamed and non-streamed audio: `_pipeline_decode`.

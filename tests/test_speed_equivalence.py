@@ -3,8 +3,8 @@
 - DPD: a forward with a prepared `DPDContext` (per window), with CFG twins (shared input stage) and
   with sampler-like angle vectors (E_delta / FiLM on runs of equal angles) == the module-by-module
   reference of tests/test_dpd.py, for legacy and centred self-attention keys.
-- Engine: `WindowGuidance` == `diffusion.GuidedVelocity` (values and NFE / row counters), and a
-  whole denoising run with it == `diffusion.sample_continuation`.
+- Engine: `GuidedVelocity` with the per-window context (`prepare=pipe.dpd_prepare`) == without it
+  (values and NFE / row counters), and a whole continuation with it == without it.
 - Semantic LM: the norm-column decode path gives the full forward's logits and the same sampled
   tokens; the SRU's reused forget-gate buffer gives bit-identical states.
 - Runtime / bench: malloc tuning honours the opt-outs; the FLOP counter counts what it says.
@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from test_dpd import _perturbed, _small, reference_forward
 
-from melody_core._pipeline_engine import WindowGuidance, denoise_steps
 from melody_core.diffusion import GuidedVelocity, linear_schedule, sample_continuation
 from melody_core.eval.bench import FlopCounter
 from melody_core.models import sru
@@ -152,14 +151,14 @@ def _pipeline_like(model: DualPathDiffusion, compiled: bool = False) -> types.Si
 
 @pytest.mark.parametrize("scale", [2.5, 1.0, 0.0, None])
 @pytest.mark.parametrize("compiled", [False, True])
-def test_window_guidance_equals_guided_velocity(scale: float | None, compiled: bool) -> None:
+def test_prepared_guidance_equals_plain_guidance(scale: float | None, compiled: bool) -> None:
     model = _model(False)
     pipe = _pipeline_like(model, compiled)
     torch.manual_seed(5)
     z, delta = torch.randn(1, LENGTH, 16), _sampler_angles("continuation", 1, LENGTH)
     tokens = None if scale is None else torch.randint(0, model.config.vocab_size, (1, 30))
     with torch.inference_mode():
-        fast = WindowGuidance(pipe, tokens, 2.5 if scale is None else scale)
+        fast = GuidedVelocity(pipe.dpd_forward, tokens, 2.5 if scale is None else scale, pipe.dpd_prepare)
         slow = GuidedVelocity(pipe.dpd_forward, tokens, 2.5 if scale is None else scale)
         for _ in range(2):
             torch.testing.assert_close(fast(z, delta), slow(z, delta), atol=TOL, rtol=TOL)
@@ -167,18 +166,16 @@ def test_window_guidance_equals_guided_velocity(scale: float | None, compiled: b
     assert [getattr(fast, c) for c in counters] == [getattr(slow, c) for c in counters]
 
 
-def test_denoising_with_window_guidance_equals_the_sampler() -> None:
+def test_continuation_with_prepared_guidance_equals_plain() -> None:
     model = _model(True)
     pipe = _pipeline_like(model)
     torch.manual_seed(6)
     known, new = torch.randn(1, 200, 16), torch.randn(1, LENGTH - 200, 16)
     tokens = torch.randint(0, model.config.vocab_size, (1, 30))
-    keep = torch.zeros(1, LENGTH, dtype=torch.bool)
-    keep[:, :200] = True
     with torch.inference_mode():
         ref, _ = sample_continuation(GuidedVelocity(pipe.dpd_forward, tokens), known, new, linear_schedule(4))
-        *_, (_, _, z) = denoise_steps(WindowGuidance(pipe, tokens, 2.5), torch.cat([known, new], 1), keep,
-                                      linear_schedule(4))  # fmt: skip
+        fast = GuidedVelocity(pipe.dpd_forward, tokens, prepare=pipe.dpd_prepare)
+        z, _ = sample_continuation(fast, known, new, linear_schedule(4))
     assert torch.equal(z[:, :200], known)
     torch.testing.assert_close(z, ref, atol=TOL, rtol=TOL)
 

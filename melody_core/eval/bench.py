@@ -48,8 +48,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from melody_core import LATENT_RATE, SAMPLE_RATE
-from melody_core._pipeline_engine import WindowGuidance, num_threads
+from melody_core._pipeline_engine import num_threads
 from melody_core.diffusion import (
+    GuidedVelocity,
     nfe_melody,
     nfe_melody_windowed,
     nfe_musiclm,
@@ -204,7 +205,7 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
     delta = torch.full((1, window), 0.7, device=pipe.torch_device)
     tokens = torch.randint(0, pipe.dpd.config.vocab_size, (1, n_tok), device=pipe.torch_device)
     with torch.inference_mode():
-        v_fn = WindowGuidance(pipe, tokens, guidance)  # as the sampler: context prepared at the 1st step
+        v_fn = GuidedVelocity(pipe.dpd_forward, tokens, guidance, prepare=pipe.dpd_prepare)  # as the engine
         rows_tokens, uncond, twins = v_fn.network_inputs(1)
         prepare = lambda: pipe.dpd_prepare(rows_tokens, uncond, 2 if twins else 1, window, twins)  # noqa: E731
         stages["dpd_prepare_s"] = _median_time(prepare, repeats, sync)  # once per window
