@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from melody_core import SAMPLE_RATE
+from melody_core.generation.types import AudioChunk, GenerationSettings
 from melody_core.pipeline import DEFAULT_BUNDLE, MelodyPipeline
-from melody_core.pipeline_types import AudioChunk, GenerationSettings
 
 REFERENCE = Path(__file__).parent / "fixtures" / "bundle_golden.json"
 SETTINGS = {"steps": 2, "seed": 1234}  # few steps: each case runs in about a second on a CPU core
@@ -40,7 +40,7 @@ def outputs(pipe: MelodyPipeline) -> dict[str, str]:
     src = _clip(1.5)
     s = GenerationSettings(prompt="warm jazz piano", seconds=1.2, **SETTINGS)
     gen = pipe.generate(s)
-    cont = pipe.continue_(src, 0.8, GenerationSettings(**SETTINGS))
+    cont = pipe.continue_(src, GenerationSettings(seconds=0.8, **SETTINGS))
     inp = pipe.inpaint(src, 0.5, 0.9, GenerationSettings(prompt="drums", **SETTINGS))
     chunks = [e.pcm for e in pipe.stream(s) if isinstance(e, AudioChunk)]
     return {"generate": _sha(gen.audio), "continue": _sha(cont.audio), "inpaint": _sha(inp.audio),

@@ -24,7 +24,6 @@ import torch
 from micro_bundle import MICRO_OVERRIDES
 
 from melody_core import SAMPLE_RATE
-from melody_core._pipeline_plan import Layout
 from melody_core.audio import save_audio
 from melody_core.checkpoint import random_bundle
 from melody_core.commands import CLIError
@@ -32,6 +31,7 @@ from melody_core.data.corpus import ClipRecord, write_records
 from melody_core.eval import suite
 from melody_core.eval._suite_compare import comparisons, f_fad, f_hz, f_mcc, f_num, f_pct
 from melody_core.eval._suite_sets import caption_for, chunk_joins_s, control_positions
+from melody_core.generation.plan import Layout
 from melody_core.pipeline import MelodyPipeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

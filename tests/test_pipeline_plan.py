@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from melody_core._pipeline_decode import StreamDecoder, crossfade_ramp, decode_range
-from melody_core._pipeline_plan import (
+from melody_core.generation.decode import StreamDecoder, crossfade_ramp, decode_range
+from melody_core.generation.plan import (
     Layout,
     continuation_windows,
     generation_windows,

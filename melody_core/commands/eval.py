@@ -69,8 +69,8 @@ def run_card(args: argparse.Namespace) -> int:
     from melody_core.audio import AudioError
     from melody_core.data.corpus import CorpusError
     from melody_core.eval.card import CardError, CardOptions, evaluate_card, format_card
+    from melody_core.generation.types import PipelineError
     from melody_core.pipeline import MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
 
     def log(line: str) -> None:
         if not args.quiet:

@@ -1,7 +1,7 @@
 """`melody generate`, `melody continue`, `melody inpaint`: the pipeline from the command line.
 
 Output is WAV or FLAC by extension, with the prompt, seed, settings, NFE and model hash embedded
-as metadata tags (`pipeline.file_metadata`; read back with `melody info --audio` or
+as metadata tags (`audio.tags.file_metadata`; read back with `melody info --audio` or
 `audio.read_metadata`). Every input check that needs no model runs before the bundle is loaded:
 output extension and folder (a probe file is written), settings, the tags' size (WAV INFO tags hold
 about 2 KB: a dry-run write of one sample with the longest tags the run can produce), input file and
@@ -72,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------- helpers
 def _settings(args: argparse.Namespace, prompt: str | None, seconds: float, need_prompt: bool) -> Any:
-    from melody_core.pipeline import validate_settings
-    from melody_core.pipeline_types import GenerationSettings, PipelineError
+    from melody_core.generation.types import GenerationSettings, PipelineError
+    from melody_core.generation.validation import validate_settings
 
     s = GenerationSettings(
         prompt=prompt, style_audio_path=args.style_audio, style_weight=args.style_weight, seconds=seconds,
@@ -126,7 +126,7 @@ def _check_tags(out: Path, settings: Any, mode: str) -> None:
     import torch
 
     from melody_core.audio import MetadataError, save_audio
-    from melody_core.pipeline import file_metadata
+    from melody_core.audio.tags import file_metadata
 
     meta = {**_TAG_PLACEHOLDERS, "mode": mode, "prompt": settings.prompt,
             "settings": {**settings.to_dict(), "seed": _TAG_PLACEHOLDERS["seed"]}}
@@ -147,7 +147,7 @@ def _check_tags(out: Path, settings: Any, mode: str) -> None:
 
 def _check_source(path: str) -> float:
     """Duration of an input file for continue/inpaint, refused when shorter than the pipeline takes."""
-    from melody_core.pipeline import MIN_SOURCE_SECONDS
+    from melody_core.generation.validation import MIN_SOURCE_SECONDS
 
     seconds = _audio_seconds(path)
     if seconds < MIN_SOURCE_SECONDS:
@@ -165,8 +165,8 @@ def _audio_seconds(path: str) -> float:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from melody_core.generation.types import PipelineError
     from melody_core.pipeline import MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
 
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")
@@ -204,8 +204,8 @@ class ProgressBar:
 def _run(args: argparse.Namespace, call: Any) -> int:
     """Load the pipeline, run `call(pipe, progress)`, write the file, print one summary line."""
     from melody_core.audio import AudioError, save_audio
-    from melody_core.pipeline import file_metadata
-    from melody_core.pipeline_types import PipelineError
+    from melody_core.audio.tags import file_metadata
+    from melody_core.generation.types import PipelineError
 
     out = _check_output(args.output)
     pipe = _load(args)
@@ -258,11 +258,11 @@ def run_continue(args: argparse.Namespace) -> int:
     s = _settings(args, args.prompt, args.seconds, need_prompt=False)
     _check_tags(_check_output(args.output), s, "continue")
     _check_source(args.input)
-    return _run(args, lambda pipe, bar: pipe.continue_(args.input, s.seconds, s, progress=bar))
+    return _run(args, lambda pipe, bar: pipe.continue_(args.input, s, progress=bar))
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
-    from melody_core.pipeline import MIN_REGION_SECONDS
+    from melody_core.generation.validation import MIN_REGION_SECONDS
 
     s = _settings(args, args.prompt, 10.0, need_prompt=False)
     _check_tags(_check_output(args.output), s, "inpaint")

@@ -115,8 +115,8 @@ def command_line(args: argparse.Namespace, opts: SuiteOptions) -> str:
 def run_cli(args: argparse.Namespace) -> int:
     from melody_core.audio import AudioError
     from melody_core.data.corpus import CorpusError
+    from melody_core.generation.types import PipelineError
     from melody_core.pipeline import MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
 
     def log(line: str) -> None:
         if not args.quiet:

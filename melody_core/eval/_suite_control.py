@@ -51,13 +51,13 @@ def audio_embedding(pipe: Any, wav: np.ndarray | Tensor) -> Tensor:
     """(E,) unit MuLan audio embedding of one (T,) 24 kHz clip."""
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).unsqueeze(0)  # (1, T)
     with torch.inference_mode():
-        return F.normalize(pipe.mulan.embed_audio(x).float().cpu()[0], dim=-1)
+        return F.normalize(pipe.models.mulan.embed_audio(x).float().cpu()[0], dim=-1)
 
 
 def text_embeddings(pipe: Any, texts: list[str]) -> Tensor:
     """(N, E) unit MuLan text embeddings."""
     with torch.inference_mode():
-        return F.normalize(pipe.mulan.embed_text(list(texts)).float().cpu(), dim=-1)
+        return F.normalize(pipe.models.mulan.embed_text(list(texts)).float().cpu(), dim=-1)
 
 
 def _safe_bpm(wav: np.ndarray | Tensor) -> float:
@@ -201,7 +201,7 @@ def pair_reference(pipe: Any, clips: list[RefClip], text: Tensor) -> dict[str, A
 
     ref = _pair_clips(clips)
     with torch.inference_mode():
-        recon = [(j, round_trip(pipe.vae, wav)) for j, wav in ref]
+        recon = [(j, round_trip(pipe.models.vae, wav)) for j, wav in ref]
     return {"reference": _pair_scores(pipe, text, ref), "reconstruction": _pair_scores(pipe, text, recon)}
 
 
@@ -209,8 +209,8 @@ def _clip_tokens(pipe: Any, wav: Tensor) -> Tensor:
     """(T,) 24 kHz -> (T // 960,) semantic tokens with the bundle's own tokenizer."""
     from melody_core.train.cache import ssl_features
 
-    feats = ssl_features(pipe.ssl, wav, pipe.kmeans.config.layer, pipe.torch_device)
-    return pipe.kmeans.assign(feats.to(pipe.kmeans.centroids.device)).cpu()
+    feats = ssl_features(pipe.models.ssl, wav, pipe.models.kmeans.config.layer, pipe.models.device)
+    return pipe.models.kmeans.assign(feats.to(pipe.models.kmeans.centroids.device)).cpu()
 
 
 def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[str, Any]:
@@ -220,9 +220,9 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
     from melody_core.eval._card_metrics import centre_crop, select_evenly
     from melody_core.eval.token_probe import fit_logistic, token_histogram
 
-    if getattr(pipe, "ssl", None) is None or getattr(pipe, "kmeans", None) is None:
+    if pipe.models.ssl is None or pipe.models.kmeans is None:
         return {"error": "the bundle has no tokenizer (ssl + kmeans)"}
-    vocab, n_tok = pipe.lm.config.vocab_size, round(opts.seconds * SEMANTIC_RATE)
+    vocab, n_tok = pipe.models.lm.config.vocab_size, round(opts.seconds * SEMANTIC_RATE)
     x, y = [], []
     train = read_corpus(root, split="train")
     for j, ens in enumerate(PAIR_ENSEMBLES):
@@ -245,10 +245,10 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
     guidance = pipe.lm_guidance(None)
     hits: dict[str, list[bool]] = {}
     for j, prompt in enumerate(PAIR_PROMPTS):
-        prefix = pipe.condition(prompt, None, 0.5).repeat(opts.pair_seeds, 1)  # (pair_seeds, n_prefix)
-        gen = torch.Generator(pipe.torch_device).manual_seed(opts.seed)
+        prefix = pipe.models.condition(prompt, None, 0.5).repeat(opts.pair_seeds, 1)  # (pair_seeds, n_prefix)
+        gen = torch.Generator(pipe.models.device).manual_seed(opts.seed)
         with torch.inference_mode():
-            toks = pipe.lm.generate(prefix, n_tok, generator=gen, guidance=guidance)  # (pair_seeds, n_tok)
+            toks = pipe.models.lm.generate(prefix, n_tok, generator=gen, guidance=guidance)  # (seeds, n_tok)
         pred = predict(torch.stack([token_histogram(t.cpu(), vocab) for t in toks]))  # (pair_seeds,)
         hits[prompt] = [int(p) == j for p in pred]
     n = sum(len(h) for h in hits.values())

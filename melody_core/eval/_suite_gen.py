@@ -27,6 +27,7 @@ from torch import Tensor
 
 from melody_core import LATENT_HOP, SAMPLE_RATE
 from melody_core.eval._suite_sets import RefClip, chunk_joins_s, control_positions
+from melody_core.generation.types import GenerationSettings
 
 FAD_BOOTSTRAP = 20  # bootstrap resamples of the generated clips for the FAD's spread
 CONTROL_PERCENTILE = 90  # joins above this percentile of the control ratios are counted (10 % by chance)
@@ -46,7 +47,8 @@ def generate(
 ) -> tuple[np.ndarray, dict[str, Any], float]:
     """(audio (T,), metadata, wall seconds) of one `pipe.generate` call."""
     t0 = time.perf_counter()
-    result = pipe.generate(prompt, seed=seed, seconds=seconds, steps=steps, schedule=schedule)
+    settings = GenerationSettings(prompt=prompt, seed=seed, seconds=seconds, steps=steps, schedule=schedule)
+    result = pipe.generate(settings)
     return result.audio, result.metadata, time.perf_counter() - t0
 
 
@@ -83,7 +85,7 @@ def mcc_summary(pipe: Any, captions: list[str], wavs: list[np.ndarray | Tensor])
     """`metrics.mcc` + its standard error (std / sqrt n)."""
     from melody_core.eval.metrics import mcc
 
-    m = mcc(pipe.mulan, captions, [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in wavs])
+    m = mcc(pipe.models.mulan, captions, [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in wavs])
     return {**m, "se": m["std"] / math.sqrt(m["n"]) if m["n"] > 0 else None}
 
 
@@ -115,7 +117,7 @@ def measure_reconstruction(pipe: Any, clips: list[RefClip], seconds: float, log:
     central crop of at most `seconds`)."""
     from melody_core.eval.reconstruct import reconstruct_files
 
-    rec = reconstruct_files(pipe.vae, [c.path for c in clips], max_seconds=seconds)
+    rec = reconstruct_files(pipe.models.vae, [c.path for c in clips], max_seconds=seconds)
     rec["per_file"] = [{**f, "path": short_path(f["path"])} for f in rec["per_file"]]
     log(f"reconstruction: mel distance {rec['mel_distance']:.3f}, SI-SDR {rec['si_sdr']:+.2f} dB")
     return rec
@@ -189,8 +191,6 @@ def measure_grid(
 
 
 def _default(name: str) -> Any:
-    from melody_core.pipeline_types import GenerationSettings
-
     return getattr(GenerationSettings(), name)
 
 
@@ -204,7 +204,7 @@ def measure_seams(pipe: Any, prompts: list[str], opts: Any, log: Log) -> dict[st
     same clips (control)."""
     from melody_core.eval.metrics import seam_ratio
 
-    joins, n_windows = chunk_joins_s(pipe.layout, opts.seam_seconds, opts.control_steps)
+    joins, n_windows = chunk_joins_s(pipe.models.layout, opts.seam_seconds, opts.control_steps)
     if not joins:
         return {"error": f"{opts.seam_seconds:g} s fits in one DPD window: no joins"}
     per_clip, join_ratios, control_ratios = [], [], []
@@ -238,8 +238,8 @@ def measure_seams(pipe: Any, prompts: list[str], opts: Any, log: Log) -> dict[st
     p90 = float(np.percentile(control_ratios, CONTROL_PERCENTILE)) if control_ratios else None
     return {
         "clips": len(per_clip), "seconds": opts.seam_seconds, "steps": opts.control_steps, "joins_s": joins,
-        "windows": n_windows, "window_s": pipe.layout.length * LATENT_HOP / SAMPLE_RATE,
-        "hop_s": pipe.layout.hop * LATENT_HOP / SAMPLE_RATE,
+        "windows": n_windows, "window_s": pipe.models.layout.length * LATENT_HOP / SAMPLE_RATE,
+        "hop_s": pipe.models.layout.hop * LATENT_HOP / SAMPLE_RATE,
         "ratio_mean": float(np.mean(join_ratios)), "ratio_median": float(np.median(join_ratios)),
         "control_mean": float(np.mean(control_ratios)) if control_ratios else None,
         "control_median": float(np.median(control_ratios)) if control_ratios else None,

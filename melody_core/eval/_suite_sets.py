@@ -11,7 +11,7 @@
 - Templates *(our choice)*: the first clip (by id) of each instrument family, families ordered by
   clip count (most common first, then by name), so the prompts describe what the model saw most.
 - Seams: where the continuation windows of a long generation join, from the pipeline's own window
-  plan (`_pipeline_plan.generation_windows`): each window after the first starts generating new
+  plan (`generation.plan.generation_windows`): each window after the first starts generating new
   frames at the previous window's end. Control positions for the same metric are random times at
   least `CONTROL_GAP_S` from every join, from each other and from the clip ends.
 """
@@ -181,7 +181,7 @@ def chunk_joins_s(
 ) -> tuple[list[float], int]:
     """(join times in seconds inside a `seconds`-long generation, number of DPD windows), from the
     pipeline's window plan: window k > 0 starts generating new frames at window k - 1's end."""
-    from melody_core._pipeline_plan import frames_for_samples, generation_windows
+    from melody_core.generation.plan import frames_for_samples, generation_windows
 
     n_samples = round(seconds * SAMPLE_RATE)
     n_frames = frames_for_samples(n_samples, LATENT_HOP)

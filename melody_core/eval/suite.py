@@ -283,8 +283,8 @@ def run_suite(
     templates, labels = family_templates(root), family_labels(root)
     gen.generate(pipe, "warm up", opts.seed, opts.seconds, CALIBRATION_STEPS)  # lazy inits, off the clock
     _, _, calib = gen.generate(pipe, "calibration", opts.seed, opts.seconds, CALIBRATION_STEPS)
-    scale = calib / generation_cost(pipe.layout, opts.seconds, CALIBRATION_STEPS)
-    results["estimate_s"] = estimate_seconds(pipe.layout, opts, len(templates), len(templates), scale)
+    scale = calib / generation_cost(pipe.models.layout, opts.seconds, CALIBRATION_STEPS)
+    results["estimate_s"] = estimate_seconds(pipe.models.layout, opts, len(templates), len(templates), scale)
     results["calibration"] = {"generation_s": round(calib, 3), "steps": CALIBRATION_STEPS,
                               "speed_vs_reference_cpu": round(1 / scale, 3)}
     log(f"estimated wall time: {f_min(results['estimate_s']['total'])} (this machine generates at "

@@ -1,7 +1,7 @@
-"""The sampling engine behind `MelodyPipeline`: semantic LM tokens + DPD windows over one latent
+"""The sampling engine of generation: semantic LM tokens + DPD windows over one latent
 timeline, as a plain generator of events (no decoding, no I/O).
 
-`Engine.run()` walks a window plan (`_pipeline_plan`); for each window it first makes the LM
+`Engine.run()` walks a window plan (`generation.plan`); for each window it first makes the LM
 produce the semantic tokens the window covers (KV-cached `SemanticLM.stream`, sliding window), then
 runs the DPD sampler on the window with the frames already final as clean context, and yields
 `FramesFinal(end)` once frames [0, end) are final. Between LM tokens and between DPD steps it
@@ -14,7 +14,7 @@ draws the tokens; both are seeded from the job seed, so a job is reproducible on
 independent of the global RNG.
 
 Threads: LM token steps run with `lm_threads` (batch-1 decoding is per-op bound, one thread is
-fastest on a CPU), everything else with the pipeline's thread count. Thread counts and inference
+fastest on a CPU), everything else with the process's thread count. Thread counts and inference
 mode are set around each computation and never held across a `yield`, so the consumer's own code
 is not affected. The LM of the next window is not overlapped with the DPD of the current one
 *(our choice)*: per continuation window the LM needs ~50 ms (63 tokens) against ~330 ms of DPD
@@ -37,9 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from melody_core._pipeline_plan import GRID, Window
 from melody_core.diffusion import GuidedVelocity, denoise_steps, get_schedule, inpaint_steps
-from melody_core.pipeline_types import GenerationCancelled, Progress, StreamControl
+from melody_core.generation.models import ModelSet
+from melody_core.generation.plan import GRID, Window
+from melody_core.generation.types import GenerationCancelled, Progress, StreamControl
 
 LM_PROGRESS_EVERY = 25  # LM tokens (1 s of audio) per progress event
 CAPACITY_GROWTH = 2  # timeline buffers grow by this factor when full
@@ -148,8 +149,7 @@ class LMJob:
 class Engine:
     """Runs a window plan on a timeline; see the module docstring.
 
-    model: object with `lm` (SemanticLM), `lm_threads` and `dpd_forward` (a callable with the
-    DPDNetwork contract, possibly autocast/compiled) — the MelodyPipeline; prefix: (1, n_prefix) MuLan
+    models: the loaded `ModelSet` (LM, DPD forward / prepare, threads); prefix: (1, n_prefix) MuLan
     tokens; on_update: called with `StreamControl.take_updates()` before each window after the first
     (prompt automation), returns the new prefix or None when the conditioning is unchanged;
     stop_on_request: end after the window in progress once `control.stop_after_current()` was called.
@@ -157,7 +157,7 @@ class Engine:
 
     def __init__(
         self,
-        model: Any,
+        models: ModelSet,
         timeline: Timeline,
         windows: Iterable[Window],
         lm_job: LMJob,
@@ -170,7 +170,7 @@ class Engine:
         stop_on_request: bool = False,
         stats: Stats | None = None,
     ) -> None:
-        self.model, self.timeline, self.windows, self.lm_job = model, timeline, windows, lm_job
+        self.models, self.timeline, self.windows, self.lm_job = models, timeline, windows, lm_job
         self.prefix, self.noise_generator = prefix, noise_generator
         self.guidance, self.schedule, self.control = guidance, schedule, control
         self.on_update, self.stop_on_request = on_update, stop_on_request
@@ -205,9 +205,9 @@ class Engine:
         self.stats.prompt_changes.append({**change, **{k: v for k, v in updates.items()}})
 
     def _start_lm(self) -> None:
-        lm, job = self.model.lm, self.lm_job
+        lm, job = self.models.lm, self.lm_job
         prompt = self.timeline.tokens[:, : job.pos] if job.pos > 0 else None
-        with torch.inference_mode(), num_threads(self.model.lm_threads):
+        with torch.inference_mode(), num_threads(self.models.lm_threads):
             self._lm_state = lm.start(self.prefix, prompt, job.guidance)
         self._lm_stream = lm.stream(self._lm_state, job.temperature, job.top_k, job.top_p, job.generator)
 
@@ -222,7 +222,7 @@ class Engine:
                 if self._lm_stream is None:
                     self._start_lm()
                 assert self._lm_stream is not None
-                with torch.inference_mode(), num_threads(self.model.lm_threads):
+                with torch.inference_mode(), num_threads(self.models.lm_threads):
                     for _ in range(n):
                         check_cancel(self.control)
                         self.timeline.tokens[:, job.pos] = next(self._lm_stream)[:, 0]
@@ -239,7 +239,7 @@ class Engine:
             noise = torch.randn(shape, generator=self.noise_generator).to(tl.z.device)  # CPU draw
             keep = tl.known[w.start : w.end].unsqueeze(0)  # (1, L)
             tokens = tl.tokens[:, w.start // GRID : w.end // GRID]  # (1, L / GRID)
-            model = self.model
+            model = self.models
             v_fn = GuidedVelocity(model.dpd_forward, tokens, self.guidance, prepare=model.dpd_prepare)
             schedule = get_schedule(self.schedule, w.steps)
             if bool(keep.any()):
