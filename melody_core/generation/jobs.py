@@ -232,8 +232,10 @@ def analyse_segment(models: ModelSet, wav: np.ndarray, start: int, end: int,
 
 
 def mix_inpaint(job: Job, decoded: np.ndarray) -> np.ndarray:
-    """Source clip with `decoded` (the output range of the timeline) pasted in over the region and
-    crossfaded over the `INPAINT_CROSSFADE_S` just outside it; other samples copied unchanged."""
+    """THE inpainting crossfade rule (CLI, library and app): the region [a, b) is the decoded audio;
+    the `INPAINT_CROSSFADE_S` (50 ms, fewer at the clip's ends) just outside each end are a
+    raised-cosine crossfade from the source into the decoded audio (and back); every other sample
+    is the source sample, bit for bit. `decoded`: the job's output range of the timeline."""
     assert job.source is not None and job.region is not None
     a, b = job.region
     lo = job.origin + job.out_start  # clip sample of decoded[0]
