@@ -82,7 +82,7 @@ def run_cli(args: argparse.Namespace) -> int:
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     bundle = args.bundle if args.bundle is not None else default_bundle_path()
     if args.work is None:
-        from melody_core.eval.suite import default_ablation_work
+        from melody_core.eval.suite.options import default_ablation_work
 
         args.work = default_ablation_work()
     try:

@@ -16,8 +16,8 @@ codes — the crop plays the role of the clip) and scored:
   centre (the `lm` stage's rule); next-token accuracy; the vocabulary size (perplexity of a
   uniform guess) and the unigram perplexity of the same tokens as references.
 - MuLan text -> audio retrieval: each clip's first caption against all clips' audio embeddings
-  (`_card_metrics.retrieval_scores`), top-1 / top-5 and their chance levels.
-- Three generated samples (`_card_samples`): WAV + log-mel spectrogram PNG, generation time.
+  (`card.metrics.retrieval_scores`), top-1 / top-5 and their chance levels.
+- Three generated samples (`card.samples`): WAV + log-mel spectrogram PNG, generation time.
 Outputs in `out`: metrics.json, metrics.md (card tables), sample_{1,2,3}.wav, spectrogram_{1,2,3}.png.
 Deterministic for a given bundle, corpus, options, device and thread count.
 """
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE, SEMANTIC_RATE, __version__
 from melody_core.audio import AudioError, load_audio
 from melody_core.data.corpus import read_corpus
-from melody_core.eval._card_metrics import (
+from melody_core.eval.card.metrics import (
     centre_crop,
     lm_nll,
     reconstruction_scores,
@@ -46,7 +46,7 @@ from melody_core.eval._card_metrics import (
     unigram_perplexity,
     velocity_mse,
 )
-from melody_core.eval._card_samples import CARD_PROMPTS, generate_samples
+from melody_core.eval.card.samples import CARD_PROMPTS, generate_samples
 from melody_core.train.cache import latent_extractor, mulan_extractor, token_extractor
 from melody_core.train.dpd import DEFAULT_CHUNKS
 from melody_core.train.state import atomic_write, write_json

@@ -1,8 +1,8 @@
 """Evaluation sets of `melody eval all` (`melody_core.eval.suite`): which clips and prompts are used.
 
 - Reference set: the corpus's held-out ("valid") clips, id-sorted, at most `clips` of them spread
-  evenly (`_card_metrics.select_evenly`, as `eval card`), each the central crop of `seconds` on the
-  semantic-token grid (`_card_metrics.centre_crop`); the caption of a clip is its first caption
+  evenly (`card.metrics.select_evenly`, as `eval card`), each the central crop of `seconds` on the
+  semantic-token grid (`card.metrics.centre_crop`); the caption of a clip is its first caption
   (the tag list for built corpora). Clips shorter than `MIN_CROP_SECONDS` or unreadable are skipped.
 - Prompts with known attributes are written with the corpus's own caption builder
   (`data.captions.symbolic_captions`, first caption = the tag list the clips are described by) from
@@ -29,15 +29,12 @@ if TYPE_CHECKING:
 
 from melody_core import LATENT_HOP, SAMPLE_RATE, SEMANTIC_RATE
 from melody_core.data.captions import symbolic_captions, tempo_words
+from melody_core.eval.suite.options import SuiteError
 
 TOKEN_SAMPLES = SAMPLE_RATE // SEMANTIC_RATE  # 960: crops are whole semantic tokens (and VAE frames)
 MIN_CROP_SECONDS = 1.0  # shorter held-out clips are skipped
 CONTROL_GAP_S = 0.5  # control positions keep this distance from every join and from the clip ends
 CONTROL_TRIES = 1000  # rejection-sampling attempts per control position
-
-
-class SuiteError(ValueError):
-    """A user-facing problem with the evaluation inputs (one line)."""
 
 
 @dataclass
@@ -67,7 +64,7 @@ def load_reference(
     """The reference set (module docstring) and facts about it: {"valid_clips", "clip_ids", "skipped"}."""
     from melody_core.audio import AudioError, load_audio
     from melody_core.data.corpus import read_corpus
-    from melody_core.eval._card_metrics import centre_crop, select_evenly
+    from melody_core.eval.card.metrics import centre_crop, select_evenly
 
     records = sorted(read_corpus(root, split="valid"), key=lambda r: r.id)
     if not records:
