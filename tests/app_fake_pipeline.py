@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melody_core.pipeline_types import (
+from melody_core.generation.types import (
     AudioChunk,
     GenerationCancelled,
     GenerationResult,

@@ -10,7 +10,7 @@ from app_fixtures import WAIT_MS, fake_factory, make_studio  # noqa: F401
 from PySide6.QtCore import QElapsedTimer, QTimer
 
 from app.worker import GenerationWorker
-from melody_core.pipeline_types import AudioChunk, GenerationSettings, Progress, StreamControl
+from melody_core.generation.types import AudioChunk, GenerationSettings, Progress, StreamControl
 
 
 def _settings(seconds: float = 2.0, steps: int = 3, prompt: str = "test") -> GenerationSettings:

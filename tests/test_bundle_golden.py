@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from melody_core import SAMPLE_RATE
+from melody_core.generation.pipeline import DEFAULT_BUNDLE, MelodyPipeline
 from melody_core.generation.types import AudioChunk, GenerationSettings
-from melody_core.pipeline import DEFAULT_BUNDLE, MelodyPipeline
 
 REFERENCE = Path(__file__).parent / "fixtures" / "bundle_golden.json"
 SETTINGS = {"steps": 2, "seed": 1234}  # few steps: each case runs in about a second on a CPU core

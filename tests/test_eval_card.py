@@ -28,7 +28,7 @@ from melody_core.eval.card.metrics import (
     unigram_perplexity,
     velocity_mse,
 )
-from melody_core.pipeline import MelodyPipeline
+from melody_core.generation.pipeline import MelodyPipeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECONDS = 2.0

@@ -32,8 +32,8 @@ from melody_core.eval.suite import run as suite
 from melody_core.eval.suite.compare import comparisons, f_fad, f_hz, f_mcc, f_num, f_pct
 from melody_core.eval.suite.options import SECTIONS, SuiteOptions
 from melody_core.eval.suite.sets import caption_for, chunk_joins_s, control_positions
+from melody_core.generation.pipeline import MelodyPipeline
 from melody_core.generation.plan import Layout
-from melody_core.pipeline import MelodyPipeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLIP_SECONDS = 2.5

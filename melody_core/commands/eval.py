@@ -67,8 +67,8 @@ def run_card(args: argparse.Namespace) -> int:
     from melody_core.audio import AudioError
     from melody_core.data.corpus import CorpusError
     from melody_core.eval.card.evaluate import CardError, CardOptions, evaluate_card, format_card
+    from melody_core.generation.pipeline import MelodyPipeline
     from melody_core.generation.types import PipelineError
-    from melody_core.pipeline import MelodyPipeline
 
     def log(line: str) -> None:
         if not args.quiet:
@@ -161,7 +161,7 @@ def _load_vae(args: argparse.Namespace):
     import torch
 
     from melody_core.checkpoint import BundleError, load_bundle
-    from melody_core.pipeline import default_bundle_path
+    from melody_core.generation.pipeline import default_bundle_path
     from melody_core.runtime import resolve_device
 
     torch.set_num_threads(args.threads if args.threads is not None else (os.cpu_count() or 1))

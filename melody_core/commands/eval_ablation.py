@@ -63,7 +63,7 @@ def run_cli(args: argparse.Namespace) -> int:
         format_result,
         run_arch_ablation,
     )
-    from melody_core.pipeline import default_bundle_path
+    from melody_core.generation.pipeline import default_bundle_path
     from melody_core.train.upstream import TrainError
 
     for name in ("threads", "batch_size", "valid_clips", "warmup"):

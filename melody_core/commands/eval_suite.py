@@ -116,8 +116,8 @@ def run_cli(args: argparse.Namespace) -> int:
     from melody_core.audio import AudioError
     from melody_core.data.corpus import CorpusError
     from melody_core.eval.suite.run import run_suite
+    from melody_core.generation.pipeline import MelodyPipeline
     from melody_core.generation.types import PipelineError
-    from melody_core.pipeline import MelodyPipeline
 
     def log(line: str) -> None:
         if not args.quiet:

@@ -165,8 +165,8 @@ def _audio_seconds(path: str) -> float:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from melody_core.generation.pipeline import MelodyPipeline
     from melody_core.generation.types import PipelineError
-    from melody_core.pipeline import MelodyPipeline
 
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")

@@ -57,9 +57,9 @@ from melody_core.diffusion import (
 )
 from melody_core.generation.engine import num_threads
 from melody_core.generation.models import ModelSet
+from melody_core.generation.pipeline import REQUIRED, MelodyPipeline
 from melody_core.generation.types import AudioChunk, GenerationSettings, Progress, StreamFinished
 from melody_core.modules.segmentation import num_segments
-from melody_core.pipeline import REQUIRED, MelodyPipeline
 
 BENCH_PROMPT = "a calm piano piece with soft strings"
 KB_PER_MB = 1024  # ru_maxrss is in kB on Linux

@@ -135,6 +135,13 @@ class SSLConfig(BaseConfig):
     def paper(cls) -> SSLConfig:
         return cls()
 
+    def token_features(self, layer: int) -> tuple[str, int]:
+        """(name, width) of the features `extract(layer=...)` gives: the first-iteration log-mel
+        features for `MEL_TOKEN_LAYER`, else a Conformer layer of width d_model."""
+        if layer == MEL_TOKEN_LAYER:
+            return "the log-mel width", MEL_FEATURE_DIM
+        return "ssl.d_model", self.d_model
+
     def gumbel_temperature(self, step: int) -> float:
         """Gumbel-softmax temperature after `step` updates: max(end, start * decay^step)."""
         return max(self.gumbel_temp_end, self.gumbel_temp_start * self.gumbel_temp_decay**step)
