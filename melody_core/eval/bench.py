@@ -291,8 +291,7 @@ def target_arithmetic(pipe: MelodyPipeline, stages: dict[str, float], step_flops
     fused q|k|v), the LM's tokens/s, and per step count the lower bound on the clip's time and the
     DPD step time the target needs."""
     cfg = pipe.models.dpd.config
-    d = getattr(cfg, "d_hid", 64)
-    k = getattr(cfg, "segment_size", 2)
+    d, k = cfg.d_hid, cfg.segment_size
     rows = 2 * k * num_segments(window, k)  # segment rows of the CFG batch (K x 2 x S)
     gflops = matmul_gflops(rows, d, 3 * d, pipe.models.device, sync)
     step_floor = step_flops / (gflops * 1e9)  # seconds per guided step at plain-matmul speed

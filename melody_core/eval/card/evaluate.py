@@ -48,7 +48,6 @@ from melody_core.eval.card.metrics import (
 )
 from melody_core.eval.card.samples import CARD_PROMPTS, generate_samples
 from melody_core.train.cache import latent_extractor, mulan_extractor, token_extractor
-from melody_core.train.dpd import DEFAULT_CHUNKS
 from melody_core.train.state import atomic_write, write_json
 
 TOKEN_SAMPLES = SAMPLE_RATE // SEMANTIC_RATE  # 960: crops are whole semantic tokens (and VAE frames)
@@ -120,7 +119,7 @@ def _evaluate_clip(pipe: Any, crop: torch.Tensor, index: int, opts: CardOptions,
     tot.audio_emb.append(F.normalize(mulan["embeddings"].mean(0), dim=-1))  # (E,)
 
     cfg = pipe.models.dpd.config
-    chunks = getattr(cfg, "train_chunks", DEFAULT_CHUNKS)
+    chunks = cfg.train_chunks
     width = min(len(latents), cfg.train_length) // FRAMES_PER_TOKEN * FRAMES_PER_TOKEN
     if width // FRAMES_PER_TOKEN >= chunks:
         z0 = latents[:width].to(dev) * pipe.models.latent_scale  # (W, D), the DPD's data scale
@@ -177,7 +176,7 @@ def _retrieval(pipe: Any, tot: _Totals) -> dict[str, Any] | None:
 
 def _metric_tables(pipe: Any, tot: _Totals, opts: CardOptions) -> dict[str, Any]:
     cfg = pipe.models.dpd.config
-    chunks = getattr(cfg, "train_chunks", DEFAULT_CHUNKS)
+    chunks = cfg.train_chunks
     n_tok = tot.n_tokens
     lm = None
     if n_tok:
