@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from melody_core.commands import CLIError
+from melody_core.generation.types import GenerationSettings
 
 OUTPUT_SUFFIXES = (".wav", ".flac")
+D = GenerationSettings()  # the defaults of every generation option (one place: GenerationSettings)
 
 
 def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
@@ -30,19 +32,23 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
     if prompt_option:
         p.add_argument("--prompt", default=None, help="text prompt (default: the input audio's own style)")
     p.add_argument("--style-audio", metavar="FILE", help="audio file used as a style prompt (MuLan)")
-    p.add_argument("--style-weight", type=float, default=0.5, help="0 = text only .. 1 = style audio only")
+    p.add_argument("--style-weight", type=float, default=D.style_weight,
+                   help="0 = text only .. 1 = style audio only")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    p.add_argument("--steps", type=int, default=10, help="DPD steps T of a full window (default 10)")
+    p.add_argument("--steps", type=int, default=D.steps,
+                   help=f"DPD steps T of a full window (default {D.steps})")
     p.add_argument("--continuation-steps", type=int, default=None, help="steps per continuation chunk "
                    "(default ceil(T/M))")
-    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
-    p.add_argument("--schedule", default="linear", help="angle schedule: linear (Eq. 4) or uniform")
-    p.add_argument("--temperature", type=float, default=1.0, help="semantic LM sampling temperature")
-    p.add_argument("--top-k", type=int, default=0, help="semantic LM top-k (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="semantic LM nucleus threshold (1 = off)")
+    p.add_argument("--guidance", type=float, default=D.guidance,
+                   help=f"classifier-free guidance scale (default {D.guidance:g})")
+    p.add_argument("--schedule", default=D.schedule, help="angle schedule: linear (Eq. 4) or uniform")
+    p.add_argument("--temperature", type=float, default=D.temperature,
+                   help="semantic LM sampling temperature")
+    p.add_argument("--top-k", type=int, default=D.top_k, help="semantic LM top-k (0 = off)")
+    p.add_argument("--top-p", type=float, default=D.top_p, help="semantic LM nucleus threshold (1 = off)")
     p.add_argument("--lm-guidance", type=float, default=None, help="semantic LM guidance scale: how "
                    "closely the music follows the prompt (1 = off; default: the model's own)")
-    p.add_argument("--start-mode", default="window", help="first window: window (paper) or progressive")
+    p.add_argument("--start-mode", default=D.start, help="first window: window (paper) or progressive")
     p.add_argument("--bundle", metavar="DIR", help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda[:N] or mps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -52,13 +58,15 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate music from a text prompt and/or style audio")
     g.add_argument("prompt", help='text prompt ("" with --style-audio for a style-only prompt)')
-    g.add_argument("--seconds", type=float, default=10.0, help="length in seconds (default 10)")
+    g.add_argument("--seconds", type=float, default=D.seconds,
+                   help=f"length in seconds (default {D.seconds:g})")
     _common(g, prompt_option=False)
     g.set_defaults(func=run_generate)
 
     c = sub.add_parser("continue", help="continue an audio file (its samples are kept exactly)")
     c.add_argument("input", help="audio file to continue")
-    c.add_argument("--seconds", type=float, default=10.0, help="seconds to add (default 10)")
+    c.add_argument("--seconds", type=float, default=D.seconds,
+                   help=f"seconds to add (default {D.seconds:g})")
     _common(c, prompt_option=True)
     c.set_defaults(func=run_continue)
 
@@ -264,7 +272,7 @@ def run_continue(args: argparse.Namespace) -> int:
 def run_inpaint(args: argparse.Namespace) -> int:
     from melody_core.generation.validation import MIN_REGION_SECONDS
 
-    s = _settings(args, args.prompt, 10.0, need_prompt=False)
+    s = _settings(args, args.prompt, D.seconds, need_prompt=False)  # seconds: unused by inpainting
     _check_tags(_check_output(args.output), s, "inpaint")
     duration = _check_source(args.input)
     if not 0 <= args.start < args.end <= duration + 1e-6:

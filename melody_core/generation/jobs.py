@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from melody_core import FRAMES_PER_TOKEN, LATENT_HOP, SAMPLE_RATE
+from melody_core import FRAMES_PER_TOKEN, LATENT_HOP, SAMPLE_RATE, TOKEN_SAMPLES
 from melody_core.generation.decode import crossfade_ramp
 from melody_core.generation.engine import Engine, LMJob, Stats, Timeline
 from melody_core.generation.models import ModelSet
@@ -50,7 +50,6 @@ from melody_core.generation.plan import (
 from melody_core.generation.types import GenerationSettings, PipelineError, StreamControl
 from melody_core.generation.validation import as_wav, check, finite
 
-TOKEN_SAMPLES = LATENT_HOP * FRAMES_PER_TOKEN  # 960 samples per semantic token
 INPAINT_CROSSFADE_S = 0.05  # seconds of crossfade just outside each end of an inpainted region
 ENCODE_BLOCK_TOKENS = 750  # 30 s: longer segments are analysed in blocks (bounded memory)
 

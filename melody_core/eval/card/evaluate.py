@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE, SEMANTIC_RATE, __version__
+from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES, __version__
 from melody_core.audio import AudioError, load_audio
 from melody_core.data.corpus import read_corpus
 from melody_core.eval.card.metrics import (
@@ -50,7 +50,6 @@ from melody_core.eval.card.samples import CARD_PROMPTS, generate_samples
 from melody_core.train.cache import latent_extractor, mulan_extractor, token_extractor
 from melody_core.train.state import atomic_write, write_json
 
-TOKEN_SAMPLES = SAMPLE_RATE // SEMANTIC_RATE  # 960: crops are whole semantic tokens (and VAE frames)
 MIN_CROP_SECONDS = 1.0  # shorter held-out clips are skipped
 METRICS_FORMAT = "melody-card-metrics"
 Log = Callable[[str], None]

@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from melody_core import SAMPLE_RATE, SEMANTIC_RATE
+from melody_core import SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES
 from melody_core.eval.suite.gen import generate
 from melody_core.eval.suite.options import Log, SuiteOptions
 from melody_core.eval.suite.sets import (
-    TOKEN_SAMPLES,
     RefClip,
     caption_for,
     family_class_texts,

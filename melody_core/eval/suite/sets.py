@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-from melody_core import LATENT_HOP, SAMPLE_RATE, SEMANTIC_RATE
+from melody_core import LATENT_HOP, SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES
 from melody_core.data.captions import symbolic_captions, tempo_words
 from melody_core.eval.suite.options import SuiteError
 
-TOKEN_SAMPLES = SAMPLE_RATE // SEMANTIC_RATE  # 960: crops are whole semantic tokens (and VAE frames)
 MIN_CROP_SECONDS = 1.0  # shorter held-out clips are skipped
 CONTROL_GAP_S = 0.5  # control positions keep this distance from every join and from the clip ends
 CONTROL_TRIES = 1000  # rejection-sampling attempts per control position
