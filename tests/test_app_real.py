@@ -8,8 +8,15 @@ import shutil
 
 import numpy as np
 from app_fake_audio import FakeBackend
-from app_fixtures import WAIT_MS, generate, make_studio, run_job, tiny_bundle  # noqa: F401
-from PySide6.QtCore import QElapsedTimer, QTimer
+from app_fixtures import (  # noqa: F401, E501
+    WAIT_MS,
+    counting,
+    generate,
+    make_studio,
+    run_job,
+    ticks_during_generation,
+    tiny_bundle,
+)
 
 from app.engine import real_pipeline
 from melody_core.generation.jobs import INPAINT_CROSSFADE_S
@@ -58,23 +65,13 @@ def test_real_bundle_that_fails_validation(qtbot, make_studio, tiny_bundle, tmp_
 
 
 def test_gui_responsive_during_real_generation(qtbot, make_studio, tiny_bundle):  # noqa: ANN001, F811
-    studio = make_studio(factory=real_pipeline, bundle=str(tiny_bundle), device="cpu")
-    gaps: list[int] = []
-    clock = QElapsedTimer()
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: gaps.append(clock.restart()))
+    """The GUI thread's timer keeps firing between the real pipeline's events (ordering, not wall time)."""
+    studio = make_studio(factory=counting(real_pipeline), bundle=str(tiny_bundle), device="cpu")
     panel = studio.window.panel
     panel.prompt.setPlainText("busy torch")
     panel.length.setValue(6.0)
     panel.steps.setValue(8)
-    clock.start()
-    timer.start()
-    run_job(qtbot, studio, studio.window.generate)
-    timer.stop()
-    gaps = gaps[1:]
-    assert len(gaps) > 20
-    p95, worst = float(np.percentile(gaps, 95)), max(gaps)
-    print(f"event-loop gaps (real pipeline): median {np.median(gaps):.0f} ms, p95 {p95:.0f} ms, "
-          f"max {worst} ms")
-    assert p95 < 60 and worst < 250
+    seen, total = ticks_during_generation(qtbot, studio, studio.window.generate)
+    during = sorted({n for n in seen if 0 < n < total})
+    print(f"GUI timer ticks: {len(seen)}, at {len(during)} distinct points of {total} pipeline events")
+    assert total > 10 and len(during) >= 5, f"GUI thread blocked: ticks at pipeline events {during}"

@@ -109,7 +109,7 @@ def test_bad_drops_show_errors(qtbot, make_studio, tmp_path):  # noqa: F811
     sf.write(good, 0.1 * np.sin(np.arange(SR) / 10).astype(np.float32), 16000)
     with qtbot.waitSignal(studio.controller.style_loaded, timeout=WAIT_MS):
         zone.drop_path(str(good))
-    assert zone.path == str(good) and zone.preview.isVisible() is not None
+    assert zone.path == str(good) and zone.preview.isVisibleTo(zone)  # shown (hidden before a style)
     assert studio.window.panel.settings().style_audio_path == str(good)
     assert studio.session.take_ids == ids  # the session is unharmed
 

@@ -186,9 +186,6 @@ def test_default_budget_fits_an_hour() -> None:
     est = suite.estimate_seconds(Layout(2500, 4), opts, n_templates=11, n_families=11)
     assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"), abs=0.5)
     assert 20 * 60 < est["total"] < 55 * 60 and est["ablation"] >= 2 * 8 * 60
-    # the generation model is near the measured 1.6 / 3.4 / 5.1 s for 10 s at 5 / 10 / 20 steps
-    modelled = [suite.generation_cost(Layout(2500, 4), 10.0, t) for t in (5, 10, 20)]
-    assert np.allclose(modelled, [1.6, 3.4, 5.1], rtol=0.25)
     no_ablation = SuiteOptions(skip=frozenset({"ablation"}))
     skipped = suite.estimate_seconds(Layout(2500, 4), no_ablation, 11, 11)
     assert skipped["ablation"] == 0 and skipped["total"] < est["total"]
