@@ -88,14 +88,19 @@ class Controller(QObject):
         self._fs_timer = QTimer(self)
         self._fs_timer.setInterval(FIRST_SOUND_POLL_MS)
         self._fs_timer.timeout.connect(self._poll_first_sound)
-        playback.player.underrun.connect(self._on_underrun)
-        playback.player.device_error.connect(
+        playback.underrun.connect(self._on_underrun)
+        playback.device_error.connect(
             lambda msg: self.message.emit("error", f"Playback stopped: {msg}"))
 
     # ------------------------------------------------------------------ engine
     @property
     def busy(self) -> bool:
         return self._job is not None
+
+    @property
+    def job_kind(self) -> str | None:
+        """Kind of the running job (generate | stream | regenerate | extend | inpaint), None if idle."""
+        return None if self._job is None else self._job.kind
 
     @property
     def loading(self) -> bool:
@@ -293,7 +298,7 @@ class Controller(QObject):
 
     def _poll_first_sound(self) -> None:
         job = self._job
-        t = self.playback.player.first_sound_time
+        t = self.playback.first_sound_time
         if job is not None and t:
             self._fs_timer.stop()
             ms = 1000 * (t - job.pressed)
@@ -307,7 +312,7 @@ class Controller(QObject):
         job = self._job
         rate = ""
         if job is not None and len(job.chunk_times) >= 2:
-            secs = job.samples / self.playback.player.sample_rate
+            secs = job.samples / self.playback.sample_rate
             rtf = secs / max(job.chunk_times[-1] - job.pressed, 1e-6)
             rate = f" (generating at {rtf:.2f}× real time)"
         gaps = f"{count} gap{'s' if count != 1 else ''}"
