@@ -136,6 +136,23 @@ def test_inpaint_keeps_outside(pipe: MelodyPipeline, region: tuple[float, float]
     assert r.metadata["region_s"] == [a / SAMPLE_RATE, b / SAMPLE_RATE]
 
 
+def test_stream_inpaint_equals_inpaint_and_cancels(pipe: MelodyPipeline) -> None:
+    src = _clip(2.0, seed=4)
+    s = GenerationSettings(prompt="drums", **FAST)
+    events = list(pipe.stream_inpaint(src, 0.5, 1.0, s))
+    assert all(isinstance(e, Progress) for e in events[:-1]) and {"lm", "dpd", "decode"} <= {
+        e.stage for e in events[:-1]}
+    finished = events[-1]
+    assert isinstance(finished, StreamFinished) and not finished.cancelled
+    np.testing.assert_array_equal(finished.result.audio, pipe.inpaint(src, 0.5, 1.0, s).audio)
+    control = StreamControl()
+    for event in pipe.stream_inpaint(src, 0.5, 1.0, s, control):
+        if isinstance(event, Progress) and event.stage == "dpd":
+            control.cancel()
+    assert isinstance(event, StreamFinished) and event.cancelled
+    np.testing.assert_array_equal(event.result.audio, src)  # nothing changed
+
+
 def test_long_region_uses_several_windows(pipe: MelodyPipeline) -> None:
     r = pipe.inpaint(_clip(3.0, seed=2), 0.5, 2.6, GenerationSettings(**FAST))
     assert r.metadata["windows"] >= 2
