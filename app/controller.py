@@ -7,7 +7,6 @@ every failure into a `message` signal -- the session is never touched by a faile
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import time
@@ -21,7 +20,7 @@ from app.engine import Engine, EngineFactory, load_engine
 from app.playback import Playback
 from app.session import SessionModel
 from app.store import StoredAudio, take_file_tags
-from app.worker import GenerationWorker, Job, TaskWorker, blocking_job
+from app.worker import GenerationWorker, Job, TaskWorker
 from melody_core.pipeline_types import (
     AudioChunk,
     GenerationResult,
@@ -35,34 +34,10 @@ log = logging.getLogger(__name__)
 SEED_RANGE = 2**31
 FIRST_SOUND_POLL_MS = 5
 FIRST_SOUND_TIMEOUT_S = 5.0
-INPAINT_FADE_S = 0.01  # crossfade inside the region edges (keeps samples outside it untouched)
-
-
-def _progress_option(method: Callable[..., object], report: Callable[[Progress], None]) -> dict[str, object]:
-    """`progress=report` when the engine method takes a progress callback (the real pipeline does)."""
-    try:
-        takes = "progress" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return {"progress": report} if takes else {}
 
 
 def random_seed() -> int:
     return random.randrange(SEED_RANGE)
-
-
-def splice(original: np.ndarray, region: np.ndarray, start: int, end: int, fade: int) -> np.ndarray:
-    """`original` with [start, end) taken from `region` (same length as original), crossfaded
-    linearly over `fade` samples just inside both edges; samples outside [start, end) are untouched."""
-    out = original.copy()
-    out[start:end] = region[start:end]
-    fade = min(fade, (end - start) // 2)
-    if fade > 0:
-        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
-        head, tail = slice(start, start + fade), slice(end - fade, end)
-        out[head] = original[head] * (1 - ramp) + region[head] * ramp
-        out[tail] = region[tail] * ramp[::-1] + original[tail] * (1 - ramp[::-1])
-    return out
 
 
 @dataclass
@@ -113,14 +88,19 @@ class Controller(QObject):
         self._fs_timer = QTimer(self)
         self._fs_timer.setInterval(FIRST_SOUND_POLL_MS)
         self._fs_timer.timeout.connect(self._poll_first_sound)
-        playback.player.underrun.connect(self._on_underrun)
-        playback.player.device_error.connect(
+        playback.underrun.connect(self._on_underrun)
+        playback.device_error.connect(
             lambda msg: self.message.emit("error", f"Playback stopped: {msg}"))
 
     # ------------------------------------------------------------------ engine
     @property
     def busy(self) -> bool:
         return self._job is not None
+
+    @property
+    def job_kind(self) -> str | None:
+        """Kind of the running job (generate | stream | regenerate | extend | inpaint), None if idle."""
+        return None if self._job is None else self._job.kind
 
     @property
     def loading(self) -> bool:
@@ -226,13 +206,10 @@ class Controller(QObject):
             self.message.emit("warning", "Select at least 0.1 s inside one segment to regenerate it")
             return
         s = self._seeded(settings)
-        sr = take.sample_rate
-        inpaint = self._engine().inpaint
-        job = blocking_job(lambda ctl, report: inpaint(audio, start / sr, end / sr, s, ctl,
-                                                       **_progress_option(inpaint, report)))
-        fade = int(INPAINT_FADE_S * sr)
-        self._start("inpaint", s, job, lambda tid: self.session.replace(index, tid), parent_id=take.id,
-                    transform=lambda out: splice(audio, out[: len(audio)], start, end, fade))
+        a, b = start / take.sample_rate, end / take.sample_rate
+        # the core's inpainting as is (its one crossfade rule: generation.jobs.mix_inpaint, README)
+        self._start("inpaint", s, lambda ctl: self._engine().stream_inpaint(audio, a, b, s, ctl),
+                    lambda tid: self.session.replace(index, tid), parent_id=take.id)
 
     def _engine(self) -> Engine:
         assert self.engine is not None
@@ -240,18 +217,16 @@ class Controller(QObject):
 
     # ------------------------------------------------------------------ job plumbing
     def _start(self, kind: str, settings: GenerationSettings, job: Job, apply: Callable[[int], None],
-               live: bool = False, parent_id: int | None = None,
-               transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+               live: bool = False, parent_id: int | None = None) -> None:
         store, model_hash = self.session.store, self._engine().model_hash
         # live audio is journalled chunk by chunk as it plays (a crash keeps everything heard)
         stream = self.session.begin_live(kind, settings.to_dict(), model_hash, parent_id) if live else None
         parent_file = self.session.take(parent_id).audio_file if parent_id is not None else None
 
         def finalize(result: GenerationResult) -> tuple[GenerationResult, StoredAudio]:
-            audio = transform(result.audio) if transform else result.audio  # runs in the worker thread
             used = {**settings.to_dict(), "seed": result.metadata.get("seed", settings.seed)}
             tags = take_file_tags(kind, used, model_hash, parent_file, result.metadata, stream)
-            return result, store.write_audio_or_keep(audio, result.sample_rate, tags)  # full disk: in memory
+            return result, store.write_audio_or_keep(result.audio, result.sample_rate, tags)
 
         worker = GenerationWorker(job, StreamControl(), finalize)
         worker.progress.connect(self._on_progress)
@@ -323,7 +298,7 @@ class Controller(QObject):
 
     def _poll_first_sound(self) -> None:
         job = self._job
-        t = self.playback.player.first_sound_time
+        t = self.playback.first_sound_time
         if job is not None and t:
             self._fs_timer.stop()
             ms = 1000 * (t - job.pressed)
@@ -337,7 +312,7 @@ class Controller(QObject):
         job = self._job
         rate = ""
         if job is not None and len(job.chunk_times) >= 2:
-            secs = job.samples / self.playback.player.sample_rate
+            secs = job.samples / self.playback.sample_rate
             rtf = secs / max(job.chunk_times[-1] - job.pressed, 1e-6)
             rate = f" (generating at {rtf:.2f}× real time)"
         gaps = f"{count} gap{'s' if count != 1 else ''}"

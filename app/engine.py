@@ -17,7 +17,6 @@ import numpy as np
 
 from melody_core.pipeline_types import (
     AudioChunk,
-    GenerationResult,
     GenerationSettings,
     Progress,
     StreamControl,
@@ -39,11 +38,10 @@ class Engine(Protocol):
     def stream(self, settings: GenerationSettings, control: StreamControl | None = None,
                endless: bool = False, continue_from: np.ndarray | None = None) -> Iterator[Event]: ...
 
-    def continue_(self, audio: np.ndarray, seconds: float, settings: GenerationSettings,
-                  control: StreamControl | None = None) -> GenerationResult: ...
-
-    def inpaint(self, audio: np.ndarray, start_s: float, end_s: float, settings: GenerationSettings,
-                control: StreamControl | None = None) -> GenerationResult: ...
+    def stream_inpaint(self, audio: np.ndarray, start_s: float, end_s: float, settings: GenerationSettings,
+                       control: StreamControl | None = None) -> Iterator[Event]:
+        """Progress events, then one StreamFinished with the whole clip, region regenerated."""
+        ...
 
 
 EngineFactory = Callable[[str | None, str, int | None], Engine]

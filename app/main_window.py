@@ -333,10 +333,10 @@ class MainWindow(QMainWindow):
         self.controller.keep_playing(self.panel.settings())
 
     def cancel(self) -> None:
-        job = self.controller._job  # noqa: SLF001 - which kind decides Stop vs Cancel
-        if job is not None and job.kind == "stream":
+        kind = self.controller.job_kind  # which kind decides Stop vs Cancel
+        if kind == "stream":
             self.controller.stop_live()
-        elif job is not None:
+        elif kind is not None:
             self.controller.cancel()
 
     def regenerate(self, index: int, same_seed: bool) -> None:

@@ -22,6 +22,8 @@ class _Source:
 class Playback(QObject):
     state_changed = Signal(str)
     source_changed = Signal(str)  # "arrangement" | "segment" | "live" | "take" | ""
+    underrun = Signal(int)  # the player's: live playback waited for audio (count so far)
+    device_error = Signal(str)  # the player's: the output device failed (one line)
 
     def __init__(self, player: Player, session: SessionModel) -> None:
         super().__init__()
@@ -33,12 +35,23 @@ class Playback(QObject):
         self._ab: tuple[int, int] | None = None  # take ids
         self._ab_current = 0
         player.state_changed.connect(self._on_state)
+        player.underrun.connect(self.underrun)
+        player.device_error.connect(self.device_error)
         session.arrangement_changed.connect(self._on_arrangement_changed)
 
     # ------------------------------------------------------------------ state
     @property
     def state(self) -> State:
         return self.player.state
+
+    @property
+    def sample_rate(self) -> int:
+        return self.player.sample_rate
+
+    @property
+    def first_sound_time(self) -> float:
+        """perf_counter time the current live stream was first heard (0: not yet)."""
+        return self.player.first_sound_time
 
     @property
     def source_kind(self) -> str:

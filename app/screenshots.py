@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from app.audio.backend import OutputDevice
+from melody_core import SAMPLE_RATE
 from melody_core.runtime import prepare_environment
 
-SAMPLE_RATE = 24000
 BLOCK = 480  # frames per callback of the silent device (20 ms)
 PROMPTS = (("Warm lo-fi piano loop with vinyl crackle", 5), ("Upbeat funk groove, slap bass and brass", 3),
            ("Solemn baroque organ chorale", 4), ("Ambient pad with slow evolving strings", 2))

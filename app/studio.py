@@ -19,10 +19,10 @@ from app.main_window import MainWindow
 from app.playback import Playback
 from app.session import SessionModel
 from app.store import SessionStore, default_data_dir
+from melody_core import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000  # melody_core.SAMPLE_RATE; the engine reports the same
 
 
 def pipeline_threads() -> int:

@@ -21,9 +21,7 @@ signal emitted from another thread directly in that thread, which is never what 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
@@ -173,36 +171,3 @@ class TaskWorker(_ThreadedWorker):
             emit("succeeded", value)
         finally:
             emit("done")
-
-
-ProgressFn = Callable[[Progress], None]
-_DONE = object()
-
-
-def blocking_job(call: Callable[[StreamControl, ProgressFn], GenerationResult]) -> Job:
-    """Wrap a blocking pipeline call (`inpaint`, `continue_`) as a job: the call runs in a helper
-    thread and reports through `progress`; its Progress events are yielded as they come, then the
-    result. A cancel reaches the call through `control`, as for streams."""
-
-    def job(control: StreamControl) -> Iterator[Event]:
-        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["result"] = call(control, events.put)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the worker thread below
-                box["error"] = exc
-            finally:
-                events.put(_DONE)
-
-        helper = threading.Thread(target=target, name="melody-blocking-job", daemon=True)
-        helper.start()
-        while (item := events.get()) is not _DONE:
-            yield item
-        helper.join()
-        if "error" in box:
-            raise box["error"]
-        yield StreamFinished(box["result"])
-
-    return job

@@ -144,17 +144,8 @@ class MelodyConfig:
                 if name in c:
                     checks.append((f"{name}.vocab_size vs kmeans.n_clusters", c[name].vocab_size, v))
             if "ssl" in c:
-                from melody_core.models.ssl_conformer import (
-                    MEL_CHROMA_TOKEN_LAYER,
-                    MEL_TOKEN_LAYER,
-                    token_feature_dim,
-                )
-
-                if c["kmeans"].layer in (MEL_TOKEN_LAYER, MEL_CHROMA_TOKEN_LAYER):  # network-free features
-                    width = token_feature_dim(c["kmeans"].layer, c["ssl"].d_model)
-                    checks.append(("kmeans.dim vs the log-mel feature width", c["kmeans"].dim, width))
-                else:
-                    checks.append(("kmeans.dim vs ssl.d_model", c["kmeans"].dim, c["ssl"].d_model))
+                what, width = c["ssl"].token_features(c["kmeans"].layer)
+                checks.append((f"kmeans.dim vs {what}", c["kmeans"].dim, width))
         if "lm" in c and "mulan" in c:
             checks.append(("lm.n_prefix vs mulan.rvq_codebooks", c["lm"].n_prefix, c["mulan"].rvq_codebooks))
             checks.append(

@@ -29,9 +29,12 @@ Choices *(our choice)* where the paper is silent or inconsistent:
   batched forward (uncond rows flagged, the network swaps cross- for self-attention); ρ = 1 runs
   the conditional rows only, ρ = 0 the unconditional rows only. One guided evaluation = 1 NFE
   (Table 3 accounting); `GuidedVelocity.network_rows` counts the batch rows actually run.
-- Cancellation: a `callback` may raise; the sampler propagates the exception unchanged. Samplers
-  hold no state besides local tensors, so nothing needs resetting afterwards.
-- Staggered start (DESIGN §3, beyond the paper, EXPERIMENTAL): see `staggered_chunks`.
+- Cancellation: a `callback` may raise (or a `denoise_steps` consumer simply stops iterating); the
+  exception propagates unchanged. Samplers hold no state besides local tensors.
+- One loop: `denoise_steps` is the only implementation of Eq. 12 sampling; `sample*` and the
+  generation engine (`melody_core.generation.engine`) drive it. The DESIGN's staggered first window
+  is not implemented: with this DPD every step still runs on all L frames and chunk 0 is clean
+  after the same T steps, so it cannot lower the time to first sound (see `generation`).
 - NFE: Table 3 counts 25·T LM steps + DPD steps for any length T, ignoring that audio longer than
   one window needs continuation windows; `nfe_melody_windowed` adds them. (The paper's "0.41% of
   MusicLM at 30 s" matches (25·30 + 20) / (625·30) = 4.1%, not 0.41%.)
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import torch
@@ -240,9 +243,16 @@ def cfg_mix(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
 
 
 class DPDNetwork(Protocol):
-    """DPD contract: model(z (B, L, D), delta (B, L), tokens (B, T_st) | None, uncond (B,) | None)."""
+    """DPD contract: model(z (B, L, D), delta (B, L), tokens (B, T_st) | None, uncond (B,) | None).
+
+    A network with a per-window context (`DualPathDiffusion.prepare`) also accepts
+    `model(z, delta, None, None, context=ctx)`; see `GuidedVelocity`'s `prepare`."""
 
     def __call__(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None) -> Tensor: ...
+
+
+# prepare(tokens, uncond, rows, length, twins) -> context for `model(..., context=ctx)`, or None
+PrepareFn = Callable[[Tensor | None, Tensor | None, int, int, bool], object]
 
 
 class GuidedVelocity:
@@ -250,48 +260,77 @@ class GuidedVelocity:
 
     `tokens=None` runs the network unconditionally (no guidance possible). Counters: `nfe` guided
     evaluations (Table 3), `network_calls` forwards, `network_rows` batch rows pushed through.
+
+    `prepare` (optional, e.g. `MelodyPipeline.dpd_prepare`): called once per window shape with the
+    network's (tokens, uncond, rows, length, twins); a context it returns is reused by every later
+    call, and the CFG batch is then given as twins (z and delta once; cond rows ⊕ uncond rows out).
+    A None context (no prepare, a compiled network) falls back to the plain concatenated batch.
     """
 
-    def __init__(self, model: DPDNetwork, tokens: Tensor | None, scale: float = CFG_SCALE) -> None:
-        self.model, self.tokens, self.scale = model, tokens, float(scale)
+    def __init__(self, model: DPDNetwork, tokens: Tensor | None, scale: float = CFG_SCALE,
+                 prepare: PrepareFn | None = None) -> None:
+        self.model, self.tokens, self.scale, self.prepare = model, tokens, float(scale), prepare
         self.nfe = self.network_calls = self.network_rows = 0
+        self._context: object = None
+        self._shape: tuple[int, int] | None = None
 
-    def _forward(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None) -> Tensor:
-        self.network_calls += 1
-        self.network_rows += z.shape[0]
-        return self.model(z, delta, tokens, uncond)
+    def network_inputs(
+        self, b: int, device: torch.device | None = None
+    ) -> tuple[Tensor | None, Tensor | None, bool]:
+        """Network (tokens, uncond, twins) for a z of b rows: twins = the batch is cond ⊕ uncond."""
+        if self.tokens is None:
+            return None, None, False
+        dev = self.tokens.device if device is None else device
+        if self.scale == 1:
+            return self.tokens, None, False
+        if self.scale == 0:
+            return self.tokens, torch.ones(b, dtype=torch.bool, device=dev), False
+        uncond = torch.arange(2 * b, device=dev) >= b  # (2B,) False for cond rows, True for uncond
+        return torch.cat([self.tokens, self.tokens]), uncond, True
 
     def __call__(self, z: Tensor, delta: Tensor) -> Tensor:
         self.nfe += 1
-        b = z.shape[0]
-        if self.tokens is None:
-            return self._forward(z, delta, None, None)
-        if self.scale == 1:
-            return self._forward(z, delta, self.tokens, None)
-        if self.scale == 0:
-            return self._forward(z, delta, self.tokens, torch.ones(b, dtype=torch.bool, device=z.device))
-        uncond = torch.arange(2 * b, device=z.device) >= b  # (2B,) False for cond rows, True for uncond
-        v = self._forward(
-            torch.cat([z, z]), torch.cat([delta, delta]), torch.cat([self.tokens, self.tokens]), uncond
-        )  # (2B, L, D)
-        return cfg_mix(v[:b], v[b:], self.scale)
+        b, length = z.shape[:2]
+        tokens, uncond, twins = self.network_inputs(b, z.device)
+        rows = 2 * b if twins else b
+        if self.prepare is not None and self._shape != (b, length):
+            self._context = self.prepare(tokens, uncond, rows, length, twins)
+            self._shape = (b, length)
+        self.network_calls += 1
+        self.network_rows += rows
+        if self._context is not None:
+            v = self.model(z, delta, None, None, context=self._context)  # type: ignore[call-arg]
+        elif twins:
+            v = self.model(torch.cat([z, z]), torch.cat([delta, delta]), tokens, uncond)  # (2B, L, D)
+        else:
+            v = self.model(z, delta, tokens, uncond)
+        return cfg_mix(v[:b], v[b:], self.scale) if twins else v
 
 
 def guided_velocity(model: DPDNetwork, tokens: Tensor | None, scale: float = CFG_SCALE) -> GuidedVelocity:
     return GuidedVelocity(model, tokens, scale)
 
 
-# ---------------------------------------------------------------- samplers (§4.2.4, Eq. 12)
+# ---------------------------------------------------------------- the denoising loop (§4.2.4, Eq. 12)
 @dataclass(frozen=True)
 class SamplerStep:
-    """Progress report passed to `callback` after each step."""
+    """One step of `denoise_steps`, also the progress report passed to a sampler's `callback`."""
 
     step: int  # 1-based index of the step just taken
     total: int  # number of steps (= NFEs) of this sampler call
-    delta: float  # largest angle in the window before this step (δ_t for sample/continue/inpaint)
+    delta: float  # angle of the generated frames before this step (δ_t)
     angles: Tensor  # (B, L) angle vector given to v_fn at this step
     z: Tensor  # (B, L, D) latent window after the step (do not modify)
-    z0_hat: Tensor  # (B, L, D) predicted clean latent at this step (preview)
+    z_before: Tensor = field(repr=False)  # (B, L, D) window before the step
+    v: Tensor = field(repr=False)  # (B, L, D) velocity v̂ used by the step
+    kept: Tensor | None = field(default=None, repr=False)  # (B, L, D) clean context (where keep)
+    keep: Tensor | None = field(default=None, repr=False)  # (B, L, 1) True on kept frames
+
+    @property
+    def z0_hat(self) -> Tensor:
+        """(B, L, D) predicted clean latent at this step (preview; computed on demand)."""
+        z0 = predict_z0(self.z_before, self.v, self.angles)
+        return z0 if self.keep is None else torch.where(self.keep, self.kept, z0)
 
 
 @dataclass(frozen=True)
@@ -303,10 +342,16 @@ class SamplerInfo:
 StepCallback = Callable[[SamplerStep], None]
 
 
-def _denoise(
-    v_fn: VelocityFn, z: Tensor, keep: Tensor | None, schedule: Tensor, callback: StepCallback | None
-) -> tuple[Tensor, SamplerInfo]:
-    """Eq. 12 for t = T…1 on the frames where keep is False; kept frames stay bit-identical."""
+def denoise_steps(
+    v_fn: VelocityFn, z: Tensor, keep: Tensor | None, schedule: Tensor
+) -> Iterator[SamplerStep]:
+    """THE denoising loop: Eq. 12 for t = T…1, one `SamplerStep` per `next()` (callers check
+    cancellation and report progress between steps, as k-diffusion's samplers and superqt's
+    GeneratorWorker do). Runs under the caller's grad mode at each `next()`.
+
+    z: (B, L, D) start latents (noise at Σω on generated frames, clean latents on kept ones); keep:
+    (B, L) bool or None. Kept frames get angle 0 and are restored bit-identically after every step.
+    """
     angles = step_angles(schedule)
     total = len(angles) - 1
     keep3 = None if keep is None else keep.unsqueeze(-1)  # (B, L) -> (B, L, 1)
@@ -320,11 +365,30 @@ def _denoise(
         z_prev, z = z, ddim_step(z, v, omega)
         if keep3 is not None:
             z = torch.where(keep3, kept, z)
+        yield SamplerStep(k + 1, total, delta, dvec, z, z_prev, v, None if keep3 is None else kept, keep3)
+
+
+def inpaint_steps(v_fn: VelocityFn, z_known: Tensor, keep_mask: Tensor, noise: Tensor,
+                  schedule: Tensor) -> Iterator[SamplerStep]:
+    """`denoise_steps` regenerating the frames where keep_mask (B, L) is False; the others are clean
+    context (angle 0) and come back bit-identical. `noise` (B, L, D) is z at the start angle Σω for
+    the generated frames: N(0, I) for a full schedule, `noise(z_known, eps, Σω)` for a partial one."""
+    if keep_mask.shape != z_known.shape[:2] or keep_mask.dtype != torch.bool:
+        raise ValueError(f"keep_mask must be bool {tuple(z_known.shape[:2])}, got {tuple(keep_mask.shape)}")
+    start = torch.where(keep_mask.unsqueeze(-1), z_known, noise)  # (B, L, 1) mask
+    return denoise_steps(v_fn, start, keep_mask, schedule)
+
+
+def run_steps(
+    steps: Iterator[SamplerStep], callback: StepCallback | None = None
+) -> tuple[Tensor, SamplerInfo]:
+    """Drive `denoise_steps` to the end; `callback` sees every step (an exception it raises cancels)."""
+    last = None
+    for last in steps:
         if callback is not None:
-            z0_hat = predict_z0(z_prev, v, dvec)
-            z0_hat = z0_hat if keep3 is None else torch.where(keep3, kept, z0_hat)
-            callback(SamplerStep(k + 1, total, delta, dvec, z, z0_hat))
-    return z, SamplerInfo(nfe=total, steps=total)
+            callback(last)
+    assert last is not None  # a schedule has at least one step
+    return last.z, SamplerInfo(nfe=last.total, steps=last.total)
 
 
 @torch.no_grad()
@@ -332,7 +396,7 @@ def sample(
     v_fn: VelocityFn, z_T: Tensor, schedule: Tensor, callback: StepCallback | None = None
 ) -> tuple[Tensor, SamplerInfo]:
     """Fresh generation: z_{π/2} = z_T ~ N(0, I) (B, L, D) -> z_0 (B, L, D) in T = len(schedule) steps."""
-    return _denoise(v_fn, z_T, None, schedule, callback)
+    return run_steps(denoise_steps(v_fn, z_T, None, schedule), callback)
 
 
 @torch.no_grad()
@@ -348,7 +412,7 @@ def sample_continuation(
     kept frames bit-identical. Paper: L_new = ⌈L/M⌉ and `continuation_steps(T, M)` steps."""
     b, keep, _ = z_known.shape
     mask = continuation_mask(b, keep, noise_new.shape[1], z_known.device)
-    return _denoise(v_fn, torch.cat([z_known, noise_new], dim=1), mask, schedule, callback)
+    return run_steps(denoise_steps(v_fn, torch.cat([z_known, noise_new], dim=1), mask, schedule), callback)
 
 
 @torch.no_grad()
@@ -360,91 +424,8 @@ def sample_inpaint(
     schedule: Tensor,
     callback: StepCallback | None = None,
 ) -> tuple[Tensor, SamplerInfo]:
-    """Regenerate the frames where keep_mask (B, L) is False; the others are clean context (angle 0)
-    and come back bit-identical. `noise` (B, L, D) is z at the start angle Σω for the generated
-    frames: N(0, I) for a full schedule, `noise(z_known, eps, Σω)` for a partial one (variation)."""
-    if keep_mask.shape != z_known.shape[:2] or keep_mask.dtype != torch.bool:
-        raise ValueError(f"keep_mask must be bool {tuple(z_known.shape[:2])}, got {tuple(keep_mask.shape)}")
-    start = torch.where(keep_mask.unsqueeze(-1), z_known, noise)  # (B, L, 1) mask
-    return _denoise(v_fn, start, keep_mask, schedule, callback)
-
-
-# ---------------------------------------------------------------- staggered start (EXPERIMENTAL)
-@dataclass(frozen=True)
-class ChunkReady:
-    """A chunk of the first window that just became clean (angle 0; frozen from now on)."""
-
-    index: int  # chunk number m (0-based)
-    start: int  # first frame
-    end: int  # one past the last frame
-    z0: Tensor  # (B, end - start, D) clean latents
-    nfe: int  # v_fn evaluations spent so far
-
-
-@torch.no_grad()
-def staggered_chunks(
-    v_fn: VelocityFn,
-    z_T: Tensor,
-    schedule: Tensor,
-    n_chunks: int,
-    offset: int | None = None,
-    grid: int = 1,
-    callback: StepCallback | None = None,
-) -> Iterator[ChunkReady]:
-    """EXPERIMENTAL (DESIGN §3, beyond the paper): first window with staggered chunk starts.
-
-    Chunk m (bounds from `chunk_bounds(L, M, grid)`) waits at π/2 for m·offset steps, then runs the
-    whole `schedule`; at every global step all chunks in progress advance together (one NFE), each
-    at its own angle in the angle vector; clean chunks are frozen at angle 0 and yielded at once.
-    Chunk 0 is ready after T = len(schedule) NFEs, the window after T + (M − 1)·offset (default
-    offset ⌈T/M⌉, the continuation pace); offset 0 reproduces `sample`. Worth it only if a shorter
-    per-chunk schedule still sounds right (the later chunks see cleaner context): measure it.
-    """
-    angles = step_angles(schedule).to(z_T.device)  # (T + 1,) δ_T, …, δ_1, 0
-    steps = len(angles) - 1
-    offset = continuation_steps(steps, n_chunks) if offset is None else offset
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    bounds = chunk_bounds(z_T.shape[1], n_chunks, grid)
-    sizes = torch.tensor([e - s for s, e in zip(bounds[:-1], bounds[1:])], device=z_T.device)
-    start_step = (torch.arange(n_chunks, device=z_T.device) * offset).repeat_interleave(sizes)  # (L,)
-    total = steps + (n_chunks - 1) * offset
-    z = z_T
-    for g in range(total):
-        local = (g - start_step).clamp(0, steps)  # (L,) step index of each frame's own schedule
-        active = (g >= start_step) & (local < steps)  # (L,) frames stepped this time
-        delta = angles[local]  # (L,) π/2 before the start, 0 once clean
-        omega = torch.where(active, delta - angles[(local + 1).clamp(max=steps)], 0.0)  # (L,)
-        dvec = delta.to(z.dtype).expand(z.shape[0], -1)  # (L,) -> (B, L)
-        v = v_fn(z, dvec)
-        moved = ddim_step(z, v, omega.to(z.dtype).expand(z.shape[0], -1))
-        z_prev, z = z, torch.where(active.view(1, -1, 1), moved, z)  # (L,) -> (1, L, 1)
-        if callback is not None:
-            z0_hat = predict_z0(z_prev, v, dvec)
-            callback(SamplerStep(g + 1, total, float(delta.max()), dvec, z, z0_hat))
-        for m in range(n_chunks):
-            if g + 1 == m * offset + steps:
-                yield ChunkReady(m, bounds[m], bounds[m + 1], z[:, bounds[m] : bounds[m + 1]], g + 1)
-
-
-def sample_staggered(
-    v_fn: VelocityFn,
-    z_T: Tensor,
-    schedule: Tensor,
-    n_chunks: int,
-    offset: int | None = None,
-    grid: int = 1,
-    callback: StepCallback | None = None,
-    on_chunk: Callable[[ChunkReady], None] | None = None,
-) -> tuple[Tensor, SamplerInfo]:
-    """EXPERIMENTAL: run `staggered_chunks` to the end; `on_chunk` gets each chunk when it is clean."""
-    parts, nfe = [], 0
-    for chunk in staggered_chunks(v_fn, z_T, schedule, n_chunks, offset, grid, callback):
-        parts.append(chunk.z0)
-        nfe = chunk.nfe
-        if on_chunk is not None:
-            on_chunk(chunk)
-    return torch.cat(parts, dim=1), SamplerInfo(nfe=nfe, steps=nfe)
+    """`inpaint_steps` run to the end: the window with the frames where keep_mask is False regenerated."""
+    return run_steps(inpaint_steps(v_fn, z_known, keep_mask, noise, schedule), callback)
 
 
 # ---------------------------------------------------------------- NFE accounting (Table 3)

@@ -57,15 +57,6 @@ def tune_malloc() -> bool:
     return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
 
 
-def configure_threads(reserve_cores: int = 0) -> int:
-    """Use all cores minus `reserve_cores` (at least one) for torch intra-op work; returns it."""
-    import torch
-
-    n = max(1, (os.cpu_count() or 1) - reserve_cores)
-    torch.set_num_threads(n)
-    return n
-
-
 def resolve_device(device: str = "auto") -> str:
     """"auto" -> cuda, then mps, then cpu; anything else is validated and returned."""
     import torch

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melody_core.pipeline_types import (
+from melody_core.generation.types import (
     AudioChunk,
     GenerationCancelled,
     GenerationResult,
@@ -37,12 +37,14 @@ class FakePipeline:
     chunk_seconds = 1.0  # audio per streamed chunk
     step_delay = 0.002  # seconds slept per diffusion step (simulates work; releases the GIL)
     fail_prompt = "FAIL"  # a prompt containing this raises RuntimeError mid-stream
-    inpaint_leak = 1e-3  # the fake re-decodes the whole clip: outside the region changes by this much
+    inpaint_leak = 1e-3  # change of the samples in the crossfades just outside an inpainted region
+    crossfade_s = 0.05  # their length on each side (the core's INPAINT_CROSSFADE_S)
 
     def __init__(self, bundle: str | None, device: str) -> None:
         self.bundle = bundle
         self.device = "cpu" if device == "auto" else device
         self.model_hash = "fake0123abcd"
+        self.last_inpaint: np.ndarray | None = None  # the last stream_inpaint result
 
     @classmethod
     def load(cls, bundle: str | Path | None = None, device: str = "auto", threads: int | None = None
@@ -123,28 +125,24 @@ class FakePipeline:
                 return event.result
         raise AssertionError("stream ended without StreamFinished")
 
-    def continue_(self, audio: np.ndarray, seconds: float, settings: GenerationSettings,
-                  control: StreamControl | None = None) -> GenerationResult:
-        new = self.generate(GenerationSettings(**{**settings.to_dict(), "seconds": seconds}), control)
-        out = np.concatenate([np.asarray(audio, np.float32), new.audio])
-        return GenerationResult(out, self.sample_rate, {**new.metadata, "continued_from": len(audio)})
-
-    def inpaint(self, audio: np.ndarray, start_s: float, end_s: float, settings: GenerationSettings,
-                control: StreamControl | None = None, progress=None) -> GenerationResult:  # noqa: ANN001
+    def stream_inpaint(self, audio: np.ndarray, start_s: float, end_s: float, settings: GenerationSettings,
+                       control: StreamControl | None = None) -> Iterator[Event]:
+        """Like the core: [start, end) regenerated, `inpaint_leak` added over `crossfade_s` just
+        outside both ends (where the core crossfades), every other sample unchanged."""
         audio = np.asarray(audio, np.float32)
         s, e = int(round(start_s * self.sample_rate)), int(round(end_s * self.sample_rate))
         if not 0 <= s < e <= len(audio):
             raise PipelineError(f"region {start_s:.2f}-{end_s:.2f} s is outside the clip")
         region = GenerationSettings(**{**settings.to_dict(), "seconds": (e - s) / self.sample_rate})
-        pieces = []
         for event in self.stream(region, control):
-            if isinstance(event, Progress) and progress is not None:
-                progress(event)
-            elif isinstance(event, StreamFinished):
-                if event.cancelled:
-                    raise GenerationCancelled("cancelled")
-                pieces.append(event.result)
-        new = pieces[0]
-        out = audio + np.float32(self.inpaint_leak)
-        out[s:e] = new.audio[: e - s]
-        return GenerationResult(out, self.sample_rate, {**new.metadata, "inpaint": [start_s, end_s]})
+            if not isinstance(event, StreamFinished):
+                if isinstance(event, Progress):
+                    yield event
+                continue
+            fade = round(self.crossfade_s * self.sample_rate)
+            out = audio.copy()
+            out[max(0, s - fade) : e + fade] += np.float32(self.inpaint_leak)
+            out[s:e] = event.result.audio[: e - s]
+            self.last_inpaint = out
+            meta = {**event.result.metadata, "region_s": [start_s, end_s]}
+            yield StreamFinished(GenerationResult(out, self.sample_rate, meta), event.cancelled)

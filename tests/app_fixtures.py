@@ -15,6 +15,45 @@ from app.studio import Studio
 WAIT_MS = 20000
 
 
+class CountingEngine:
+    """Wraps an engine; `events` counts the events its streams have yielded so far (in the worker
+    thread). A GUI-thread timer that reads it shows whether the event loop ran *while* the worker
+    generated (an ordering check, no wall-clock threshold)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.events = engine, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for event in self.engine.stream(*args, **kwargs):
+            self.events += 1
+            yield event
+
+
+def counting(factory: Callable[[str | None, str, int | None], Engine]) -> Callable[..., Engine]:
+    """`factory` whose engines are `CountingEngine`s."""
+    return lambda bundle, device, threads: CountingEngine(factory(bundle, device, threads))
+
+
+def ticks_during_generation(qtbot: Any, studio: Studio, start: Callable[[], None]) -> tuple[list[int], int]:
+    """Run a generation job with a 10 ms GUI-thread timer reading `engine.events` at every tick;
+    returns (the counts seen, the count at the end)."""
+    from PySide6.QtCore import QTimer
+
+    engine = studio.controller.engine
+    seen: list[int] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: seen.append(engine.events))
+    timer.start()
+    with qtbot.waitSignal(studio.controller.job_finished, timeout=60000):
+        start()
+    timer.stop()
+    return seen, engine.events
+
+
 def fake_factory(cls: type[FakePipeline] = FakePipeline) -> Callable[[str | None, str, int | None], Engine]:
     def factory(bundle: str | None, device: str, threads: int | None) -> Engine:
         return cls.load(bundle, device=device, threads=threads)

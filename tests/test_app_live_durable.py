@@ -30,7 +30,7 @@ app = QApplication([])
 import app_fake_audio, app_fake_pipeline
 from app.studio import Studio
 from app_fixtures import fake_factory
-from melody_core.pipeline_types import GenerationSettings
+from melody_core.generation.types import GenerationSettings
 
 app_fake_pipeline.FakePipeline.step_delay = 0.1  # 2 steps per 1 s chunk: ~5x real time
 played = open({played!r}, "wb")
@@ -93,7 +93,7 @@ def test_kill_9_during_keep_playing_keeps_everything_heard(qtbot, make_studio, t
 def test_cancelled_and_finished_streams_leave_no_journal(qtbot, make_studio, tmp_path: Path) -> None:  # noqa: F811
     from app_fixtures import WAIT_MS, generate
 
-    from melody_core.pipeline_types import GenerationSettings
+    from melody_core.generation.types import GenerationSettings
 
     data = tmp_path / "data"
     studio = make_studio(data)

@@ -158,8 +158,8 @@ def test_hostile_and_truncated_checkpoints_give_a_one_line_reason(tmp_path: Path
 def test_train_resume_from_a_hostile_checkpoint_is_a_cli_error(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
     from melody_core.commands.train import main as train_main
+    from melody_core.commands.train_smoke import stage_argv
     from melody_core.train.data import write_synthetic_corpus
-    from melody_core.train.smoke import stage_argv
 
     data = write_synthetic_corpus(tmp_path / "corpus", n_train=2, n_valid=1, seconds=0.5)
     run = tmp_path / "run"

@@ -294,52 +294,6 @@ def test_callback_gets_every_step_and_can_cancel() -> None:
     assert len(rec.deltas) == 3
 
 
-# ---------------------------------------------------------------- staggered start (experimental)
-def test_staggered_chunks_become_clean_in_order_and_stay_frozen() -> None:
-    z0, m, steps, offset = torch.randn(B, L, D), 4, 6, 2
-    rec = Recorder(oracle(z0))
-    ready: list[dm.ChunkReady] = []
-    out, info = dm.sample_staggered(
-        rec, torch.randn(B, L, D), dm.linear_schedule(steps), m, offset, on_chunk=ready.append
-    )
-    bounds = dm.chunk_bounds(L, m)
-    assert info.nfe == len(rec.deltas) == steps + (m - 1) * offset
-    assert [c.index for c in ready] == list(range(m))
-    assert [c.nfe for c in ready] == [steps + i * offset for i in range(m)]
-    torch.testing.assert_close(out, z0, atol=1e-5, rtol=0)
-    for c in ready:
-        assert (c.start, c.end) == (bounds[c.index], bounds[c.index + 1])
-        assert torch.equal(c.z0, out[:, c.start : c.end])  # frozen after it was yielded
-        for d, z in zip(rec.deltas[c.nfe :], rec.zs[c.nfe :]):  # angle 0 and unchanged afterwards
-            assert bool((d[:, c.start : c.end] == 0).all())
-            assert torch.equal(z[:, c.start : c.end], c.z0)
-    angles = dm.step_angles(dm.linear_schedule(steps)).float()
-    last = bounds[m - 1]
-    assert bool((rec.deltas[2 * offset][:, last:] == HALF_PI).all())  # last chunk waits at π/2 …
-    assert rec.deltas[-1][0, last].item() == pytest.approx(angles[-2].item())  # … and ends with δ_1 → 0
-    assert bool((rec.deltas[0][:, : bounds[1]] == HALF_PI).all())
-    assert bool((rec.deltas[(m - 1) * offset + 1][:, last:] == angles[1]).all())  # then follows the schedule
-    # non-finite velocities on frozen (clean) frames cannot leak into them
-    base = oracle(z0)
-    nan_on_clean = lambda z, d: torch.where(d.unsqueeze(-1) == 0, float("nan"), base(z, d))  # noqa: E731
-    rec = Recorder(nan_on_clean)
-    out, _ = dm.sample_staggered(rec, torch.randn(B, L, D), dm.linear_schedule(steps), m, offset)
-    torch.testing.assert_close(out, z0, atol=1e-5, rtol=0)
-    assert all(bool(torch.isfinite(z).all()) for z in rec.zs)
-
-
-def test_staggered_offset_zero_equals_sample_and_generator_is_lazy() -> None:
-    z0, z_t = torch.randn(B, L, D), torch.randn(B, L, D)
-    schedule = dm.uniform_schedule(5)
-    plain, _ = dm.sample(oracle(z0), z_t, schedule)
-    stag, info = dm.sample_staggered(oracle(z0), z_t, schedule, 4, offset=0)
-    torch.testing.assert_close(stag, plain, atol=1e-6, rtol=0)
-    assert info.nfe == 5
-    rec = Recorder(oracle(z0))
-    first = next(dm.staggered_chunks(rec, z_t, schedule, 4))  # default offset ⌈T/M⌉ = 2
-    assert first.index == 0 and first.nfe == 5 and len(rec.deltas) == 5
-
-
 # ---------------------------------------------------------------- NFE accounting (Table 3)
 def test_nfe_formulas_match_table3() -> None:
     assert dm.nfe_melody(10, 20) == 270

@@ -17,7 +17,8 @@ from melody_core.checkpoint import random_bundle
 from melody_core.commands import CLIError
 from melody_core.commands import eval as eval_cmd
 from melody_core.data.corpus import ClipRecord, write_records
-from melody_core.eval._card_metrics import (
+from melody_core.eval.card.evaluate import CardOptions, evaluate_card
+from melody_core.eval.card.metrics import (
     centre_crop,
     chance_hit,
     lm_nll,
@@ -27,8 +28,7 @@ from melody_core.eval._card_metrics import (
     unigram_perplexity,
     velocity_mse,
 )
-from melody_core.eval.card import CardOptions, evaluate_card
-from melody_core.pipeline import MelodyPipeline
+from melody_core.generation.pipeline import MelodyPipeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECONDS = 2.0

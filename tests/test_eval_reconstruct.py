@@ -20,7 +20,7 @@ from melody_core import SAMPLE_RATE
 from melody_core.audio import load_audio, save_audio
 from melody_core.checkpoint import load_bundle, random_bundle
 from melody_core.cli import main
-from melody_core.eval._card_metrics import reconstruction_scores
+from melody_core.eval.card.metrics import reconstruction_scores
 from melody_core.eval.reconstruct import ReconstructError, audio_files, reconstruct_files
 
 SR = SAMPLE_RATE

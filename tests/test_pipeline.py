@@ -7,6 +7,7 @@ already span several continuation windows.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -15,10 +16,13 @@ import torch
 from micro_bundle import MICRO_OVERRIDES
 
 from melody_core import SAMPLE_RATE
-from melody_core._pipeline_jobs import INPAINT_CROSSFADE_S, analyse_segment
+from melody_core.audio.tags import file_metadata, parse_file_metadata
 from melody_core.checkpoint import load_bundle, random_bundle
-from melody_core.pipeline import MelodyPipeline, file_metadata, parse_file_metadata
-from melody_core.pipeline_types import (
+from melody_core.generation.engine import Stats
+from melody_core.generation.jobs import INPAINT_CROSSFADE_S, analyse_segment
+from melody_core.generation.models import ModelSet
+from melody_core.generation.pipeline import DEFAULT_LM_GUIDANCE, MelodyPipeline
+from melody_core.generation.types import (
     AudioChunk,
     GenerationCancelled,
     GenerationSettings,
@@ -78,20 +82,21 @@ def test_stream_equals_generate(pipe: MelodyPipeline, start: str) -> None:
 
 def test_determinism_and_seed(pipe: MelodyPipeline) -> None:
     torch.manual_seed(123)
-    a = pipe.generate("strings", seconds=1.0, **FAST)
+    a = pipe.generate(GenerationSettings(prompt="strings", seconds=1.0, **FAST))
     torch.manual_seed(456)  # the global RNG must not matter
-    b = pipe.generate("strings", seconds=1.0, **FAST)
+    b = pipe.generate(GenerationSettings(prompt="strings", seconds=1.0, **FAST))
     np.testing.assert_array_equal(a.audio, b.audio)
-    c = pipe.generate("strings", seconds=1.0, steps=3, seed=8)
+    c = pipe.generate(GenerationSettings(prompt="strings", seconds=1.0, steps=3, seed=8))
     assert not np.array_equal(a.audio, c.audio)
-    d = pipe.generate("strings", seconds=1.0, steps=3)  # random seed, recorded
+    d = pipe.generate(GenerationSettings(prompt="strings", seconds=1.0, steps=3))  # random seed, recorded
     assert isinstance(d.metadata["seed"], int)
-    e = pipe.generate("strings", seconds=1.0, steps=3, seed=d.metadata["seed"])
+    e = pipe.generate(GenerationSettings(prompt="strings", seconds=1.0, steps=3, seed=d.metadata["seed"]))
     np.testing.assert_array_equal(d.audio, e.audio)
 
 
 def test_metadata(pipe: MelodyPipeline) -> None:
-    r = pipe.generate("a jazz trio", seconds=1.0, guidance=1.5, temperature=0.9, top_k=5, **FAST)
+    s = GenerationSettings(prompt="a jazz trio", seconds=1.0, guidance=1.5, temperature=0.9, top_k=5, **FAST)
+    r = pipe.generate(s)
     m = r.metadata
     assert m["prompt"] == "a jazz trio" and m["seed"] == 7 and m["model_hash"] == pipe.model_hash
     assert m["settings"]["guidance"] == 1.5 and m["settings"]["top_k"] == 5 and m["settings"]["steps"] == 3
@@ -107,21 +112,21 @@ def test_metadata(pipe: MelodyPipeline) -> None:
 
 def test_continue_keeps_prefix(pipe: MelodyPipeline) -> None:
     src = _clip(2.3457)  # not a multiple of the 96-sample hop or the 960-sample token
-    r = pipe.continue_(src, 1.5, **FAST)
+    r = pipe.continue_(src, GenerationSettings(seconds=1.5, **FAST))
     assert r.audio.shape == (len(src) + round(1.5 * SAMPLE_RATE),)
     np.testing.assert_array_equal(r.audio[: len(src)], src)  # bit-identical prefix
     assert np.abs(r.audio[len(src) :]).max() > 0
     assert r.metadata["mode"] == "continue" and r.metadata["source_samples"] == len(src)
     new, _, finished = _chunks(pipe.stream(GenerationSettings(seconds=1.5, **FAST), continue_from=src))
     assert np.abs(new - r.audio[len(src) :]).max() <= 1e-4
-    again = pipe.continue_(src, 1.5, **FAST)
+    again = pipe.continue_(src, GenerationSettings(seconds=1.5, **FAST))
     np.testing.assert_array_equal(again.audio, r.audio)
 
 
 @pytest.mark.parametrize("region", [(1.0, 1.4), (0.0, 0.3), (2.6, 3.0), (0.5, 2.6)])
 def test_inpaint_keeps_outside(pipe: MelodyPipeline, region: tuple[float, float]) -> None:
     src = _clip(3.0, seed=1)
-    r = pipe.inpaint(src, *region, prompt="drums", **FAST)
+    r = pipe.inpaint(src, *region, GenerationSettings(prompt="drums", **FAST))
     assert r.audio.shape == src.shape
     a, b = (round(x * SAMPLE_RATE) for x in region)
     fade = round(INPAINT_CROSSFADE_S * SAMPLE_RATE)
@@ -131,8 +136,25 @@ def test_inpaint_keeps_outside(pipe: MelodyPipeline, region: tuple[float, float]
     assert r.metadata["region_s"] == [a / SAMPLE_RATE, b / SAMPLE_RATE]
 
 
+def test_stream_inpaint_equals_inpaint_and_cancels(pipe: MelodyPipeline) -> None:
+    src = _clip(2.0, seed=4)
+    s = GenerationSettings(prompt="drums", **FAST)
+    events = list(pipe.stream_inpaint(src, 0.5, 1.0, s))
+    assert all(isinstance(e, Progress) for e in events[:-1]) and {"lm", "dpd", "decode"} <= {
+        e.stage for e in events[:-1]}
+    finished = events[-1]
+    assert isinstance(finished, StreamFinished) and not finished.cancelled
+    np.testing.assert_array_equal(finished.result.audio, pipe.inpaint(src, 0.5, 1.0, s).audio)
+    control = StreamControl()
+    for event in pipe.stream_inpaint(src, 0.5, 1.0, s, control):
+        if isinstance(event, Progress) and event.stage == "dpd":
+            control.cancel()
+    assert isinstance(event, StreamFinished) and event.cancelled
+    np.testing.assert_array_equal(event.result.audio, src)  # nothing changed
+
+
 def test_long_region_uses_several_windows(pipe: MelodyPipeline) -> None:
-    r = pipe.inpaint(_clip(3.0, seed=2), 0.5, 2.6, **FAST)
+    r = pipe.inpaint(_clip(3.0, seed=2), 0.5, 2.6, GenerationSettings(**FAST))
     assert r.metadata["windows"] >= 2
 
 
@@ -164,7 +186,7 @@ def test_cancel_from_another_thread(pipe: MelodyPipeline) -> None:
     timer = threading.Timer(0.05, control.cancel)
     timer.start()
     with pytest.raises(GenerationCancelled):
-        pipe.generate("x", control, seconds=60.0, steps=50, seed=1)
+        pipe.generate(GenerationSettings(prompt="x", seconds=60.0, steps=50, seed=1), control)
     timer.cancel()
 
 
@@ -181,7 +203,7 @@ def test_prompt_automation_and_endless(pipe: MelodyPipeline) -> None:
     audio, _, finished = _chunks(events)
     changes = finished.result.metadata["prompt_changes"]
     assert len(changes) == 1 and changes[0]["prompt"] == "loud techno" and changes[0]["window"] == 3
-    cut = (changes[0]["from_frame"] - pipe.vae.context_frames) * 96  # untouched by the new frames
+    cut = (changes[0]["from_frame"] - pipe.models.vae.context_frames) * 96  # untouched by the new frames
     assert cut > 0
     np.testing.assert_allclose(audio[:cut], base[:cut], rtol=0, atol=1e-6)
     assert not np.allclose(audio, base)
@@ -200,25 +222,25 @@ def test_prompt_automation_and_endless(pipe: MelodyPipeline) -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda p: p.generate("", seconds=1.0),
-        lambda p: p.generate(None, seconds=1.0),
-        lambda p: p.generate("x", seconds=0.0),
-        lambda p: p.generate("x", seconds=1e6),
-        lambda p: p.generate("x", seconds=float("nan")),
-        lambda p: p.generate("x", steps=0),
-        lambda p: p.generate("x", guidance=-1.0),
-        lambda p: p.generate("x", lm_guidance=-1.0),
-        lambda p: p.generate("x", lm_guidance=float("inf")),
-        lambda p: p.generate("x", schedule="cosine"),
-        lambda p: p.generate("x", no_such_option=1),
-        lambda p: p.generate("", style_audio="/no/such/file.wav"),
+        lambda p: p.generate(GenerationSettings(prompt="", seconds=1.0)),
+        lambda p: p.generate(GenerationSettings(prompt=None, seconds=1.0)),
+        lambda p: p.generate(GenerationSettings(prompt="x", seconds=0.0)),
+        lambda p: p.generate(GenerationSettings(prompt="x", seconds=1e6)),
+        lambda p: p.generate(GenerationSettings(prompt="x", seconds=float("nan"))),
+        lambda p: p.generate(GenerationSettings(prompt="x", steps=0)),
+        lambda p: p.generate(GenerationSettings(prompt="x", guidance=-1.0)),
+        lambda p: p.generate(GenerationSettings(prompt="x", lm_guidance=-1.0)),
+        lambda p: p.generate(GenerationSettings(prompt="x", lm_guidance=float("inf"))),
+        lambda p: p.generate(GenerationSettings(prompt="x", schedule="cosine")),
+        lambda p: p.generate("x"),  # settings enter as a GenerationSettings only
+        lambda p: p.generate(GenerationSettings(prompt="", style_audio_path="/no/such/file.wav")),
         lambda p: p.stream(GenerationSettings(prompt="  ")),
-        lambda p: p.inpaint(_clip(2.0), 1.5, 2.5),
-        lambda p: p.inpaint(_clip(2.0), 1.0, 1.0),
-        lambda p: p.inpaint(_clip(2.0), -0.1, 1.0),
-        lambda p: p.continue_(np.zeros(10, np.float32), 1.0),
-        lambda p: p.continue_(np.full(24000, np.nan, np.float32), 1.0),
-        lambda p: p.continue_(_clip(1.0), 5000.0),
+        lambda p: p.inpaint(_clip(2.0), 1.5, 2.5, GenerationSettings()),
+        lambda p: p.inpaint(_clip(2.0), 1.0, 1.0, GenerationSettings()),
+        lambda p: p.inpaint(_clip(2.0), -0.1, 1.0, GenerationSettings()),
+        lambda p: p.continue_(np.zeros(10, np.float32), GenerationSettings(seconds=1.0)),
+        lambda p: p.continue_(np.full(24000, np.nan, np.float32), GenerationSettings(seconds=1.0)),
+        lambda p: p.continue_(_clip(1.0), GenerationSettings(seconds=5000.0)),
     ],
 )
 def test_bad_input(pipe: MelodyPipeline, call) -> None:
@@ -228,30 +250,30 @@ def test_bad_input(pipe: MelodyPipeline, call) -> None:
 
 
 def test_lm_guidance_default_and_bundles_without_null_prefix(pipe: MelodyPipeline, tmp_path) -> None:
-    from melody_core.pipeline import DEFAULT_LM_GUIDANCE
-
-    assert pipe.lm.config.prefix_dropout > 0
-    default = pipe.generate("x", seconds=1.0, **FAST)
+    assert pipe.models.lm.config.prefix_dropout > 0
+    default = pipe.generate(GenerationSettings(prompt="x", seconds=1.0, **FAST))
     assert default.metadata["settings"]["lm_guidance"] == DEFAULT_LM_GUIDANCE != 1.0
-    same = pipe.generate("x", seconds=1.0, lm_guidance=DEFAULT_LM_GUIDANCE, **FAST)
-    plain = pipe.generate("x", seconds=1.0, lm_guidance=1.0, **FAST)
-    strong = pipe.generate("x", seconds=1.0, lm_guidance=10.0, **FAST)  # the random LM's prefix is weak
+    same = pipe.generate(GenerationSettings(prompt="x", seconds=1.0, lm_guidance=DEFAULT_LM_GUIDANCE, **FAST))
+    plain = pipe.generate(GenerationSettings(prompt="x", seconds=1.0, lm_guidance=1.0, **FAST))
+    # the random LM's prefix is weak: a strong guidance is needed to change the tokens
+    strong = pipe.generate(GenerationSettings(prompt="x", seconds=1.0, lm_guidance=10.0, **FAST))
     np.testing.assert_array_equal(same.audio, default.audio)
     assert plain.metadata["settings"]["lm_guidance"] == 1.0 and not np.array_equal(plain.audio, strong.audio)
     old = tmp_path / "old"
     lm = {**OVERRIDES["lm"], "prefix_dropout": 0.0, "text_prefix_prob": 0.0}
     random_bundle(old, "tiny", overrides={**OVERRIDES, "lm": lm})
     old_pipe = MelodyPipeline.load(old, device="cpu", threads=1)
-    assert old_pipe.generate("x", seconds=1.0, **FAST).metadata["settings"]["lm_guidance"] == 1.0
+    old_default = old_pipe.generate(GenerationSettings(prompt="x", seconds=1.0, **FAST))
+    assert old_default.metadata["settings"]["lm_guidance"] == 1.0
     with pytest.raises(PipelineError, match="without the null prefix"):
-        old_pipe.generate("x", seconds=1.0, lm_guidance=2.0, **FAST)
+        old_pipe.generate(GenerationSettings(prompt="x", seconds=1.0, lm_guidance=2.0, **FAST))
 
 
 def test_unreadable_audio_and_bundles(pipe: MelodyPipeline, tmp_path, monkeypatch) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk" * 10)
     with pytest.raises(PipelineError):
-        pipe.continue_(str(bad), 1.0)
+        pipe.continue_(str(bad), GenerationSettings(seconds=1.0))
     with pytest.raises(PipelineError):
         MelodyPipeline.load(tmp_path / "missing")
     monkeypatch.setenv("MELODY_BUNDLE", str(tmp_path / "nowhere"))
@@ -261,20 +283,19 @@ def test_unreadable_audio_and_bundles(pipe: MelodyPipeline, tmp_path, monkeypatc
 
 def test_style_audio_and_latent_scale(pipe: MelodyPipeline, bundle_dir) -> None:
     clip = _clip(1.2)
-    a = pipe.generate("", style_audio=clip, seconds=1.0, **FAST)
-    b = pipe.generate("piano", style_audio=clip, style_weight=0.8, seconds=1.0, **FAST)
+    a = pipe.generate(GenerationSettings(prompt="", seconds=1.0, **FAST), style_audio=clip)
+    b = pipe.generate(GenerationSettings(prompt="piano", style_weight=0.8, seconds=1.0, **FAST),
+                      style_audio=clip)
     assert a.audio.shape == b.audio.shape == (SAMPLE_RATE,)
     bundle = load_bundle(bundle_dir)
     bundle.meta["latent_scale"] = 2.0
-    scaled = MelodyPipeline(bundle, 2, 1)
-    assert scaled.latent_scale == 2.0
-    from melody_core._pipeline_engine import Stats
-
-    z1, t1 = analyse_segment(pipe, clip, 0, len(clip), Stats())
-    z2, t2 = analyse_segment(scaled, clip, 0, len(clip), Stats())
+    scaled = MelodyPipeline(bundle, ModelSet.from_bundle(bundle, 1), 2)
+    assert scaled.models.latent_scale == 2.0
+    z1, t1 = analyse_segment(pipe.models, clip, 0, len(clip), Stats())
+    z2, t2 = analyse_segment(scaled.models, clip, 0, len(clip), Stats())
     torch.testing.assert_close(z2, 2.0 * z1)
     assert torch.equal(t1, t2)
-    r = scaled.continue_(clip, 1.0, **FAST)
+    r = scaled.continue_(clip, GenerationSettings(seconds=1.0, **FAST))
     np.testing.assert_array_equal(r.audio[: len(clip)], clip)
 
 
@@ -286,11 +307,11 @@ def test_app_engine_protocol(pipe: MelodyPipeline) -> None:
     *_, finished = pipe.stream(s, control, False, None)
     assert isinstance(finished, StreamFinished) and finished.result.seconds == 1.0
     src = finished.result.audio
-    cont = pipe.continue_(src, 0.5, s, control)
+    cont = pipe.continue_(src, dataclasses.replace(s, seconds=0.5), control)
     assert len(cont.audio) == len(src) + SAMPLE_RATE // 2
     inp = pipe.inpaint(src, 0.2, 0.6, s, control)
     assert inp.audio.shape == src.shape
-    result = pipe.generate(settings=s)
+    result = pipe.generate(s)
     np.testing.assert_allclose(result.audio, src, atol=1e-4)
 
 
@@ -301,7 +322,7 @@ def test_bundle_with_log_mel_tokenizer_continues(tmp_path) -> None:
     random_bundle(tmp_path / "mel", "tiny", overrides=overrides)
     mel_pipe = MelodyPipeline.load(tmp_path / "mel", device="cpu", threads=2)
     src = _clip(1.5)
-    r = mel_pipe.continue_(src, 1.0, **FAST)
+    r = mel_pipe.continue_(src, GenerationSettings(seconds=1.0, **FAST))
     np.testing.assert_array_equal(r.audio[: len(src)], src)
     assert np.isfinite(r.audio).all() and np.abs(r.audio[len(src):]).max() > 0
 

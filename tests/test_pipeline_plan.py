@@ -1,4 +1,4 @@
-"""Pipeline internals: window plans (paper geometry), the step-wise sampler twin, streamed decoding."""
+"""Pipeline internals: window plans (paper geometry), streamed decoding."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from melody_core._pipeline_decode import StreamDecoder, crossfade_ramp, decode_range
-from melody_core._pipeline_engine import denoise_steps
-from melody_core._pipeline_plan import (
+from melody_core.generation.decode import StreamDecoder, crossfade_ramp, decode_range
+from melody_core.generation.plan import (
     Layout,
     continuation_windows,
     generation_windows,
     inpaint_windows,
 )
-from melody_core.diffusion import linear_schedule, sample, sample_inpaint
 from melody_core.models.vae_gan import AudioVAE, VAEConfig
 
 PAPER = Layout(2500, 4)
@@ -61,28 +59,6 @@ def test_continuation_and_inpaint_windows() -> None:
     for x in ws:
         covered |= set(range(x.start, x.end))
     assert set(range(3000, 6000)) <= covered
-
-
-@torch.no_grad()
-def test_denoise_steps_is_the_diffusion_sampler() -> None:
-    gen = torch.Generator().manual_seed(0)
-    w = torch.randn(16, 16, generator=gen)
-
-    def v_fn(z: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ w) * torch.cos(delta).unsqueeze(-1)
-
-    z_t = torch.randn(1, 50, 16, generator=gen)
-    ref, _ = sample(v_fn, z_t, linear_schedule(6))
-    *_, (k, total, out) = denoise_steps(v_fn, z_t, None, linear_schedule(6))
-    assert (k, total) == (6, 6) and torch.equal(out, ref)
-    known = torch.randn(1, 50, 16, generator=gen)
-    keep = torch.zeros(1, 50, dtype=torch.bool)
-    keep[:, :20] = True
-    keep[:, 40:] = True
-    ref, _ = sample_inpaint(v_fn, known, keep, z_t, linear_schedule(4))
-    start = torch.where(keep.unsqueeze(-1), known, z_t)
-    *_, (_, _, out) = denoise_steps(v_fn, start, keep, linear_schedule(4))
-    assert torch.equal(out, ref) and torch.equal(out[keep], known[keep])
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 - DPD: a forward with a prepared `DPDContext` (per window), with CFG twins (shared input stage) and
   with sampler-like angle vectors (E_delta / FiLM on runs of equal angles) == the module-by-module
   reference of tests/test_dpd.py, for legacy and centred self-attention keys.
-- Engine: `WindowGuidance` == `diffusion.GuidedVelocity` (values and NFE / row counters), and a
-  whole denoising run with it == `diffusion.sample_continuation`.
+- Engine: `GuidedVelocity` with the per-window context (`prepare=pipe.models.dpd_prepare`) == without it
+  (values and NFE / row counters), and a whole continuation with it == without it.
 - Semantic LM: the norm-column decode path gives the full forward's logits and the same sampled
   tokens; the SRU's reused forget-gate buffer gives bit-identical states.
 - Runtime / bench: malloc tuning honours the opt-outs; the FLOP counter counts what it says.
@@ -20,14 +20,13 @@ import torch
 import torch.nn.functional as F
 from test_dpd import _perturbed, _small, reference_forward
 
-from melody_core._pipeline_engine import WindowGuidance, denoise_steps
 from melody_core.diffusion import GuidedVelocity, linear_schedule, sample_continuation
 from melody_core.eval.bench import FlopCounter
+from melody_core.generation.models import ModelSet
 from melody_core.models import sru
 from melody_core.models.dpd import DPDConfig, DualPathDiffusion
 from melody_core.models.sampling import sample_next
 from melody_core.models.semantic_lm import LMConfig, SemanticLM
-from melody_core.pipeline import MelodyPipeline
 from melody_core.runtime import MALLOC_OPT_OUT, tune_malloc
 
 TOL = 1e-5
@@ -142,43 +141,44 @@ def test_dpd_bundled_tiny_case_matches_reference() -> None:
 
 
 def _pipeline_like(model: DualPathDiffusion, compiled: bool = False) -> types.SimpleNamespace:
-    """The attributes `MelodyPipeline.dpd_forward` / `dpd_prepare` use, with those real methods."""
+    """A pipeline whose `models` has the attributes `ModelSet.dpd_forward` / `dpd_prepare` use, with
+    those real methods."""
     net = (lambda *a, **kw: model(*a, **kw)) if compiled else model  # a wrapper: like torch.compile
-    fake = types.SimpleNamespace(dpd=model, _dpd_net=net, precision="fp32", torch_device=torch.device("cpu"))
-    fake.dpd_forward = types.MethodType(MelodyPipeline.dpd_forward, fake)
-    fake.dpd_prepare = types.MethodType(MelodyPipeline.dpd_prepare, fake)
-    return fake
+    models = types.SimpleNamespace(dpd=model, dpd_net=net, precision="fp32", device=torch.device("cpu"))
+    models.dpd_forward = types.MethodType(ModelSet.dpd_forward, models)
+    models.dpd_prepare = types.MethodType(ModelSet.dpd_prepare, models)
+    return types.SimpleNamespace(models=models)
 
 
 @pytest.mark.parametrize("scale", [2.5, 1.0, 0.0, None])
 @pytest.mark.parametrize("compiled", [False, True])
-def test_window_guidance_equals_guided_velocity(scale: float | None, compiled: bool) -> None:
+def test_prepared_guidance_equals_plain_guidance(scale: float | None, compiled: bool) -> None:
     model = _model(False)
     pipe = _pipeline_like(model, compiled)
     torch.manual_seed(5)
     z, delta = torch.randn(1, LENGTH, 16), _sampler_angles("continuation", 1, LENGTH)
     tokens = None if scale is None else torch.randint(0, model.config.vocab_size, (1, 30))
     with torch.inference_mode():
-        fast = WindowGuidance(pipe, tokens, 2.5 if scale is None else scale)
-        slow = GuidedVelocity(pipe.dpd_forward, tokens, 2.5 if scale is None else scale)
+        rho = 2.5 if scale is None else scale
+        fast = GuidedVelocity(pipe.models.dpd_forward, tokens, rho, prepare=pipe.models.dpd_prepare)
+        slow = GuidedVelocity(pipe.models.dpd_forward, tokens, rho)
         for _ in range(2):
             torch.testing.assert_close(fast(z, delta), slow(z, delta), atol=TOL, rtol=TOL)
     counters = ("nfe", "network_calls", "network_rows")
     assert [getattr(fast, c) for c in counters] == [getattr(slow, c) for c in counters]
 
 
-def test_denoising_with_window_guidance_equals_the_sampler() -> None:
+def test_continuation_with_prepared_guidance_equals_plain() -> None:
     model = _model(True)
     pipe = _pipeline_like(model)
     torch.manual_seed(6)
     known, new = torch.randn(1, 200, 16), torch.randn(1, LENGTH - 200, 16)
     tokens = torch.randint(0, model.config.vocab_size, (1, 30))
-    keep = torch.zeros(1, LENGTH, dtype=torch.bool)
-    keep[:, :200] = True
     with torch.inference_mode():
-        ref, _ = sample_continuation(GuidedVelocity(pipe.dpd_forward, tokens), known, new, linear_schedule(4))
-        *_, (_, _, z) = denoise_steps(WindowGuidance(pipe, tokens, 2.5), torch.cat([known, new], 1), keep,
-                                      linear_schedule(4))  # fmt: skip
+        slow = GuidedVelocity(pipe.models.dpd_forward, tokens)
+        ref, _ = sample_continuation(slow, known, new, linear_schedule(4))
+        fast = GuidedVelocity(pipe.models.dpd_forward, tokens, prepare=pipe.models.dpd_prepare)
+        z, _ = sample_continuation(fast, known, new, linear_schedule(4))
     assert torch.equal(z[:, :200], known)
     torch.testing.assert_close(z, ref, atol=TOL, rtol=TOL)
 

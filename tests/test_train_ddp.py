@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from melody_core.commands.train import main
+from melody_core.commands.train_smoke import stage_argv
 from melody_core.train.data import write_synthetic_corpus
-from melody_core.train.smoke import stage_argv
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2

@@ -12,10 +12,10 @@ import torch
 from melody_core.checkpoint import load_bundle
 from melody_core.commands import CLIError
 from melody_core.commands.train import main, options_from_args, register, run_stage
+from melody_core.commands.train_smoke import SMOKE_RUN, run_pipeline, stage_argv
 from melody_core.train.data import CropSampler
 from melody_core.train.loop import train
 from melody_core.train.metrics import read_metrics
-from melody_core.train.smoke import SMOKE_RUN, run_pipeline, stage_argv
 from melody_core.train.state import module_hash
 
 

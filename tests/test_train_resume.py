@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from melody_core.commands.train import main
+from melody_core.commands.train_smoke import stage_argv
 from melody_core.train.data import write_synthetic_corpus
-from melody_core.train.smoke import stage_argv
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["--steps", "8", "--ckpt-every", "3", "--valid-every", "4"]

@@ -205,9 +205,6 @@ class Player(QObject):
     def is_live(self) -> bool:
         return self._live
 
-    def live_audio(self) -> np.ndarray:
-        return self._src[: self._src_len] if self._live else np.zeros(0, np.float32)
-
     def _start(self) -> None:
         self._paused = False
         self._underruns = self._reported_underruns = 0

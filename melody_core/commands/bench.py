@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from melody_core.pipeline import MAX_SECONDS, MAX_STEPS, MIN_SECONDS, MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
+    from melody_core.generation.pipeline import MelodyPipeline
+    from melody_core.generation.types import PipelineError
+    from melody_core.generation.validation import MAX_SECONDS, MAX_STEPS, MIN_SECONDS
 
     if args.bundle and args.random_init:
         raise CLIError("give either --bundle DIR or --random-init, not both")

@@ -184,7 +184,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
     if args.check_bpm:
         from melody_core.audio import AudioError
-        from melody_core.data.summary import bpm_check
+        from melody_core.eval.corpus_check import bpm_check
 
         try:
             check = bpm_check(args.folder, args.check_bpm)

@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from melody_core.commands import CLIError, eval_ablation
+from melody_core.commands import CLIError, eval_ablation, eval_suite
 
 MAX_CARD_SECONDS = 60.0  # longest crop / sample of `eval card`
 MAX_RECONSTRUCT_SECONDS = 600.0  # longest crop of `eval reconstruct` (load_audio's file limit)
@@ -46,9 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_card)
     _register_reconstruct(what)
     eval_ablation.add_parser(what)
-    from melody_core.eval import suite
-
-    suite.add_parser(what)
+    eval_suite.add_parser(what)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -68,9 +66,9 @@ def run_card(args: argparse.Namespace) -> int:
     _check_args(args)
     from melody_core.audio import AudioError
     from melody_core.data.corpus import CorpusError
-    from melody_core.eval.card import CardError, CardOptions, evaluate_card, format_card
-    from melody_core.pipeline import MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
+    from melody_core.eval.card.evaluate import CardError, CardOptions, evaluate_card, format_card
+    from melody_core.generation.pipeline import MelodyPipeline
+    from melody_core.generation.types import PipelineError
 
     def log(line: str) -> None:
         if not args.quiet:
@@ -163,7 +161,7 @@ def _load_vae(args: argparse.Namespace):
     import torch
 
     from melody_core.checkpoint import BundleError, load_bundle
-    from melody_core.pipeline import default_bundle_path
+    from melody_core.generation.pipeline import default_bundle_path
     from melody_core.runtime import resolve_device
 
     torch.set_num_threads(args.threads if args.threads is not None else (os.cpu_count() or 1))

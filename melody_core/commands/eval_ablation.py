@@ -63,7 +63,7 @@ def run_cli(args: argparse.Namespace) -> int:
         format_result,
         run_arch_ablation,
     )
-    from melody_core.pipeline import default_bundle_path
+    from melody_core.generation.pipeline import default_bundle_path
     from melody_core.train.upstream import TrainError
 
     for name in ("threads", "batch_size", "valid_clips", "warmup"):
@@ -82,7 +82,7 @@ def run_cli(args: argparse.Namespace) -> int:
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     bundle = args.bundle if args.bundle is not None else default_bundle_path()
     if args.work is None:
-        from melody_core.eval.suite import default_ablation_work
+        from melody_core.eval.suite.options import default_ablation_work
 
         args.work = default_ablation_work()
     try:

@@ -1,7 +1,7 @@
 """`melody generate`, `melody continue`, `melody inpaint`: the pipeline from the command line.
 
 Output is WAV or FLAC by extension, with the prompt, seed, settings, NFE and model hash embedded
-as metadata tags (`pipeline.file_metadata`; read back with `melody info --audio` or
+as metadata tags (`audio.tags.file_metadata`; read back with `melody info --audio` or
 `audio.read_metadata`). Every input check that needs no model runs before the bundle is loaded:
 output extension and folder (a probe file is written), settings, the tags' size (WAV INFO tags hold
 about 2 KB: a dry-run write of one sample with the longest tags the run can produce), input file and
@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from melody_core.commands import CLIError
+from melody_core.generation.types import GenerationSettings
 
 OUTPUT_SUFFIXES = (".wav", ".flac")
+D = GenerationSettings()  # the defaults of every generation option (one place: GenerationSettings)
 
 
 def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
@@ -30,19 +32,23 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
     if prompt_option:
         p.add_argument("--prompt", default=None, help="text prompt (default: the input audio's own style)")
     p.add_argument("--style-audio", metavar="FILE", help="audio file used as a style prompt (MuLan)")
-    p.add_argument("--style-weight", type=float, default=0.5, help="0 = text only .. 1 = style audio only")
+    p.add_argument("--style-weight", type=float, default=D.style_weight,
+                   help="0 = text only .. 1 = style audio only")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    p.add_argument("--steps", type=int, default=10, help="DPD steps T of a full window (default 10)")
+    p.add_argument("--steps", type=int, default=D.steps,
+                   help=f"DPD steps T of a full window (default {D.steps})")
     p.add_argument("--continuation-steps", type=int, default=None, help="steps per continuation chunk "
                    "(default ceil(T/M))")
-    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
-    p.add_argument("--schedule", default="linear", help="angle schedule: linear (Eq. 4) or uniform")
-    p.add_argument("--temperature", type=float, default=1.0, help="semantic LM sampling temperature")
-    p.add_argument("--top-k", type=int, default=0, help="semantic LM top-k (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="semantic LM nucleus threshold (1 = off)")
+    p.add_argument("--guidance", type=float, default=D.guidance,
+                   help=f"classifier-free guidance scale (default {D.guidance:g})")
+    p.add_argument("--schedule", default=D.schedule, help="angle schedule: linear (Eq. 4) or uniform")
+    p.add_argument("--temperature", type=float, default=D.temperature,
+                   help="semantic LM sampling temperature")
+    p.add_argument("--top-k", type=int, default=D.top_k, help="semantic LM top-k (0 = off)")
+    p.add_argument("--top-p", type=float, default=D.top_p, help="semantic LM nucleus threshold (1 = off)")
     p.add_argument("--lm-guidance", type=float, default=None, help="semantic LM guidance scale: how "
                    "closely the music follows the prompt (1 = off; default: the model's own)")
-    p.add_argument("--start-mode", default="window", help="first window: window (paper) or progressive")
+    p.add_argument("--start-mode", default=D.start, help="first window: window (paper) or progressive")
     p.add_argument("--bundle", metavar="DIR", help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda[:N] or mps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -52,13 +58,15 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate music from a text prompt and/or style audio")
     g.add_argument("prompt", help='text prompt ("" with --style-audio for a style-only prompt)')
-    g.add_argument("--seconds", type=float, default=10.0, help="length in seconds (default 10)")
+    g.add_argument("--seconds", type=float, default=D.seconds,
+                   help=f"length in seconds (default {D.seconds:g})")
     _common(g, prompt_option=False)
     g.set_defaults(func=run_generate)
 
     c = sub.add_parser("continue", help="continue an audio file (its samples are kept exactly)")
     c.add_argument("input", help="audio file to continue")
-    c.add_argument("--seconds", type=float, default=10.0, help="seconds to add (default 10)")
+    c.add_argument("--seconds", type=float, default=D.seconds,
+                   help=f"seconds to add (default {D.seconds:g})")
     _common(c, prompt_option=True)
     c.set_defaults(func=run_continue)
 
@@ -72,8 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------- helpers
 def _settings(args: argparse.Namespace, prompt: str | None, seconds: float, need_prompt: bool) -> Any:
-    from melody_core.pipeline import validate_settings
-    from melody_core.pipeline_types import GenerationSettings, PipelineError
+    from melody_core.generation.types import GenerationSettings, PipelineError
+    from melody_core.generation.validation import validate_settings
 
     s = GenerationSettings(
         prompt=prompt, style_audio_path=args.style_audio, style_weight=args.style_weight, seconds=seconds,
@@ -126,7 +134,7 @@ def _check_tags(out: Path, settings: Any, mode: str) -> None:
     import torch
 
     from melody_core.audio import MetadataError, save_audio
-    from melody_core.pipeline import file_metadata
+    from melody_core.audio.tags import file_metadata
 
     meta = {**_TAG_PLACEHOLDERS, "mode": mode, "prompt": settings.prompt,
             "settings": {**settings.to_dict(), "seed": _TAG_PLACEHOLDERS["seed"]}}
@@ -147,7 +155,7 @@ def _check_tags(out: Path, settings: Any, mode: str) -> None:
 
 def _check_source(path: str) -> float:
     """Duration of an input file for continue/inpaint, refused when shorter than the pipeline takes."""
-    from melody_core.pipeline import MIN_SOURCE_SECONDS
+    from melody_core.generation.validation import MIN_SOURCE_SECONDS
 
     seconds = _audio_seconds(path)
     if seconds < MIN_SOURCE_SECONDS:
@@ -165,8 +173,8 @@ def _audio_seconds(path: str) -> float:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from melody_core.pipeline import MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
+    from melody_core.generation.pipeline import MelodyPipeline
+    from melody_core.generation.types import PipelineError
 
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")
@@ -204,8 +212,8 @@ class ProgressBar:
 def _run(args: argparse.Namespace, call: Any) -> int:
     """Load the pipeline, run `call(pipe, progress)`, write the file, print one summary line."""
     from melody_core.audio import AudioError, save_audio
-    from melody_core.pipeline import file_metadata
-    from melody_core.pipeline_types import PipelineError
+    from melody_core.audio.tags import file_metadata
+    from melody_core.generation.types import PipelineError
 
     out = _check_output(args.output)
     pipe = _load(args)
@@ -258,13 +266,13 @@ def run_continue(args: argparse.Namespace) -> int:
     s = _settings(args, args.prompt, args.seconds, need_prompt=False)
     _check_tags(_check_output(args.output), s, "continue")
     _check_source(args.input)
-    return _run(args, lambda pipe, bar: pipe.continue_(args.input, s.seconds, s, progress=bar))
+    return _run(args, lambda pipe, bar: pipe.continue_(args.input, s, progress=bar))
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
-    from melody_core.pipeline import MIN_REGION_SECONDS
+    from melody_core.generation.validation import MIN_REGION_SECONDS
 
-    s = _settings(args, args.prompt, 10.0, need_prompt=False)
+    s = _settings(args, args.prompt, D.seconds, need_prompt=False)  # seconds: unused by inpainting
     _check_tags(_check_output(args.output), s, "inpaint")
     duration = _check_source(args.input)
     if not 0 <= args.start < args.end <= duration + 1e-6:

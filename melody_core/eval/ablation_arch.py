@@ -26,7 +26,7 @@ one training window of L frames (L = the runs' crop, 2500 = 10 s for the tiny pr
 10-frame token grid) of the trainer's cached VAE posterior means times each run's `latent_scale`
 (x), with its semantic tokens. Seeds depend only on (seed, clip index), so both arms see the same
 noise and angles.
-- v-MSE: `_card_metrics.velocity_mse`, the training objective (Eq. 8, multi-chunk angles Eq. 7-10,
+- v-MSE: `card.metrics.velocity_mse`, the training objective (Eq. 8, multi-chunk angles Eq. 7-10,
   M = the DPD's train_chunks, chunk bounds on the token grid), `draws` (noise, angles) draws per
   clip; conditional (reported as `v_mse`), unconditional and the predict-zero reference.
 - SI-SNRi *(our choice)*: the poster tabulates "SI-SNRi" and the paper (§6, Appendix E) only says
@@ -62,7 +62,7 @@ from torch import Tensor
 from melody_core import FRAMES_PER_TOKEN, LATENT_RATE
 from melody_core.audio.features import si_sdr
 from melody_core.diffusion import noise, predict_z0
-from melody_core.eval._card_metrics import DPDForward, select_evenly, velocity_mse
+from melody_core.eval.card.metrics import DPDForward, select_evenly, velocity_mse
 
 Log = Callable[[str], None]
 ARMS = ("dpd", "unet1d")  # training stage = bundle component of each arm

@@ -48,16 +48,18 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from melody_core import LATENT_RATE, SAMPLE_RATE
-from melody_core._pipeline_engine import WindowGuidance, num_threads
 from melody_core.diffusion import (
+    GuidedVelocity,
     nfe_melody,
     nfe_melody_windowed,
     nfe_musiclm,
     nfe_noise2music,
 )
+from melody_core.generation.engine import num_threads
+from melody_core.generation.models import ModelSet
+from melody_core.generation.pipeline import REQUIRED, MelodyPipeline
+from melody_core.generation.types import AudioChunk, GenerationSettings, Progress, StreamFinished
 from melody_core.modules.segmentation import num_segments
-from melody_core.pipeline import REQUIRED, MelodyPipeline
-from melody_core.pipeline_types import AudioChunk, GenerationSettings, Progress, StreamFinished
 
 BENCH_PROMPT = "a calm piano piece with soft strings"
 KB_PER_MB = 1024  # ru_maxrss is in kB on Linux
@@ -148,8 +150,9 @@ def random_pipeline(preset: str, device: str, threads: int | None, hash_text_tow
                 models[name] = model_cls(configs[name]).eval()
     fake = SimpleNamespace(device=dev, model_hash=f"random-{preset}", hash=f"random-{preset}",
                            models=models, configs=configs, meta={"random_init": True})
-    return MelodyPipeline(fake, n_threads, load_kw.get("lm_threads", 1), load_kw.get("precision", "auto"),
-                          load_kw.get("compile", False))
+    model_set = ModelSet.from_bundle(fake, load_kw.get("lm_threads", 1), load_kw.get("precision", "auto"),
+                                     load_kw.get("compile", False))
+    return MelodyPipeline(fake, model_set, n_threads)
 
 
 def _stream_timing(pipe: MelodyPipeline, settings: GenerationSettings) -> dict[str, float]:
@@ -177,42 +180,44 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
               repeats: int = 3, stream_seconds: float = 20.0, log: Callable[[str], None] | None = None
               ) -> dict[str, Any]:
     say = log or (lambda msg: print(msg, file=sys.stderr))
-    cuda = pipe.torch_device.type == "cuda"
+    cuda = pipe.models.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     base = GenerationSettings(prompt=BENCH_PROMPT, seconds=seconds, seed=1, steps=steps, guidance=guidance)
     frames = round(seconds * LATENT_RATE)
-    window = min(frames, pipe.layout.length)
+    window = min(frames, pipe.models.layout.length)
     load_start = load_average()
     say("warming up (first calls load the text tower and allocate buffers)")
     pipe.generate(GenerationSettings(prompt="warm up", seconds=min(seconds, 2.0), seed=0, steps=2))
 
     stages: dict[str, float] = {}
     prompts = iter(f"{BENCH_PROMPT}, take {i}" for i in range(10**6))  # new captions: no cache hits
-    stages["mulan_s"] = _median_time(lambda: pipe.condition(next(prompts), None, 0.5), repeats, sync)
-    prefix = pipe.condition(BENCH_PROMPT, None, 0.5)
+    stages["mulan_s"] = _median_time(lambda: pipe.models.condition(next(prompts), None, 0.5), repeats, sync)
+    prefix = pipe.models.condition(BENCH_PROMPT, None, 0.5)
     n_tok = window // 10
     lm_guidance = pipe.lm_guidance(None)
 
     def lm() -> None:
-        with num_threads(pipe.lm_threads), torch.inference_mode():
-            pipe.lm.generate(prefix, n_tok, generator=torch.Generator(pipe.torch_device).manual_seed(0),
+        with num_threads(pipe.models.lm_threads), torch.inference_mode():
+            gen = torch.Generator(pipe.models.device).manual_seed(0)
+            pipe.models.lm.generate(prefix, n_tok, generator=gen,
                              guidance=lm_guidance)  # as `generate` runs it (guided: two rows per token)
 
     say(f"timing the stages ({repeats} runs each)")
     stages["lm_window_s"] = _median_time(lm, repeats, sync)
-    z = torch.randn(1, window, pipe.dpd.config.d_latent, device=pipe.torch_device)
-    delta = torch.full((1, window), 0.7, device=pipe.torch_device)
-    tokens = torch.randint(0, pipe.dpd.config.vocab_size, (1, n_tok), device=pipe.torch_device)
+    z = torch.randn(1, window, pipe.models.dpd.config.d_latent, device=pipe.models.device)
+    delta = torch.full((1, window), 0.7, device=pipe.models.device)
+    tokens = torch.randint(0, pipe.models.dpd.config.vocab_size, (1, n_tok), device=pipe.models.device)
     with torch.inference_mode():
-        v_fn = WindowGuidance(pipe, tokens, guidance)  # as the sampler: context prepared at the 1st step
+        models = pipe.models  # the velocity as the engine builds it
+        v_fn = GuidedVelocity(models.dpd_forward, tokens, guidance, prepare=models.dpd_prepare)
         rows_tokens, uncond, twins = v_fn.network_inputs(1)
-        prepare = lambda: pipe.dpd_prepare(rows_tokens, uncond, 2 if twins else 1, window, twins)  # noqa: E731
+        prepare = lambda: pipe.models.dpd_prepare(rows_tokens, uncond, 2 if twins else 1, window, twins)  # noqa: E731
         stages["dpd_prepare_s"] = _median_time(prepare, repeats, sync)  # once per window
         v_fn(z, delta)  # prepare, compile / autotune outside the timing
         stages["dpd_step_s"] = _median_time(lambda: v_fn(z, delta), repeats, sync)
         with FlopCounter() as counter:
             v_fn(z, delta)
-        decode = lambda: pipe.vae.decode(z / pipe.latent_scale)  # noqa: E731
+        decode = lambda: pipe.models.vae.decode(z / pipe.models.latent_scale)  # noqa: E731
         stages["vae_decode_window_s"] = _median_time(decode, repeats, sync)
 
     by_steps: dict[str, float] = {}
@@ -239,13 +244,14 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
     out = {
         "device": pipe.device,
         "threads": pipe.threads,
-        "lm_threads": pipe.lm_threads,
-        "precision": pipe.precision,
+        "lm_threads": pipe.models.lm_threads,
+        "precision": pipe.models.precision,
         "model_hash": pipe.model_hash,
         "settings": {"seconds": seconds, "steps": steps, "guidance": guidance, "lm_guidance": lm_guidance,
                      "repeats": repeats,
-                     "window_frames": pipe.layout.length, "hop_frames": pipe.layout.hop,
-                     "continuation_steps": pipe.layout.chunk_steps(steps), "stream_seconds": long.seconds},
+                     "window_frames": pipe.models.layout.length, "hop_frames": pipe.models.layout.hop,
+                     "continuation_steps": pipe.models.layout.chunk_steps(steps),
+                     "stream_seconds": long.seconds},
         "stages": stages,
         "end_to_end_seconds": e2e,
         "realtime_factor_10s": seconds / e2e,
@@ -264,8 +270,8 @@ def run_bench(pipe: MelodyPipeline, seconds: float = 10.0, steps: int = 10, guid
             "musiclm": nfe_musiclm(seconds),
             "noise2music": nfe_noise2music(),
             "melody_table3": nfe_melody(seconds, steps),
-            "melody_windowed": nfe_melody_windowed(seconds, steps, pipe.layout.length / LATENT_RATE,
-                                                   pipe.layout.n_chunks),
+            "melody_windowed": nfe_melody_windowed(seconds, steps, pipe.models.layout.length / LATENT_RATE,
+                                                   pipe.models.layout.n_chunks),
         },
         "timings_10s": meta["timings"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KB_PER_MB,
@@ -284,11 +290,10 @@ def target_arithmetic(pipe: MelodyPipeline, stages: dict[str, float], step_flops
     a plain matmul at the DPD's main size (rows of the CFG batch's segments x d_hid -> 3 d_hid, the
     fused q|k|v), the LM's tokens/s, and per step count the lower bound on the clip's time and the
     DPD step time the target needs."""
-    cfg = pipe.dpd.config
-    d = getattr(cfg, "d_hid", 64)
-    k = getattr(cfg, "segment_size", 2)
+    cfg = pipe.models.dpd.config
+    d, k = cfg.d_hid, cfg.segment_size
     rows = 2 * k * num_segments(window, k)  # segment rows of the CFG batch (K x 2 x S)
-    gflops = matmul_gflops(rows, d, 3 * d, pipe.torch_device, sync)
+    gflops = matmul_gflops(rows, d, 3 * d, pipe.models.device, sync)
     step_floor = step_flops / (gflops * 1e9)  # seconds per guided step at plain-matmul speed
     tok_s = n_tok / stages["lm_window_s"]
     vae_s = stages["vae_decode_window_s"] * seconds * LATENT_RATE / window

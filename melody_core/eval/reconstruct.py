@@ -5,7 +5,7 @@ Each file is loaded as mono at the VAE's rate (`load_audio`: channel mean, soxr 
 over load_audio's 600 s limit are skipped), its central crop of at most `max_seconds` (a whole
 number of VAE hops) is encoded with the trainer's windowed encoder (`train.cache.latent_extractor`),
 the posterior mean is decoded in one pass, and the round trip is scored as in `eval card`
-(`_card_metrics.reconstruction_scores`): multi-resolution mel distance (L1 of log10 mel over 3
+(`card.metrics.reconstruction_scores`): multi-resolution mel distance (L1 of log10 mel over 3
 resolutions; 0 = identical) and SI-SDR (dB). The summary is the mean over files (each file
 weighs the same, whatever its length). Unreadable or too-short files are skipped with a reason.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from melody_core.audio import AudioError, load_audio
-from melody_core.eval._card_metrics import centre_crop, reconstruction_scores
+from melody_core.eval.card.metrics import centre_crop, reconstruction_scores
 from melody_core.train.cache import latent_extractor
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")  # what soundfile decodes

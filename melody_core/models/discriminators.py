@@ -15,7 +15,7 @@ own `mrsd_channels`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,18 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from melody_core.audio.features import stft_magnitude
 
-if TYPE_CHECKING:
-    from melody_core.models.vae_gan import VAEConfig
+
+class DiscriminatorConfig(Protocol):
+    """The `VAEConfig` fields the discriminators read (a Protocol: vae_gan imports this module)."""
+
+    disc_width: float
+    mpd_periods: tuple[int, ...]
+    mpd_channels: tuple[int, ...]
+    mpd_kernel: int
+    mpd_stride: int
+    leaky_slope: float
+    mrsd_resolutions: tuple[tuple[int, int, int], ...]
+    mrsd_channels: int
 
 DiscOutput = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 
@@ -131,7 +141,7 @@ class VAEGANDiscriminator(nn.Module):
     The MPD's sub-discriminators come first, then the MRSD's (len = periods + resolutions).
     """
 
-    def __init__(self, config: VAEConfig) -> None:
+    def __init__(self, config: DiscriminatorConfig) -> None:
         super().__init__()
         w = config.disc_width
         self.mpd = MultiPeriodDiscriminator(

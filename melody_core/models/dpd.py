@@ -120,8 +120,8 @@ class DPDConfig(BaseConfig):
     # consistent relative positions; both presets) or at index s (False: the first trained tiny
     # bundle was trained that way and records it in its config.json; see the module docstring)
     self_attn_key_centres: bool = False
-    train_length: int = 2500  # L: training window in latent frames (10 s); documentation only
-    train_chunks: int = 4  # M: chunks with independent angles in training (Eq. 7-10); documentation only
+    train_length: int = 2500  # L: window in latent frames (10 s): training crops and generation windows
+    train_chunks: int = 4  # M: chunks of a window (Eq. 7-10; generation's continuation hop is L/M)
 
     @classmethod
     def tiny(cls) -> DPDConfig:

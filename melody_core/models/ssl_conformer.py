@@ -44,6 +44,7 @@ from torch import nn
 from melody_core import SAMPLE_RATE, SEMANTIC_RATE
 from melody_core.audio.features import MelSpectrogram
 from melody_core.config import BaseConfig
+from melody_core.models.token_features import EXTRA_DIM
 from melody_core.modules import Attention
 
 HOP = SAMPLE_RATE // SEMANTIC_RATE  # 960 samples per semantic frame (25 Hz)
@@ -135,6 +136,16 @@ class SSLConfig(BaseConfig):
     @classmethod
     def paper(cls) -> SSLConfig:
         return cls()
+
+    def token_features(self, layer: int) -> tuple[str, int]:
+        """(name, width) of the features `extract(layer=...)` gives: the first-iteration log-mel
+        features for `MEL_TOKEN_LAYER`, those + chroma + tempogram for `MEL_CHROMA_TOKEN_LAYER`,
+        else a Conformer layer of width d_model."""
+        if layer == MEL_TOKEN_LAYER:
+            return "the log-mel width", MEL_FEATURE_DIM
+        if layer == MEL_CHROMA_TOKEN_LAYER:
+            return "the log-mel + chroma + tempogram width", MEL_FEATURE_DIM + EXTRA_DIM
+        return "ssl.d_model", self.d_model
 
     def gumbel_temperature(self, step: int) -> float:
         """Gumbel-softmax temperature after `step` updates: max(end, start * decay^step)."""
@@ -530,11 +541,8 @@ def hubert_frame_features(wav: torch.Tensor, n_mels: int = MEL_BANDS, n_fft: int
 
 
 def token_feature_dim(layer: int, d_model: int) -> int:
-    """Width of the features `extract(layer=...)` returns."""
-    from melody_core.models.token_features import EXTRA_DIM
-
-    widths = {MEL_TOKEN_LAYER: MEL_FEATURE_DIM, MEL_CHROMA_TOKEN_LAYER: MEL_FEATURE_DIM + EXTRA_DIM}
-    return widths.get(layer, d_model)
+    """Width of the features `extract(layer=...)` returns (the rule is `SSLConfig.token_features`)."""
+    return SSLConfig(d_model=d_model).token_features(layer)[1]
 
 
 def frame_token_features(wav: torch.Tensor, layer: int) -> torch.Tensor:

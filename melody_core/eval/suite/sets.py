@@ -1,8 +1,8 @@
 """Evaluation sets of `melody eval all` (`melody_core.eval.suite`): which clips and prompts are used.
 
 - Reference set: the corpus's held-out ("valid") clips, id-sorted, at most `clips` of them spread
-  evenly (`_card_metrics.select_evenly`, as `eval card`), each the central crop of `seconds` on the
-  semantic-token grid (`_card_metrics.centre_crop`); the caption of a clip is its first caption
+  evenly (`card.metrics.select_evenly`, as `eval card`), each the central crop of `seconds` on the
+  semantic-token grid (`card.metrics.centre_crop`); the caption of a clip is its first caption
   (the tag list for built corpora). Clips shorter than `MIN_CROP_SECONDS` or unreadable are skipped.
 - Prompts with known attributes are written with the corpus's own caption builder
   (`data.captions.symbolic_captions`, first caption = the tag list the clips are described by) from
@@ -11,7 +11,7 @@
 - Templates *(our choice)*: the first clip (by id) of each instrument family, families ordered by
   clip count (most common first, then by name), so the prompts describe what the model saw most.
 - Seams: where the continuation windows of a long generation join, from the pipeline's own window
-  plan (`_pipeline_plan.generation_windows`): each window after the first starts generating new
+  plan (`generation.plan.generation_windows`): each window after the first starts generating new
   frames at the previous window's end. Control positions for the same metric are random times at
   least `CONTROL_GAP_S` from every join, from each other and from the clip ends.
 """
@@ -27,17 +27,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-from melody_core import LATENT_HOP, SAMPLE_RATE, SEMANTIC_RATE
+from melody_core import LATENT_HOP, SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES
 from melody_core.data.captions import symbolic_captions, tempo_words
+from melody_core.eval.suite.options import SuiteError
 
-TOKEN_SAMPLES = SAMPLE_RATE // SEMANTIC_RATE  # 960: crops are whole semantic tokens (and VAE frames)
 MIN_CROP_SECONDS = 1.0  # shorter held-out clips are skipped
 CONTROL_GAP_S = 0.5  # control positions keep this distance from every join and from the clip ends
 CONTROL_TRIES = 1000  # rejection-sampling attempts per control position
-
-
-class SuiteError(ValueError):
-    """A user-facing problem with the evaluation inputs (one line)."""
 
 
 @dataclass
@@ -67,7 +63,7 @@ def load_reference(
     """The reference set (module docstring) and facts about it: {"valid_clips", "clip_ids", "skipped"}."""
     from melody_core.audio import AudioError, load_audio
     from melody_core.data.corpus import read_corpus
-    from melody_core.eval._card_metrics import centre_crop, select_evenly
+    from melody_core.eval.card.metrics import centre_crop, select_evenly
 
     records = sorted(read_corpus(root, split="valid"), key=lambda r: r.id)
     if not records:
@@ -181,7 +177,7 @@ def chunk_joins_s(
 ) -> tuple[list[float], int]:
     """(join times in seconds inside a `seconds`-long generation, number of DPD windows), from the
     pipeline's window plan: window k > 0 starts generating new frames at window k - 1's end."""
-    from melody_core._pipeline_plan import frames_for_samples, generation_windows
+    from melody_core.generation.plan import frames_for_samples, generation_windows
 
     n_samples = round(seconds * SAMPLE_RATE)
     n_frames = frames_for_samples(n_samples, LATENT_HOP)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from melody_core.eval.suite.compare import ARCH_LABELS, PAPER_ARCH, PAPER_SCHEDULE_FAD
+
 PLOTS = {  # key -> file name
     "fad_mcc": "fad_mcc_vs_steps.png",
     "speed": "speed_vs_steps.png",
@@ -63,7 +65,6 @@ def _none_to_nan(xs: list) -> list[float]:
 
 
 def plot_fad_mcc(r: dict, path: Path) -> bool:
-    from melody_core.eval._suite_report import PAPER_SCHEDULE_FAD
 
     groups = _by_schedule(r)
     if not groups:
@@ -200,7 +201,6 @@ def plot_instrument(r: dict, path: Path) -> bool:
 
 
 def plot_ablation(r: dict, path: Path) -> bool:
-    from melody_core.eval._suite_report import ARCH_LABELS, PAPER_ARCH
 
     ab = _section(r, "ablation")
     if not ab:

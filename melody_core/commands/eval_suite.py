@@ -1,4 +1,5 @@
-"""`melody eval all` command line (registered through `melody_core.eval.suite.add_parser`).
+"""`melody eval all` command line (registered by `melody_core.commands.eval`; the suite itself is
+`melody_core.eval.suite`).
 
 Bad input is one `error:` line with exit status 2 (`CLIError`). `--report-only` rewrites README.md
 and the plots from an existing results.json (no bundle, no corpus).
@@ -14,8 +15,7 @@ import sys
 from pathlib import Path
 
 from melody_core.commands import CLIError
-from melody_core.eval._suite_sets import SuiteError
-from melody_core.eval.suite import RESULTS_FORMAT, SKIPPABLE, SuiteOptions, run_suite
+from melody_core.eval.suite.options import RESULTS_FORMAT, SKIPPABLE, SuiteError, SuiteOptions
 
 MAX_SECONDS = 60.0  # longest crop / generated clip of the grid
 MAX_CLIPS = 1000
@@ -115,8 +115,9 @@ def command_line(args: argparse.Namespace, opts: SuiteOptions) -> str:
 def run_cli(args: argparse.Namespace) -> int:
     from melody_core.audio import AudioError
     from melody_core.data.corpus import CorpusError
-    from melody_core.pipeline import MelodyPipeline
-    from melody_core.pipeline_types import PipelineError
+    from melody_core.eval.suite.run import run_suite
+    from melody_core.generation.pipeline import MelodyPipeline
+    from melody_core.generation.types import PipelineError
 
     def log(line: str) -> None:
         if not args.quiet:
@@ -152,7 +153,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def _report_only(out: Path, args: argparse.Namespace) -> int:
-    from melody_core.eval._suite_report import write_report
+    from melody_core.eval.suite.report import write_report
 
     path = out / "results.json"
     try:

@@ -1,7 +1,7 @@
 """Prompt-control sections of `melody eval all` (`melody_core.eval.suite`): does the music follow
 the tempo and the instruments asked for?
 
-- Tempo: prompts in the corpus's caption phrasing at each asked BPM (`_suite_sets.tempo_items`),
+- Tempo: prompts in the corpus's caption phrasing at each asked BPM (`sets.tempo_items`),
   `tempo.estimate_bpm` of the generated audio vs the BPM asked for (`tempo.tempo_error`: absolute
   error, Accuracy1 = within 4 %, Accuracy2 = also at half / double tempo). The same estimator on the
   reference clips vs their known `bpm` attribute shows its own accuracy on real renders (a ceiling
@@ -9,7 +9,7 @@ the tempo and the instruments asked for?
   as wrong and has no error.
 - Instrument family: one prompt per corpus family (its template clip's caption), `family_seeds`
   seeds each; zero-shot classification with our MuLan: the audio embedding's nearest family by
-  cosine, a family being the normalised mean text embedding of `_suite_sets.family_class_texts`.
+  cosine, a family being the normalised mean text embedding of `sets.family_class_texts`.
   The same classifier on the reference clips of those families gives the ceiling.
 - Two-way test (training issue): `PAIR_PROMPTS` x `pair_seeds` clips; each is assigned to the closer
   (cosine) of the two prompts' text embeddings; accuracy, per prompt, and the mean margin
@@ -22,7 +22,6 @@ the tempo and the instruments asked for?
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,34 +29,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from melody_core import SAMPLE_RATE, SEMANTIC_RATE
-from melody_core.eval._suite_gen import generate
-from melody_core.eval._suite_sets import (
-    TOKEN_SAMPLES,
+from melody_core import SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES
+from melody_core.eval.suite.gen import generate
+from melody_core.eval.suite.options import Log, SuiteOptions
+from melody_core.eval.suite.sets import (
     RefClip,
     caption_for,
     family_class_texts,
     tempo_items,
 )
+from melody_core.generation.pipeline import MelodyPipeline
 
 PAIR_PROMPTS = ("solo piano", "string quartet")  # the training issue's two-way retrieval test
 PAIR_ENSEMBLES = ("piano", "string_quartet")  # corpus `ensemble` attribute of each PAIR_PROMPTS entry
 PAIR_PROBE_CLIPS = 40  # most training clips per ensemble for the token probe
 TEMPO_FALLBACK_LABELS = ("solo piano", "a string quartet", "a church organ")  # corpora without families
-Log = Callable[[str], None]
 
 
-def audio_embedding(pipe: Any, wav: np.ndarray | Tensor) -> Tensor:
+def audio_embedding(pipe: MelodyPipeline, wav: np.ndarray | Tensor) -> Tensor:
     """(E,) unit MuLan audio embedding of one (T,) 24 kHz clip."""
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).unsqueeze(0)  # (1, T)
     with torch.inference_mode():
-        return F.normalize(pipe.mulan.embed_audio(x).float().cpu()[0], dim=-1)
+        return F.normalize(pipe.models.mulan.embed_audio(x).float().cpu()[0], dim=-1)
 
 
-def text_embeddings(pipe: Any, texts: list[str]) -> Tensor:
+def text_embeddings(pipe: MelodyPipeline, texts: list[str]) -> Tensor:
     """(N, E) unit MuLan text embeddings."""
     with torch.inference_mode():
-        return F.normalize(pipe.mulan.embed_text(list(texts)).float().cpu(), dim=-1)
+        return F.normalize(pipe.models.mulan.embed_text(list(texts)).float().cpu(), dim=-1)
 
 
 def _safe_bpm(wav: np.ndarray | Tensor) -> float:
@@ -87,7 +86,8 @@ def tempo_summary(pairs: list[tuple[float, float]]) -> dict[str, Any]:
 
 
 def measure_tempo(
-    pipe: Any, templates: list[tuple[str, dict]], clips: list[RefClip], opts: Any, log: Log
+    pipe: MelodyPipeline, templates: list[tuple[str, dict]], clips: list[RefClip], opts: SuiteOptions,
+    log: Log,
 ) -> dict[str, Any]:
     chosen = templates[: opts.tempo_templates]
     items = tempo_items(
@@ -132,11 +132,11 @@ def _class_scores(true: list[int], pred: list[int], families: list[str]) -> dict
 
 
 def measure_instrument(
-    pipe: Any,
+    pipe: MelodyPipeline,
     templates: list[tuple[str, dict]],
     labels: dict[str, list[str]],
     clips: list[RefClip],
-    opts: Any,
+    opts: SuiteOptions,
     log: Log,
 ) -> dict[str, Any]:
     families = [fam for fam, _ in templates]
@@ -171,7 +171,7 @@ def measure_instrument(
     }
 
 
-def _pair_scores(pipe: Any, text: Tensor, wavs: list[tuple[int, Any]]) -> dict[str, Any]:
+def _pair_scores(pipe: MelodyPipeline, text: Tensor, wavs: list[tuple[int, Any]]) -> dict[str, Any]:
     """Two-way retrieval of (label, (T,) audio) pairs: n, accuracy, per prompt, mean margin."""
     hits = {p: [] for p in PAIR_PROMPTS}
     margins = []
@@ -195,34 +195,34 @@ def _pair_clips(clips: list[RefClip]) -> list[tuple[int, Tensor]]:
             if c.attributes.get("ensemble") in PAIR_ENSEMBLES]  # fmt: skip
 
 
-def pair_reference(pipe: Any, clips: list[RefClip], text: Tensor) -> dict[str, Any]:
+def pair_reference(pipe: MelodyPipeline, clips: list[RefClip], text: Tensor) -> dict[str, Any]:
     """The pair test on held-out clips of `PAIR_ENSEMBLES` and on their VAE round trips."""
     from melody_core.eval.reconstruct import round_trip
 
     ref = _pair_clips(clips)
     with torch.inference_mode():
-        recon = [(j, round_trip(pipe.vae, wav)) for j, wav in ref]
+        recon = [(j, round_trip(pipe.models.vae, wav)) for j, wav in ref]
     return {"reference": _pair_scores(pipe, text, ref), "reconstruction": _pair_scores(pipe, text, recon)}
 
 
-def _clip_tokens(pipe: Any, wav: Tensor) -> Tensor:
+def _clip_tokens(pipe: MelodyPipeline, wav: Tensor) -> Tensor:
     """(T,) 24 kHz -> (T // 960,) semantic tokens with the bundle's own tokenizer."""
     from melody_core.train.cache import ssl_features
 
-    feats = ssl_features(pipe.ssl, wav, pipe.kmeans.config.layer, pipe.torch_device)
-    return pipe.kmeans.assign(feats.to(pipe.kmeans.centroids.device)).cpu()
+    feats = ssl_features(pipe.models.ssl, wav, pipe.models.kmeans.config.layer, pipe.models.device)
+    return pipe.models.kmeans.assign(feats.to(pipe.models.kmeans.centroids.device)).cpu()
 
 
-def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[str, Any]:
+def pair_tokens(pipe: MelodyPipeline, root: Any, clips: list[RefClip], opts: SuiteOptions) -> dict[str, Any]:
     """The two-way test on LM samples alone (module docstring); {"error": ...} without the data."""
     from melody_core.audio import AudioError, load_audio
     from melody_core.data.corpus import read_corpus
-    from melody_core.eval._card_metrics import centre_crop, select_evenly
+    from melody_core.eval.card.metrics import centre_crop, select_evenly
     from melody_core.eval.token_probe import fit_logistic, token_histogram
 
-    if getattr(pipe, "ssl", None) is None or getattr(pipe, "kmeans", None) is None:
+    if pipe.models.ssl is None or pipe.models.kmeans is None:
         return {"error": "the bundle has no tokenizer (ssl + kmeans)"}
-    vocab, n_tok = pipe.lm.config.vocab_size, round(opts.seconds * SEMANTIC_RATE)
+    vocab, n_tok = pipe.models.lm.config.vocab_size, round(opts.seconds * SEMANTIC_RATE)
     x, y = [], []
     train = read_corpus(root, split="train")
     for j, ens in enumerate(PAIR_ENSEMBLES):
@@ -245,10 +245,10 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
     guidance = pipe.lm_guidance(None)
     hits: dict[str, list[bool]] = {}
     for j, prompt in enumerate(PAIR_PROMPTS):
-        prefix = pipe.condition(prompt, None, 0.5).repeat(opts.pair_seeds, 1)  # (pair_seeds, n_prefix)
-        gen = torch.Generator(pipe.torch_device).manual_seed(opts.seed)
+        prefix = pipe.models.condition(prompt, None, 0.5).repeat(opts.pair_seeds, 1)  # (pair_seeds, n_prefix)
+        gen = torch.Generator(pipe.models.device).manual_seed(opts.seed)
         with torch.inference_mode():
-            toks = pipe.lm.generate(prefix, n_tok, generator=gen, guidance=guidance)  # (pair_seeds, n_tok)
+            toks = pipe.models.lm.generate(prefix, n_tok, generator=gen, guidance=guidance)  # (seeds, n_tok)
         pred = predict(torch.stack([token_histogram(t.cpu(), vocab) for t in toks]))  # (pair_seeds,)
         hits[prompt] = [int(p) == j for p in pred]
     n = sum(len(h) for h in hits.values())
@@ -262,7 +262,9 @@ def pair_tokens(pipe: Any, root: Any, clips: list[RefClip], opts: Any) -> dict[s
     }
 
 
-def measure_pair(pipe: Any, root: Any, clips: list[RefClip], opts: Any, log: Log) -> dict[str, Any]:
+def measure_pair(
+    pipe: MelodyPipeline, root: Any, clips: list[RefClip], opts: SuiteOptions, log: Log
+) -> dict[str, Any]:
     text = text_embeddings(pipe, list(PAIR_PROMPTS))  # (2, E)
     items = []
     lm_guidance = None

@@ -1,31 +1,8 @@
-"""`melody eval all`: the evaluation suite behind docs/results/README.md — the paper's claims
-reproduced at our scale, and what a producer hears.
-
-Sections, in order (each timed; results.json is rewritten after each, README.md at the end):
-1. reference — the held-out clips (`_suite_sets.load_reference`): musicnn patches (the FAD
-   reference), MCC of each clip with its own first caption, VAE reconstruction (`reconstruct_files`;
-   section "reconstruction").
-2. grid — schedule (linear Eq. 4, uniform) x steps (5, 10, 20): one clip per reference caption,
-   seed = base seed + i, default guidance → FAD vs the reference, MCC, CPU speed (Hz, × real
-   time), NFE (`_suite_gen`): Table 2 (linear rows) and the angle-schedule ablation.
-3. tempo, instrument, pair — prompt control (`_suite_control`).
-4. seams — spectral-flux seam ratio at the continuation joins of long generations vs random positions.
-5. ablation — DPD vs UNet-1D (`ablation_arch.run_arch_ablation`), trained from scratch unless
-   `reuse_ablation` (then finished arms with the same settings are reused, and the report says so).
-6. report — README.md + PNG plots written from results.json alone (`_suite_report`).
-
-Budget: `estimate_seconds` models the wall time from per-step costs measured on the reference
-2-core CPU with the bundled tiny model, scaled by a warm-up generation timed on this machine; it is
-printed at the start and stored. With the defaults (32 clips x 10 s, 8 min per ablation arm) the
-estimate there is about 40 minutes.
-Generated audio stays in memory; nothing is written outside `out` (and the ablation's work folder,
-by default in the user cache directory).
-"""
+"""`run_suite`: every section of `melody eval all` in order (package docstring), the wall-time
+budget model and the run's context (machine, git, bundle)."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
 import os
@@ -34,16 +11,19 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melody_core import LATENT_HOP, SAMPLE_RATE, __version__
-from melody_core.eval._suite_sets import SuiteError, chunk_joins_s
+import torch
 
-RESULTS_FORMAT = "melody-eval-suite"
-SECTIONS = ("reference", "reconstruction", "grid", "tempo", "instrument", "pair", "seams", "ablation")
-SKIPPABLE = SECTIONS[1:]
+from melody_core import LATENT_HOP, SAMPLE_RATE, __version__
+from melody_core.eval.suite import control, gen
+from melody_core.eval.suite.compare import f_min
+from melody_core.eval.suite.options import RESULTS_FORMAT, Log, SuiteOptions, default_ablation_work
+from melody_core.eval.suite.report import write_report
+from melody_core.eval.suite.sets import chunk_joins_s, family_labels, family_templates, load_reference
+from melody_core.train.state import write_json
+
 # Cost model (measured on the reference 2-core CPU with the bundled tiny model, 2 threads, while the
 # machine also ran two training jobs): 10 s at 5 / 10 / 20 steps took 1.6 / 3.4 / 5.1 s; musicnn
 # embedded 10 s in 0.6-1.1 s. Every term but the ablation's training budget is scaled by the
@@ -57,62 +37,6 @@ ABLATION_EXTRA_S = 300.0  # ablation besides the two training budgets (caches on
 HOUR_S = 3600.0  # the documented budget of a default run
 CALIBRATION_STEPS = 10  # one timed generation of `seconds` at these steps scales the cost model
 ABLATION_MARKER = "ablation.json"  # `ablation_arch`'s per-arm marker: folders holding it are its runs
-Log = Callable[[str], None]
-
-
-def _torch() -> Any:
-    """torch, imported when the suite runs (the `melody` CLI builds this module's parser without it)."""
-    import torch
-
-    return torch
-
-
-@dataclass
-class SuiteOptions:
-    """What `run_suite` measures (defaults: the documented `melody eval all` run)."""
-
-    clips: int = 32  # held-out reference clips (and prompts per grid cell)
-    seconds: float = 10.0  # crop of each reference clip and length of each generated clip
-    seed: int = 0  # base seed: clip i of a set uses seed + i
-    steps: tuple[int, ...] = (5, 10, 20)  # DPD steps of the grid (Table 2)
-    schedules: tuple[str, ...] = ("linear", "uniform")  # angle schedules of the grid
-    control_steps: int = 10  # steps of the prompt-control and seam generations
-    tempo_bpms: tuple[float, ...] = (70, 100, 130, 160)  # tempi asked for
-    tempo_templates: int = 3  # instrument families (templates) of the tempo prompts
-    tempo_seeds: int = 2  # seeds per (template, bpm)
-    tempo_seconds: float | None = None  # length of the tempo clips (None: `seconds`)
-    family_seeds: int = 3  # seeds per instrument family
-    pair_seeds: int = 12  # seeds per prompt of the piano vs quartet test (2 x 12 = 24 clips >= 20)
-    seam_clips: int = 4  # long generations for the seam metric
-    seam_seconds: float = 30.0  # their length (several continuation windows)
-    ablation_minutes: float = 8.0  # training budget per ablation arm
-    ablation_work: str | None = None  # ablation work folder (None: user cache dir, never the repo)
-    reuse_ablation: bool = False  # reuse finished ablation arms with the same settings
-    skip: frozenset[str] = field(default_factory=frozenset)  # sections not run (SKIPPABLE)
-    device: str = "cpu"  # device of the musicnn embedder (the pipeline is loaded by the caller)
-
-    def __post_init__(self) -> None:
-        if self.tempo_seconds is None:
-            self.tempo_seconds = self.seconds
-        unknown = sorted(set(self.skip) - set(SKIPPABLE))
-        if unknown:
-            raise SuiteError(f"cannot skip {', '.join(unknown)} (choose from {', '.join(SKIPPABLE)})")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {
-            **d,
-            "skip": sorted(self.skip),
-            "steps": list(self.steps),
-            "schedules": list(self.schedules),
-            "tempo_bpms": list(self.tempo_bpms),
-        }
-
-
-def default_ablation_work() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("melody-studio")) / "eval" / "ablation-arch"
 
 
 # ------------------------------------------------------------------------------------------- budget
@@ -162,10 +86,10 @@ def machine_info(pipe: Any) -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
-        "torch_threads": _torch().get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
         "pipeline_threads": pipe.threads,
         "device": pipe.device,
-        "torch": _torch().__version__,
+        "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "software": __version__,
@@ -242,13 +166,6 @@ def run_suite(
     """Run every section (module docstring) with a loaded `MelodyPipeline`; write results.json,
     README.md and the plots into `out`; return the results. `embedder`: a musicnn-like embedder
     (default `MusicnnEmbedder.load`); `ablation`: stand-in for `run_arch_ablation` (same signature)."""
-    from melody_core.eval import _suite_control as control
-    from melody_core.eval import _suite_gen as gen
-    from melody_core.eval._suite_compare import f_min
-    from melody_core.eval._suite_report import write_report
-    from melody_core.eval._suite_sets import family_labels, family_templates, load_reference
-    from melody_core.train.state import write_json
-
     opts = opts or SuiteOptions()
     root, out = Path(corpus), Path(out)
     t_start = time.perf_counter()
@@ -283,8 +200,8 @@ def run_suite(
     templates, labels = family_templates(root), family_labels(root)
     gen.generate(pipe, "warm up", opts.seed, opts.seconds, CALIBRATION_STEPS)  # lazy inits, off the clock
     _, _, calib = gen.generate(pipe, "calibration", opts.seed, opts.seconds, CALIBRATION_STEPS)
-    scale = calib / generation_cost(pipe.layout, opts.seconds, CALIBRATION_STEPS)
-    results["estimate_s"] = estimate_seconds(pipe.layout, opts, len(templates), len(templates), scale)
+    scale = calib / generation_cost(pipe.models.layout, opts.seconds, CALIBRATION_STEPS)
+    results["estimate_s"] = estimate_seconds(pipe.models.layout, opts, len(templates), len(templates), scale)
     results["calibration"] = {"generation_s": round(calib, 3), "steps": CALIBRATION_STEPS,
                               "speed_vs_reference_cpu": round(1 / scale, 3)}
     log(f"estimated wall time: {f_min(results['estimate_s']['total'])} (this machine generates at "
@@ -299,7 +216,7 @@ def run_suite(
     results["data"] = {"corpus": str(root), "split": "valid", **data, "families": [f for f, _ in templates]}
     ref = section("reference", lambda: gen.measure_reference(pipe, clips, embedder, log), fatal=True)
     section("reconstruction", lambda: gen.measure_reconstruction(pipe, clips, opts.seconds, log))
-    reference_patches = _torch().cat(ref["_patches"])
+    reference_patches = torch.cat(ref["_patches"])
     prompts = [c.caption for c in clips if c.caption]
     section("grid", lambda: gen.measure_grid(pipe, embedder, reference_patches, prompts, opts, log))
     section("tempo", lambda: control.measure_tempo(pipe, templates, clips, opts, log))
@@ -317,10 +234,3 @@ def run_suite(
     write_report(out, clean)  # from results.json alone
     log(f"wrote {out / 'results.json'} and {out / 'README.md'} ({f_min(results['timings_s']['total'])})")
     return clean
-
-
-def add_parser(what: argparse._SubParsersAction) -> None:
-    """Register `melody eval all` on the `melody eval` subparsers (`_suite_cli`)."""
-    from melody_core.eval._suite_cli import add_parser as add
-
-    add(what)

@@ -1,7 +1,7 @@
-"""The sampling engine behind `MelodyPipeline`: semantic LM tokens + DPD windows over one latent
+"""The sampling engine of generation: semantic LM tokens + DPD windows over one latent
 timeline, as a plain generator of events (no decoding, no I/O).
 
-`Engine.run()` walks a window plan (`_pipeline_plan`); for each window it first makes the LM
+`Engine.run()` walks a window plan (`generation.plan`); for each window it first makes the LM
 produce the semantic tokens the window covers (KV-cached `SemanticLM.stream`, sliding window), then
 runs the DPD sampler on the window with the frames already final as clean context, and yields
 `FramesFinal(end)` once frames [0, end) are final. Between LM tokens and between DPD steps it
@@ -14,18 +14,16 @@ draws the tokens; both are seeded from the job seed, so a job is reproducible on
 independent of the global RNG.
 
 Threads: LM token steps run with `lm_threads` (batch-1 decoding is per-op bound, one thread is
-fastest on a CPU), everything else with the pipeline's thread count. Thread counts and inference
+fastest on a CPU), everything else with the process's thread count. Thread counts and inference
 mode are set around each computation and never held across a `yield`, so the consumer's own code
 is not affected. The LM of the next window is not overlapped with the DPD of the current one
 *(our choice)*: per continuation window the LM needs ~50 ms (63 tokens) against ~330 ms of DPD
 steps + decoding (bundled model, 2 cores), so overlap could save at most ~13 %, and only with a
 core to spare, while the DPD already runs on all cores; streaming is ~5-6x real time without it.
 
-The sampler loop `denoise_steps` is `diffusion._denoise` written as a generator (one yield per
-step, for progress and cancellation); tests check it is bit-identical to `diffusion.sample` and
-`diffusion.sample_inpaint`. Its velocity is `WindowGuidance`: `diffusion.GuidedVelocity` with the
-DPD's per-window context prepared once and the CFG twins sharing their input stage
-(`DualPathDiffusion.prepare`); tests check it against `GuidedVelocity` to 1e-5.
+The DPD loop is `diffusion.denoise_steps` (one `next()` per step, under inference mode, with a
+cancel check and a `Progress` event between steps); its velocity is `diffusion.GuidedVelocity`
+with the DPD's per-window context prepared once (`dpd_prepare`, `DualPathDiffusion.prepare`).
 """
 
 from __future__ import annotations
@@ -39,9 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from melody_core._pipeline_plan import GRID, Window
-from melody_core.diffusion import cfg_mix, ddim_step, get_schedule, step_angles
-from melody_core.pipeline_types import GenerationCancelled, Progress, StreamControl
+from melody_core.diffusion import GuidedVelocity, denoise_steps, get_schedule, inpaint_steps
+from melody_core.generation.models import ModelSet
+from melody_core.generation.plan import GRID, Window
+from melody_core.generation.types import GenerationCancelled, Progress, StreamControl
 
 LM_PROGRESS_EVERY = 25  # LM tokens (1 s of audio) per progress event
 CAPACITY_GROWTH = 2  # timeline buffers grow by this factor when full
@@ -97,77 +96,6 @@ def check_cancel(control: StreamControl | None) -> None:
         raise GenerationCancelled("generation cancelled")
 
 
-def denoise_steps(
-    v_fn: Callable[[Tensor, Tensor], Tensor], z: Tensor, keep: Tensor | None, schedule: Tensor
-) -> Iterator[tuple[int, int, Tensor]]:
-    """`diffusion._denoise` one step per `next()`: yields (step, total, z after the step).
-
-    z: (B, L, D) start latents (noise on generated frames, clean latents on kept ones); keep: (B, L)
-    bool or None. Kept frames get angle 0 and are restored bit-identically after every step (Eq. 12).
-    """
-    angles = step_angles(schedule)
-    total = len(angles) - 1
-    keep3 = None if keep is None else keep.unsqueeze(-1)  # (B, L) -> (B, L, 1)
-    kept = z
-    for k in range(total):
-        with torch.inference_mode():
-            delta, omega = angles[k].item(), (angles[k] - angles[k + 1]).item()
-            dvec = z.new_full(z.shape[:2], delta)  # (B, L)
-            if keep is not None:
-                dvec = dvec.masked_fill(keep, 0.0)
-            v = v_fn(z, dvec)
-            z = ddim_step(z, v, omega)
-            if keep3 is not None:
-                z = torch.where(keep3, kept, z)
-        yield k + 1, total, z
-
-
-class WindowGuidance:
-    """`diffusion.GuidedVelocity` for the steps of one DPD window (same v to float rounding, same
-    `nfe` / `network_calls` / `network_rows` counters): the network context (fused weights, E_ST and
-    its keys/values, phasors) is prepared at the first step and reused, and the CFG batch is given
-    as twins: z and delta once, cond rows ⊕ uncond rows out (`DualPathDiffusion.prepare`).
-
-    model: the MelodyPipeline (`dpd_prepare` / `dpd_forward`); tokens: (B, T_st) or None.
-    """
-
-    def __init__(self, model: Any, tokens: Tensor | None, scale: float) -> None:
-        self.model, self.tokens, self.scale = model, tokens, float(scale)
-        self.nfe = self.network_calls = self.network_rows = 0
-        self._context: Any = None
-        self._shape: tuple[int, int] | None = None
-
-    def network_inputs(self, b: int) -> tuple[Tensor | None, Tensor | None, bool]:
-        """Network (tokens, uncond, twins) for a z of b rows, as `GuidedVelocity` batches them."""
-        dev = None if self.tokens is None else self.tokens.device
-        if self.tokens is None:
-            return None, None, False
-        if self.scale == 1:
-            return self.tokens, None, False
-        if self.scale == 0:
-            return self.tokens, torch.ones(b, dtype=torch.bool, device=dev), False
-        uncond = torch.arange(2 * b, device=dev) >= b  # (2B,) False for cond rows, True for uncond
-        return torch.cat([self.tokens, self.tokens]), uncond, True
-
-    def __call__(self, z: Tensor, delta: Tensor) -> Tensor:
-        self.nfe += 1
-        b, length = z.shape[:2]
-        tokens, uncond, twins = self.network_inputs(b)
-        if self._shape != (b, length):
-            rows = 2 * b if twins else b
-            self._context = self.model.dpd_prepare(tokens, uncond, rows, length, twins)
-            self._shape = (b, length)
-        if twins and self._context is None:  # no context (e.g. a compiled network): the plain CFG batch
-            z, delta = torch.cat([z, z]), torch.cat([delta, delta])
-        self.network_calls += 1
-        self.network_rows += 2 * b if twins else b
-        if self._context is None:
-            v = self.model.dpd_forward(z, delta, tokens, uncond)
-        else:
-            v = self.model.dpd_forward(z, delta, None, None, context=self._context)
-        return cfg_mix(v[:b], v[b:], self.scale) if twins else v
-
-
 class Timeline:
     """Latents (DPD space, (1, frames, D)) and semantic tokens ((1, tokens) int64) of one job.
 
@@ -221,8 +149,7 @@ class LMJob:
 class Engine:
     """Runs a window plan on a timeline; see the module docstring.
 
-    model: object with `lm` (SemanticLM), `lm_threads` and `dpd_forward` (a callable with the
-    DPDNetwork contract, possibly autocast/compiled) — the MelodyPipeline; prefix: (1, n_prefix) MuLan
+    models: the loaded `ModelSet` (LM, DPD forward / prepare, threads); prefix: (1, n_prefix) MuLan
     tokens; on_update: called with `StreamControl.take_updates()` before each window after the first
     (prompt automation), returns the new prefix or None when the conditioning is unchanged;
     stop_on_request: end after the window in progress once `control.stop_after_current()` was called.
@@ -230,7 +157,7 @@ class Engine:
 
     def __init__(
         self,
-        model: Any,
+        models: ModelSet,
         timeline: Timeline,
         windows: Iterable[Window],
         lm_job: LMJob,
@@ -243,7 +170,7 @@ class Engine:
         stop_on_request: bool = False,
         stats: Stats | None = None,
     ) -> None:
-        self.model, self.timeline, self.windows, self.lm_job = model, timeline, windows, lm_job
+        self.models, self.timeline, self.windows, self.lm_job = models, timeline, windows, lm_job
         self.prefix, self.noise_generator = prefix, noise_generator
         self.guidance, self.schedule, self.control = guidance, schedule, control
         self.on_update, self.stop_on_request = on_update, stop_on_request
@@ -278,9 +205,9 @@ class Engine:
         self.stats.prompt_changes.append({**change, **{k: v for k, v in updates.items()}})
 
     def _start_lm(self) -> None:
-        lm, job = self.model.lm, self.lm_job
+        lm, job = self.models.lm, self.lm_job
         prompt = self.timeline.tokens[:, : job.pos] if job.pos > 0 else None
-        with torch.inference_mode(), num_threads(self.model.lm_threads):
+        with torch.inference_mode(), num_threads(self.models.lm_threads):
             self._lm_state = lm.start(self.prefix, prompt, job.guidance)
         self._lm_stream = lm.stream(self._lm_state, job.temperature, job.top_k, job.top_p, job.generator)
 
@@ -295,7 +222,7 @@ class Engine:
                 if self._lm_stream is None:
                     self._start_lm()
                 assert self._lm_stream is not None
-                with torch.inference_mode(), num_threads(self.model.lm_threads):
+                with torch.inference_mode(), num_threads(self.models.lm_threads):
                     for _ in range(n):
                         check_cancel(self.control)
                         self.timeline.tokens[:, job.pos] = next(self._lm_stream)[:, 0]
@@ -312,21 +239,23 @@ class Engine:
             noise = torch.randn(shape, generator=self.noise_generator).to(tl.z.device)  # CPU draw
             keep = tl.known[w.start : w.end].unsqueeze(0)  # (1, L)
             tokens = tl.tokens[:, w.start // GRID : w.end // GRID]  # (1, L / GRID)
-            v_fn = WindowGuidance(self.model, tokens, self.guidance)
+            model = self.models
+            v_fn = GuidedVelocity(model.dpd_forward, tokens, self.guidance, prepare=model.dpd_prepare)
+            schedule = get_schedule(self.schedule, w.steps)
             if bool(keep.any()):
-                z = torch.where(keep.unsqueeze(-1), tl.z[:, w.start : w.end], noise)  # (1, L, 1) mask
+                steps = inpaint_steps(v_fn, tl.z[:, w.start : w.end], keep, noise, schedule)
             else:
-                z, keep = noise, None
-            steps = denoise_steps(v_fn, z, keep, get_schedule(self.schedule, w.steps))
+                steps = denoise_steps(v_fn, noise, None, schedule)
+        z = noise
         while True:
             check_cancel(self.control)
-            with self.stats.timed("dpd"):
-                out = next(steps, None)
-            if out is None:
+            with self.stats.timed("dpd"), torch.inference_mode():
+                step = next(steps, None)
+            if step is None:
                 break
-            k, total, z = out
+            z = step.z
             self.stats.dpd_nfe += 1
-            yield Progress("dpd", k, total, w.index)
+            yield Progress("dpd", step.step, step.total, w.index)
         with torch.inference_mode():
             tl.z[:, w.start : w.end] = z
             tl.known[w.start : w.end] = True

@@ -1,16 +1,16 @@
 """docs/results/README.md of `melody eval all`, written from results.json alone (`write_report`).
 
-Numbers are results.json values through the `_suite_compare.f_*` formats, so the report can be
+Numbers are results.json values through the `compare.f_*` formats, so the report can be
 regenerated from the JSON (`melody eval all --report-only`). The paper's numbers (Table 2, the
 poster's ablation tables) stand next to ours for orientation only: different data, embeddings,
-MuLan and model size. "Where we disagree with the paper" is computed (`_suite_compare.comparisons`).
+MuLan and model size. "Where we disagree with the paper" is computed (`compare.comparisons`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from melody_core.eval._suite_compare import (
+from melody_core.eval.suite.compare import (
     ARCH_LABELS,
     NA,
     NOISE_SIGMAS,
@@ -31,6 +31,8 @@ from melody_core.eval._suite_compare import (
     section,
     status,
 )
+from melody_core.eval.suite.options import SECTIONS
+from melody_core.eval.suite.plots import write_plots
 
 Plots = dict[str, str]
 
@@ -290,8 +292,6 @@ def _disagreements(r: dict) -> list[str]:
 
 
 def _timings(r: dict) -> list[str]:
-    from melody_core.eval.suite import SECTIONS
-
     est, t = r.get("estimate_s", {}), r.get("timings_s", {})
     names = dict.fromkeys(n for n in (*SECTIONS, *sorted({*est, *t})) if n != "total")
     rows = [[n, f_min(est.get(n)), f_min(t.get(n))] for n in names]
@@ -309,7 +309,6 @@ def format_report(r: dict, plots: Plots) -> str:
 
 def write_report(out: Path, results: dict) -> Plots:
     """Plots + README.md into `out` from a results dict (as read from results.json); returns the plots."""
-    from melody_core.eval._suite_plots import write_plots
     from melody_core.train.state import atomic_write
 
     plots = write_plots(Path(out), results)

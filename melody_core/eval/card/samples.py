@@ -77,20 +77,21 @@ def generate_samples(pipe: Any, out: Path, seconds: float, seed: int, prompts=CA
                      log=print) -> list[dict[str, Any]]:
     """Generate one clip per prompt (seed `seed + k`), write `sample_{k+1}.wav` and
     `spectrogram_{k+1}.png` into `out`; returns one record per sample."""
-    from melody_core.pipeline import file_metadata
+    from melody_core.audio.tags import file_metadata
+    from melody_core.generation.types import GenerationSettings
 
     records = []
     for k, prompt in enumerate(prompts):
         t0 = time.perf_counter()
-        result = pipe.generate(prompt, seed=seed + k, seconds=seconds)
+        result = pipe.generate(GenerationSettings(prompt=prompt, seed=seed + k, seconds=seconds))
         wall = time.perf_counter() - t0
         wav_name, png_name = f"sample_{k + 1}.wav", f"spectrogram_{k + 1}.png"
         save_audio(out / wav_name, torch.from_numpy(result.audio), result.sample_rate,
                    metadata=file_metadata(result.metadata))
         save_spectrogram(result.audio, out / png_name, f"\u201c{prompt}\u201d  (seed {seed + k})")
         with torch.inference_mode():
-            text = pipe.mulan.embed_text([prompt])  # (1, E)
-            audio = pipe.mulan.embed_audio(torch.from_numpy(result.audio).unsqueeze(0))  # (1, E)
+            text = pipe.models.mulan.embed_text([prompt])  # (1, E)
+            audio = pipe.models.mulan.embed_audio(torch.from_numpy(result.audio).unsqueeze(0))  # (1, E)
         meta = result.metadata
         records.append({
             "prompt": prompt,

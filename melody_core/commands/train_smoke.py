@@ -1,7 +1,7 @@
 """End-to-end smoke run of the trainer: every stage on a synthetic corpus with shrunken tiny configs,
 then an export — seconds on a CPU. Used by the tests and handy after a change:
 
-    python -m melody_core.train.smoke /tmp/melody-smoke
+    python -m melody_core.commands.train_smoke /tmp/melody-smoke
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""Job builders of `MelodyPipeline`: turn validated settings (+ source audio) into an `Engine` over a
-latent timeline, and say which samples of the decoded timeline are the output.
+"""Job builders: turn validated settings (+ source audio) into an `Engine` over a latent timeline of
+a `ModelSet`, and say which samples of the decoded timeline are the output.
+
+Seed: the settings a job gets carry the seed (`settings.seed` is never None here); the LM and noise
+generators are seeded from it (`sub_seed`), and the metadata reports it from the settings.
 
 Sample coordinates: a job's timeline starts at sample `origin` of the source clip (0 for a fresh
 generation); timeline frame f covers timeline samples [96 f, 96 f + 96).
@@ -24,18 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from melody_core import FRAMES_PER_TOKEN, LATENT_HOP, SAMPLE_RATE
-from melody_core._pipeline_decode import crossfade_ramp
-from melody_core._pipeline_engine import Engine, LMJob, Stats, Timeline
-from melody_core._pipeline_plan import (
+from melody_core import FRAMES_PER_TOKEN, LATENT_HOP, SAMPLE_RATE, TOKEN_SAMPLES
+from melody_core.generation.decode import crossfade_ramp
+from melody_core.generation.engine import Engine, LMJob, Stats, Timeline
+from melody_core.generation.models import ModelSet
+from melody_core.generation.plan import (
     Window,
     ceil_grid,
     continuation_windows,
@@ -43,12 +47,9 @@ from melody_core._pipeline_plan import (
     generation_windows,
     inpaint_windows,
 )
-from melody_core.pipeline_types import GenerationSettings, PipelineError, StreamControl
+from melody_core.generation.types import GenerationSettings, PipelineError, StreamControl
+from melody_core.generation.validation import as_wav, check, finite
 
-if TYPE_CHECKING:
-    from melody_core.pipeline import MelodyPipeline
-
-TOKEN_SAMPLES = LATENT_HOP * FRAMES_PER_TOKEN  # 960 samples per semantic token
 INPAINT_CROSSFADE_S = 0.05  # seconds of crossfade just outside each end of an inpainted region
 ENCODE_BLOCK_TOKENS = 750  # 30 s: longer segments are analysed in blocks (bounded memory)
 
@@ -58,8 +59,7 @@ class Job:
     """Everything a public call needs after the engine has run."""
 
     mode: str  # "generate" | "continue" | "inpaint"
-    settings: GenerationSettings
-    seed: int
+    settings: GenerationSettings  # with the seed resolved (never None)
     engine: Engine
     stats: Stats
     out_start: int  # first output sample, in timeline samples
@@ -97,117 +97,144 @@ def sub_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
 
 
-def _engine(pipe: MelodyPipeline, s: GenerationSettings, seed: int, timeline: Timeline,
+def _engine(models: ModelSet, s: GenerationSettings, timeline: Timeline,
             windows: Iterator[Window] | list[Window], lm_pos: int, lm_end: int | None, prefix: Tensor,
-            control: StreamControl | None, stats: Stats, stoppable: bool, on_update: Any = None) -> Engine:
-    lm_gen = torch.Generator(device=pipe.torch_device).manual_seed(sub_seed(seed, "lm"))
-    noise_gen = torch.Generator().manual_seed(sub_seed(seed, "noise"))
+            control: StreamControl | None, stats: Stats, stoppable: bool,
+            on_update: Callable[[dict[str, Any]], Tensor | None] | None = None) -> Engine:
+    assert s.seed is not None
+    lm_gen = torch.Generator(device=models.device).manual_seed(sub_seed(s.seed, "lm"))
+    noise_gen = torch.Generator().manual_seed(sub_seed(s.seed, "noise"))
     lm_guidance = 1.0 if s.lm_guidance is None else s.lm_guidance
     lm_job = LMJob(lm_pos, lm_end, s.temperature, s.top_k, s.top_p, lm_gen, lm_guidance)
-    return Engine(pipe, timeline, windows, lm_job, prefix, noise_gen, s.guidance, s.schedule, control,
+    return Engine(models, timeline, windows, lm_job, prefix, noise_gen, s.guidance, s.schedule, control,
                   on_update, stoppable, stats)
 
 
-def generation_job(pipe: MelodyPipeline, s: GenerationSettings, seed: int, style: Tensor | None,
+def automation(models: ModelSet, s: GenerationSettings, style: Tensor | None,
+               stats: Stats) -> Callable[[dict[str, Any]], Tensor | None]:
+    """Handler of `StreamControl` updates between windows: new prefix tokens, or None if unchanged."""
+    state: dict[str, Any] = {"prompt": s.prompt, "style": style, "style_weight": s.style_weight}
+
+    def update(updates: dict[str, Any]) -> Tensor | None:
+        if "prompt" in updates:
+            state["prompt"] = updates["prompt"]
+        if "style_audio_path" in updates:
+            path = updates["style_audio_path"]
+            state["style"] = torch.from_numpy(as_wav(path, SAMPLE_RATE, "style audio")) if path else None
+        if "style_weight" in updates:
+            check(finite(updates["style_weight"]) and 0 <= updates["style_weight"] <= 1,
+                  "style weight must be in [0, 1]")
+            state["style_weight"] = updates["style_weight"]
+        if not (state["prompt"] or "").strip() and state["style"] is None:
+            return None  # an empty prompt without style keeps the previous conditioning
+        with stats.timed("condition"):
+            return models.condition(state["prompt"], state["style"], state["style_weight"])
+
+    return update
+
+
+def generation_job(models: ModelSet, s: GenerationSettings, style: Tensor | None,
                    control: StreamControl | None, endless: bool) -> Job:
     stats = Stats()
     with stats.timed("condition"):
-        prefix = pipe.condition(s.prompt, style, s.style_weight)
+        prefix = models.condition(s.prompt, style, s.style_weight)
     out_samples = None if endless else round(s.seconds * SAMPLE_RATE)
     n_frames = None if out_samples is None else frames_for_samples(out_samples, LATENT_HOP)
-    chunk_steps = pipe.layout.chunk_steps(s.steps, s.continuation_steps)
-    windows = generation_windows(pipe.layout, n_frames, s.steps, chunk_steps, s.start)
-    timeline = Timeline(pipe.dpd.config.d_latent, pipe.torch_device)
-    on_update = pipe.automation(s, style, stats)
-    engine = _engine(pipe, s, seed, timeline, windows, 0, None, prefix, control, stats, endless, on_update)
-    return Job("generate", s, seed, engine, stats, 0, out_samples)
+    chunk_steps = models.layout.chunk_steps(s.steps, s.continuation_steps)
+    windows = generation_windows(models.layout, n_frames, s.steps, chunk_steps, s.start)
+    timeline = Timeline(models.dpd.config.d_latent, models.device)
+    on_update = automation(models, s, style, stats)
+    engine = _engine(models, s, timeline, windows, 0, None, prefix, control, stats, endless, on_update)
+    return Job("generate", s, engine, stats, 0, out_samples)
 
 
-def continuation_job(pipe: MelodyPipeline, wav: np.ndarray, s: GenerationSettings, seed: int,
+def continuation_job(models: ModelSet, wav: np.ndarray, s: GenerationSettings,
                      style: Tensor | None, control: StreamControl | None, endless: bool) -> Job:
     stats = Stats()
     n_src = len(wav)
     whole_tokens = n_src // TOKEN_SAMPLES
-    origin = max(0, whole_tokens - pipe.context_tokens) * TOKEN_SAMPLES
-    z, tokens = analyse_segment(pipe, wav, origin, n_src, stats)
+    origin = max(0, whole_tokens - models.context_tokens) * TOKEN_SAMPLES
+    z, tokens = analyse_segment(models, wav, origin, n_src, stats)
     kept_frames, kept_tokens = (n_src - origin) // LATENT_HOP, whole_tokens - origin // TOKEN_SAMPLES
-    timeline = Timeline(pipe.dpd.config.d_latent, pipe.torch_device, z[:, :kept_frames],
+    timeline = Timeline(models.dpd.config.d_latent, models.device, z[:, :kept_frames],
                         tokens[:, :kept_tokens])
     with stats.timed("condition"):
         if s.prompt or style is not None:
-            prefix = pipe.condition(s.prompt, style, s.style_weight)
+            prefix = models.condition(s.prompt, style, s.style_weight)
         else:
-            tail = wav[max(0, n_src - pipe.mulan_clip_samples) :]
-            prefix = pipe.condition(None, torch.from_numpy(tail), 1.0)
+            tail = wav[max(0, n_src - models.mulan_clip_samples) :]
+            prefix = models.condition(None, torch.from_numpy(tail), 1.0)
     out_samples = None if endless else round(s.seconds * SAMPLE_RATE)
     n_frames = None if out_samples is None else frames_for_samples(n_src - origin + out_samples, LATENT_HOP)
-    chunk_steps = pipe.layout.chunk_steps(s.steps, s.continuation_steps)
-    windows = continuation_windows(pipe.layout, kept_tokens * FRAMES_PER_TOKEN, n_frames, chunk_steps)
-    on_update = pipe.automation(s, style, stats)
-    engine = _engine(pipe, s, seed, timeline, windows, kept_tokens, None, prefix, control, stats, endless,
+    chunk_steps = models.layout.chunk_steps(s.steps, s.continuation_steps)
+    windows = continuation_windows(models.layout, kept_tokens * FRAMES_PER_TOKEN, n_frames, chunk_steps)
+    on_update = automation(models, s, style, stats)
+    engine = _engine(models, s, timeline, windows, kept_tokens, None, prefix, control, stats, endless,
                      on_update)
     extra = {"source_samples": n_src, "continued_from_s": n_src / SAMPLE_RATE}
-    return Job("continue", s, seed, engine, stats, n_src - origin, out_samples, extra, wav, origin)
+    return Job("continue", s, engine, stats, n_src - origin, out_samples, extra, wav, origin)
 
 
-def inpaint_job(pipe: MelodyPipeline, wav: np.ndarray, a: int, b: int, s: GenerationSettings, seed: int,
+def inpaint_job(models: ModelSet, wav: np.ndarray, a: int, b: int, s: GenerationSettings,
                 style: Tensor | None, control: StreamControl | None) -> Job:
     stats = Stats()
     n_src = len(wav)
-    origin = max(0, a // TOKEN_SAMPLES - pipe.context_tokens) * TOKEN_SAMPLES
-    last_token = min(math.ceil(n_src / TOKEN_SAMPLES), math.ceil(b / TOKEN_SAMPLES) + pipe.context_tokens)
+    origin = max(0, a // TOKEN_SAMPLES - models.context_tokens) * TOKEN_SAMPLES
+    last_token = min(math.ceil(n_src / TOKEN_SAMPLES), math.ceil(b / TOKEN_SAMPLES) + models.context_tokens)
     seg_end = last_token * TOKEN_SAMPLES
-    z, tokens = analyse_segment(pipe, wav, origin, min(seg_end, n_src), stats)
+    z, tokens = analyse_segment(models, wav, origin, min(seg_end, n_src), stats)
     n_frames = z.shape[1]
     first, last = (a - origin) // LATENT_HOP, math.ceil((b - origin) / LATENT_HOP)
-    timeline = Timeline(pipe.dpd.config.d_latent, pipe.torch_device, z, tokens)
+    timeline = Timeline(models.dpd.config.d_latent, models.device, z, tokens)
     with torch.inference_mode():
         timeline.known[first:last] = False
     with stats.timed("condition"):
         if s.prompt or style is not None:
-            prefix = pipe.condition(s.prompt, style, s.style_weight)
+            prefix = models.condition(s.prompt, style, s.style_weight)
         else:
-            clip = wav[origin : min(seg_end, n_src)][: pipe.mulan_clip_samples]
-            prefix = pipe.condition(None, torch.from_numpy(np.ascontiguousarray(clip)), 1.0)
-    chunk_steps = pipe.layout.chunk_steps(s.steps, s.continuation_steps)
-    windows = inpaint_windows(pipe.layout, first, last, n_frames, s.steps, chunk_steps)
+            clip = wav[origin : min(seg_end, n_src)][: models.mulan_clip_samples]
+            prefix = models.condition(None, torch.from_numpy(np.ascontiguousarray(clip)), 1.0)
+    chunk_steps = models.layout.chunk_steps(s.steps, s.continuation_steps)
+    windows = inpaint_windows(models.layout, first, last, n_frames, s.steps, chunk_steps)
     token_lo, token_hi = first // FRAMES_PER_TOKEN, ceil_grid(last) // FRAMES_PER_TOKEN
-    engine = _engine(pipe, s, seed, timeline, windows, token_lo, token_hi, prefix, control, stats, False)
+    engine = _engine(models, s, timeline, windows, token_lo, token_hi, prefix, control, stats, False)
     fade = round(INPAINT_CROSSFADE_S * SAMPLE_RATE)
     out_start = max(0, a - fade) - origin
     out_samples = min(n_src, b + fade) - origin - out_start
     extra = {"source_samples": n_src, "region_s": [a / SAMPLE_RATE, b / SAMPLE_RATE],
              "crossfade_s": INPAINT_CROSSFADE_S, "regenerated_frames": [first + origin // LATENT_HOP,
                                                                       last + origin // LATENT_HOP]}
-    return Job("inpaint", s, seed, engine, stats, out_start, out_samples, extra, wav, origin, (a, b),
+    return Job("inpaint", s, engine, stats, out_start, out_samples, extra, wav, origin, (a, b),
                n_frames)
 
 
-def analyse_segment(pipe: MelodyPipeline, wav: np.ndarray, start: int, end: int,
+def analyse_segment(models: ModelSet, wav: np.ndarray, start: int, end: int,
                     stats: Stats) -> tuple[Tensor, Tensor]:
     """Samples [start, end) of the clip (start on the token grid), zero-padded to whole tokens ->
     (DPD-space latents (1, 10 n, D), semantic tokens (1, n)), analysed in blocks of at most
     ENCODE_BLOCK_TOKENS tokens."""
-    if pipe.ssl is None or pipe.kmeans is None:
+    if models.ssl is None or models.kmeans is None:
         raise PipelineError("this bundle has no SSL/k-means tokenizer: it cannot continue or inpaint audio")
     n_tok = math.ceil((end - start) / TOKEN_SAMPLES)
     seg = np.zeros(n_tok * TOKEN_SAMPLES, np.float32)
     seg[: end - start] = wav[start:end]
     zs, ts = [], []
     with stats.timed("encode"), torch.inference_mode():
-        x = torch.from_numpy(seg).to(pipe.torch_device).unsqueeze(0)  # (1, T)
+        x = torch.from_numpy(seg).to(models.device).unsqueeze(0)  # (1, T)
         for t0 in range(0, n_tok, ENCODE_BLOCK_TOKENS):
             block = x[:, t0 * TOKEN_SAMPLES : (t0 + ENCODE_BLOCK_TOKENS) * TOKEN_SAMPLES]
-            mean, _ = pipe.vae.encode(block)  # (1, frames, D) posterior mean
-            zs.append(mean.float() * pipe.latent_scale)
-            feats = pipe.ssl.extract(block, layer=pipe.kmeans.config.layer)  # (1, tokens, d)
-            ts.append(pipe.kmeans.assign(feats))
+            mean, _ = models.vae.encode(block)  # (1, frames, D) posterior mean
+            zs.append(mean.float() * models.latent_scale)
+            feats = models.ssl.extract(block, layer=models.kmeans.config.layer)  # (1, tokens, d)
+            ts.append(models.kmeans.assign(feats))
     return torch.cat(zs, dim=1), torch.cat(ts, dim=1)
 
 
 def mix_inpaint(job: Job, decoded: np.ndarray) -> np.ndarray:
-    """Source clip with `decoded` (the output range of the timeline) pasted in over the region and
-    crossfaded over the `INPAINT_CROSSFADE_S` just outside it; other samples copied unchanged."""
+    """THE inpainting crossfade rule (CLI, library and app): the region [a, b) is the decoded audio;
+    the `INPAINT_CROSSFADE_S` (50 ms, fewer at the clip's ends) just outside each end are a
+    raised-cosine crossfade from the source into the decoded audio (and back); every other sample
+    is the source sample, bit for bit. `decoded`: the job's output range of the timeline."""
     assert job.source is not None and job.region is not None
     a, b = job.region
     lo = job.origin + job.out_start  # clip sample of decoded[0]

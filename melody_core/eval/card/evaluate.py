@@ -16,8 +16,8 @@ codes — the crop plays the role of the clip) and scored:
   centre (the `lm` stage's rule); next-token accuracy; the vocabulary size (perplexity of a
   uniform guess) and the unigram perplexity of the same tokens as references.
 - MuLan text -> audio retrieval: each clip's first caption against all clips' audio embeddings
-  (`_card_metrics.retrieval_scores`), top-1 / top-5 and their chance levels.
-- Three generated samples (`_card_samples`): WAV + log-mel spectrogram PNG, generation time.
+  (`card.metrics.retrieval_scores`), top-1 / top-5 and their chance levels.
+- Three generated samples (`card.samples`): WAV + log-mel spectrogram PNG, generation time.
 Outputs in `out`: metrics.json, metrics.md (card tables), sample_{1,2,3}.wav, spectrogram_{1,2,3}.png.
 Deterministic for a given bundle, corpus, options, device and thread count.
 """
@@ -34,10 +34,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE, SEMANTIC_RATE, __version__
+from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES, __version__
 from melody_core.audio import AudioError, load_audio
 from melody_core.data.corpus import read_corpus
-from melody_core.eval._card_metrics import (
+from melody_core.eval.card.metrics import (
     centre_crop,
     lm_nll,
     reconstruction_scores,
@@ -46,12 +46,10 @@ from melody_core.eval._card_metrics import (
     unigram_perplexity,
     velocity_mse,
 )
-from melody_core.eval._card_samples import CARD_PROMPTS, generate_samples
+from melody_core.eval.card.samples import CARD_PROMPTS, generate_samples
 from melody_core.train.cache import latent_extractor, mulan_extractor, token_extractor
-from melody_core.train.dpd import DEFAULT_CHUNKS
 from melody_core.train.state import atomic_write, write_json
 
-TOKEN_SAMPLES = SAMPLE_RATE // SEMANTIC_RATE  # 960: crops are whole semantic tokens (and VAE frames)
 MIN_CROP_SECONDS = 1.0  # shorter held-out clips are skipped
 METRICS_FORMAT = "melody-card-metrics"
 Log = Callable[[str], None]
@@ -106,37 +104,38 @@ def _mean(xs: list[float]) -> float | None:
 
 def _evaluate_clip(pipe: Any, crop: torch.Tensor, index: int, opts: CardOptions, tot: _Totals) -> None:
     """Score one (T,) crop (T a multiple of TOKEN_SAMPLES) with every component."""
-    dev = pipe.torch_device
-    latents = tot.timed("vae", lambda: latent_extractor(pipe.vae, dev)(crop)["latents"])  # (L, D)
-    recon = tot.timed("vae", lambda: pipe.vae.decode(latents.unsqueeze(0).to(dev))[0].float().cpu())
+    dev = pipe.models.device
+    latents = tot.timed("vae", lambda: latent_extractor(pipe.models.vae, dev)(crop)["latents"])  # (L, D)
+    recon = tot.timed("vae", lambda: pipe.models.vae.decode(latents.unsqueeze(0).to(dev))[0].float().cpu())
     mel, sdr = reconstruction_scores(recon[: len(crop)], crop)  # (L * hop,) = (T,)
     tot.mel.append(mel)
     tot.sdr.append(sdr)
     tokens = None
-    if pipe.ssl is not None and pipe.kmeans is not None:
-        tokens = tot.timed("ssl_kmeans", lambda: token_extractor(pipe.ssl, pipe.kmeans, dev)(crop)["tokens"])
-    mulan = tot.timed("mulan", lambda: mulan_extractor(pipe.mulan, dev)(crop))  # (n_win, E), (n_win, n_q)
+    if pipe.models.ssl is not None and pipe.models.kmeans is not None:
+        extract = token_extractor(pipe.models.ssl, pipe.models.kmeans, dev)
+        tokens = tot.timed("ssl_kmeans", lambda: extract(crop)["tokens"])
+    mulan = tot.timed("mulan", lambda: mulan_extractor(pipe.models.mulan, dev)(crop))  # (n_win, E) (n_win, q)
     tot.audio_emb.append(F.normalize(mulan["embeddings"].mean(0), dim=-1))  # (E,)
 
-    cfg = pipe.dpd.config
-    chunks = getattr(cfg, "train_chunks", DEFAULT_CHUNKS)
+    cfg = pipe.models.dpd.config
+    chunks = cfg.train_chunks
     width = min(len(latents), cfg.train_length) // FRAMES_PER_TOKEN * FRAMES_PER_TOKEN
     if width // FRAMES_PER_TOKEN >= chunks:
-        z0 = latents[:width].to(dev) * pipe.latent_scale  # (W, D), the DPD's data scale
+        z0 = latents[:width].to(dev) * pipe.models.latent_scale  # (W, D), the DPD's data scale
         u = None if tokens is None else tokens[: width // FRAMES_PER_TOKEN].to(dev)  # (W / 10,)
         gen = torch.Generator(device=dev).manual_seed(opts.seed + index)
         cond, uncond, zero = tot.timed("dpd", lambda: velocity_mse(
-            pipe.dpd_forward, z0, u, chunks, FRAMES_PER_TOKEN, opts.dpd_draws, gen))
+            pipe.models.dpd_forward, z0, u, chunks, FRAMES_PER_TOKEN, opts.dpd_draws, gen))
         if cond is not None:
             tot.dpd_cond.append(cond)
         tot.dpd_uncond.append(uncond)
         tot.dpd_zero.append(zero)
 
     if tokens is not None and len(tokens):
-        codes, window_s = mulan["codes"].to(dev), pipe.mulan.config.clip_seconds  # (n_win, n_q)
-        nll, n, correct = tot.timed("lm", lambda: lm_nll(pipe.lm, tokens.to(dev), codes, window_s))
+        codes, window_s = mulan["codes"].to(dev), pipe.models.mulan.config.clip_seconds  # (n_win, n_q)
+        nll, n, correct = tot.timed("lm", lambda: lm_nll(pipe.models.lm, tokens.to(dev), codes, window_s))
         tot.nll, tot.n_tokens, tot.n_correct = tot.nll + nll, tot.n_tokens + n, tot.n_correct + correct
-        counts = torch.bincount(tokens.cpu(), minlength=pipe.lm.config.vocab_size)  # (V,)
+        counts = torch.bincount(tokens.cpu(), minlength=pipe.models.lm.config.vocab_size)  # (V,)
         tot.token_counts = counts if tot.token_counts is None else tot.token_counts + counts
 
 
@@ -168,20 +167,22 @@ def _retrieval(pipe: Any, tot: _Totals) -> dict[str, Any] | None:
     if len(tot.captions) < 2:
         return None
     with torch.inference_mode():
-        text = tot.timed("mulan_text", lambda: pipe.mulan.embed_text(tot.captions).float().cpu())  # (N, E)
+        embed = pipe.models.mulan.embed_text
+        text = tot.timed("mulan_text", lambda: embed(tot.captions).float().cpu())  # (N, E)
     audio = torch.stack([tot.audio_emb[j] for j in tot.text_clips])  # (N, E)
     return {"query": "first caption of each clip", **retrieval_scores(text, audio, tot.captions)}
 
 
 def _metric_tables(pipe: Any, tot: _Totals, opts: CardOptions) -> dict[str, Any]:
-    cfg = pipe.dpd.config
-    chunks = getattr(cfg, "train_chunks", DEFAULT_CHUNKS)
+    cfg = pipe.models.dpd.config
+    chunks = cfg.train_chunks
     n_tok = tot.n_tokens
     lm = None
     if n_tok:
         assert tot.token_counts is not None
         lm = {"perplexity": math.exp(tot.nll / n_tok), "nll_nats_per_token": tot.nll / n_tok,
-              "accuracy": tot.n_correct / n_tok, "tokens": n_tok, "vocab_size": pipe.lm.config.vocab_size,
+              "accuracy": tot.n_correct / n_tok, "tokens": n_tok,
+              "vocab_size": pipe.models.lm.config.vocab_size,
               "unigram_perplexity": unigram_perplexity(tot.token_counts)}
     return {
         "vae": {"mel_distance": _mean(tot.mel), "si_sdr_db": _mean(tot.sdr), "clips": len(tot.mel),
@@ -190,7 +191,7 @@ def _metric_tables(pipe: Any, tot: _Totals, opts: CardOptions) -> dict[str, Any]
                 "velocity_mse_zero_predictor": _mean(tot.dpd_zero),
                 "clips": len(tot.dpd_uncond), "chunks": chunks, "grid": FRAMES_PER_TOKEN,
                 "draws_per_clip": opts.dpd_draws, "window_frames": cfg.train_length,
-                "latent_scale": pipe.latent_scale},
+                "latent_scale": pipe.models.latent_scale},
         "lm": lm,
     }
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,11 +25,13 @@ import torch
 from torch import Tensor
 
 from melody_core import LATENT_HOP, SAMPLE_RATE
-from melody_core.eval._suite_sets import RefClip, chunk_joins_s, control_positions
+from melody_core.eval.suite.options import Log, SuiteOptions
+from melody_core.eval.suite.sets import RefClip, chunk_joins_s, control_positions
+from melody_core.generation.pipeline import MelodyPipeline
+from melody_core.generation.types import GenerationSettings
 
 FAD_BOOTSTRAP = 20  # bootstrap resamples of the generated clips for the FAD's spread
 CONTROL_PERCENTILE = 90  # joins above this percentile of the control ratios are counted (10 % by chance)
-Log = Callable[[str], None]
 
 
 def load_avg() -> float | None:
@@ -42,11 +43,12 @@ def load_avg() -> float | None:
 
 
 def generate(
-    pipe: Any, prompt: str, seed: int, seconds: float, steps: int, schedule: str = "linear"
+    pipe: MelodyPipeline, prompt: str, seed: int, seconds: float, steps: int, schedule: str = "linear"
 ) -> tuple[np.ndarray, dict[str, Any], float]:
     """(audio (T,), metadata, wall seconds) of one `pipe.generate` call."""
     t0 = time.perf_counter()
-    result = pipe.generate(prompt, seed=seed, seconds=seconds, steps=steps, schedule=schedule)
+    settings = GenerationSettings(prompt=prompt, seed=seed, seconds=seconds, steps=steps, schedule=schedule)
+    result = pipe.generate(settings)
     return result.audio, result.metadata, time.perf_counter() - t0
 
 
@@ -79,16 +81,16 @@ def fad_with_spread(
     return value, (float(np.std(boots, ddof=1)) if len(boots) > 1 else None)
 
 
-def mcc_summary(pipe: Any, captions: list[str], wavs: list[np.ndarray | Tensor]) -> dict[str, Any]:
+def mcc_summary(pipe: MelodyPipeline, captions: list[str], wavs: list[np.ndarray | Tensor]) -> dict[str, Any]:
     """`metrics.mcc` + its standard error (std / sqrt n)."""
     from melody_core.eval.metrics import mcc
 
-    m = mcc(pipe.mulan, captions, [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in wavs])
+    m = mcc(pipe.models.mulan, captions, [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in wavs])
     return {**m, "se": m["std"] / math.sqrt(m["n"]) if m["n"] > 0 else None}
 
 
 # ---------------------------------------------------------------------------------------- reference
-def measure_reference(pipe: Any, clips: list[RefClip], embedder: Any, log: Log) -> dict[str, Any]:
+def measure_reference(pipe: MelodyPipeline, clips: list[RefClip], embedder: Any, log: Log) -> dict[str, Any]:
     """musicnn patches of the reference clips (kept in the returned "_patches", not serialised) and
     the MCC of each captioned clip with its own caption."""
     patches = [embed(embedder, c.wav) for c in clips]
@@ -110,12 +112,14 @@ def measure_reference(pipe: Any, clips: list[RefClip], embedder: Any, log: Log) 
     return out
 
 
-def measure_reconstruction(pipe: Any, clips: list[RefClip], seconds: float, log: Log) -> dict[str, Any]:
+def measure_reconstruction(
+    pipe: MelodyPipeline, clips: list[RefClip], seconds: float, log: Log
+) -> dict[str, Any]:
     """VAE encode -> decode of the reference clips' files (`reconstruct.reconstruct_files`, the same
     central crop of at most `seconds`)."""
     from melody_core.eval.reconstruct import reconstruct_files
 
-    rec = reconstruct_files(pipe.vae, [c.path for c in clips], max_seconds=seconds)
+    rec = reconstruct_files(pipe.models.vae, [c.path for c in clips], max_seconds=seconds)
     rec["per_file"] = [{**f, "path": short_path(f["path"])} for f in rec["per_file"]]
     log(f"reconstruction: mel distance {rec['mel_distance']:.3f}, SI-SDR {rec['si_sdr']:+.2f} dB")
     return rec
@@ -129,13 +133,13 @@ def short_path(path: str) -> str:
 
 # --------------------------------------------------------------------------------------------- grid
 def grid_cell(
-    pipe: Any,
+    pipe: MelodyPipeline,
     embedder: Any,
     reference: Tensor,
     prompts: list[str],
     schedule: str,
     steps: int,
-    opts: Any,
+    opts: SuiteOptions,
     log: Log,
 ) -> dict[str, Any]:
     """One (schedule, steps) cell: one clip per prompt (seed = base seed + i)."""
@@ -171,7 +175,7 @@ def grid_cell(
 
 
 def measure_grid(
-    pipe: Any, embedder: Any, reference: Tensor, prompts: list[str], opts: Any, log: Log
+    pipe: MelodyPipeline, embedder: Any, reference: Tensor, prompts: list[str], opts: SuiteOptions, log: Log
 ) -> dict[str, Any]:
     cells = [
         grid_cell(pipe, embedder, reference, prompts, schedule, steps, opts, log)
@@ -189,8 +193,6 @@ def measure_grid(
 
 
 def _default(name: str) -> Any:
-    from melody_core.pipeline_types import GenerationSettings
-
     return getattr(GenerationSettings(), name)
 
 
@@ -199,12 +201,12 @@ def _f(x: float | None) -> str:
 
 
 # -------------------------------------------------------------------------------------------- seams
-def measure_seams(pipe: Any, prompts: list[str], opts: Any, log: Log) -> dict[str, Any]:
+def measure_seams(pipe: MelodyPipeline, prompts: list[str], opts: SuiteOptions, log: Log) -> dict[str, Any]:
     """`seam_ratio` at the chunk joins of long generations, and at random non-join positions of the
     same clips (control)."""
     from melody_core.eval.metrics import seam_ratio
 
-    joins, n_windows = chunk_joins_s(pipe.layout, opts.seam_seconds, opts.control_steps)
+    joins, n_windows = chunk_joins_s(pipe.models.layout, opts.seam_seconds, opts.control_steps)
     if not joins:
         return {"error": f"{opts.seam_seconds:g} s fits in one DPD window: no joins"}
     per_clip, join_ratios, control_ratios = [], [], []
@@ -238,8 +240,8 @@ def measure_seams(pipe: Any, prompts: list[str], opts: Any, log: Log) -> dict[st
     p90 = float(np.percentile(control_ratios, CONTROL_PERCENTILE)) if control_ratios else None
     return {
         "clips": len(per_clip), "seconds": opts.seam_seconds, "steps": opts.control_steps, "joins_s": joins,
-        "windows": n_windows, "window_s": pipe.layout.length * LATENT_HOP / SAMPLE_RATE,
-        "hop_s": pipe.layout.hop * LATENT_HOP / SAMPLE_RATE,
+        "windows": n_windows, "window_s": pipe.models.layout.length * LATENT_HOP / SAMPLE_RATE,
+        "hop_s": pipe.models.layout.hop * LATENT_HOP / SAMPLE_RATE,
         "ratio_mean": float(np.mean(join_ratios)), "ratio_median": float(np.median(join_ratios)),
         "control_mean": float(np.mean(control_ratios)) if control_ratios else None,
         "control_median": float(np.median(control_ratios)) if control_ratios else None,
