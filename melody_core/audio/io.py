@@ -10,8 +10,9 @@
 Every bad input raises a subclass of `AudioError`; ``str(err)`` is one line that names the file.
 
 *(our choices)*
-- Downmix is the mean of the channels; levels are never normalised (float files beyond +-1 keep
-  their values), only clipped to [-1, 1] when saving to an integer subtype.
+- Downmix is the mean of the channels; levels are never normalised here (float files beyond +-1
+  keep their values); audio beyond full scale saved to an integer subtype is true-peak limited
+  (`levels.limit`), never clipped. Loudness normalisation is the caller's (`levels.master`).
 - The duration limit is checked from the header before any sample is decoded.
 - A decode that yields fewer frames than the header declares is `CorruptAudioError`. libsndfile
   silently shortens a truncated WAV, so for RIFF/WAVE files the 'data' chunk size is compared with
@@ -48,6 +49,7 @@ MP3_SHORTFALL_SAMPLES = 2 * 1152  # ... plus two MPEG-1 Layer III frames (1152 s
 SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # extension -> libsndfile major format
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 SOFTWARE_TAG = "MeLoDy Studio"
+FULL_SCALE_GUARD_DBTP = -0.1  # integer files: audio beyond full scale is limited to this, never clipped
 
 # sndfile.h error codes reported by soundfile.LibsndfileError.code
 _SF_ERR_UNRECOGNISED_FORMAT = 1
@@ -295,10 +297,16 @@ def save_audio(
     sample_rate: int = SAMPLE_RATE,
     metadata: dict[str, str] | None = None,
     subtype: str = "PCM_16",
+    channels: int = 1,
+    loop: tuple[int, int] | None = None,
 ) -> Path:
     """Write mono `wav` (T,) or (1, T) to .wav or .flac (by extension), atomically (temp file in the
     same folder + os.replace), creating parent folders. `subtype`: 'PCM_16' (default), 'PCM_24',
-    'PCM_32', 'FLOAT' (WAV only), ... Integer subtypes clip to [-1, 1]. Returns the path."""
+    'PCM_32', 'FLOAT' (WAV only), ... `channels`: 1, or 2 (dual mono). With `metadata`, DAW tags are
+    added (`daw_tags`: ID3 + BWF bext + ACID when it has a BPM for WAV, Vorbis comments for FLAC);
+    `loop` [start, end) adds a WAV `smpl` loop. Integer subtypes never clip: audio beyond full scale
+    goes through the true-peak limiter (`levels.limit`, ceiling `FULL_SCALE_GUARD_DBTP`) first.
+    Returns the path."""
     p = Path(path)
     fmt = SAVE_FORMATS.get(p.suffix.lower())
     if fmt is None:
@@ -314,23 +322,41 @@ def save_audio(
     x = wav.detach().cpu().to(torch.float32).numpy()
     if not np.isfinite(x).all():
         raise NonFiniteAudioError(p, "refusing to save NaN or infinite samples")
-    if subtype not in FLOAT_SUBTYPES:
-        x = np.clip(x, -1.0, 1.0)
+    if channels not in (1, 2):
+        raise ValueError(f"save_audio writes 1 or 2 channels, got {channels}")
+    if subtype not in FLOAT_SUBTYPES and x.size and np.abs(x).max() > 1.0:
+        from melody_core.audio.levels import LevelSettings, limit  # no hard clipping, ever
+
+        x = limit(x, sample_rate, LevelSettings(ceiling_dbtp=FULL_SCALE_GUARD_DBTP))
     tags = _metadata_tags(metadata) if metadata is not None else {}
+    frames = np.repeat(x[:, None], channels, axis=1) if channels > 1 else x  # (T,) or (T, C) dual mono
 
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with sf.SoundFile(str(tmp), "w", sample_rate, 1, subtype=subtype, format=fmt) as f:
+        with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype=subtype, format=fmt) as f:
             for key, value in tags.items():  # before any data: FLAC only takes tags up front
                 setattr(f, key, value)
-            f.write(x)
+            f.write(frames)
         if metadata is not None and read_metadata(tmp) != metadata:
             raise MetadataError(p, f"metadata too long for {fmt} tags; shorten it or save as .flac")
+        if metadata is not None:
+            _add_daw_tags(tmp, fmt, metadata, len(x), sample_rate, loop)
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
     return p
+
+
+def _add_daw_tags(tmp: Path, fmt: str, metadata: dict[str, str], frames: int, sample_rate: int,
+                  loop: tuple[int, int] | None) -> None:
+    from melody_core.audio import daw_tags
+
+    fields = daw_tags.daw_fields(metadata)
+    if fmt == "WAV":
+        daw_tags.write_wav_tags(tmp, fields, frames, sample_rate, loop)
+    else:
+        daw_tags.write_flac_tags(tmp, fields)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
