@@ -122,3 +122,30 @@ def test_bench_json(capsys) -> None:
     assert a["by_steps"]["5"]["dpd_steps"] == 5 and len(r["load_average"]["start"]) == 3
     code, _, err = run(capsys, "bench", "--preset", "paper")
     assert code == 2 and "--random-init" in err
+
+
+def test_written_audio_is_levelled_unless_no_levels(bundle: str, tmp_path, capsys, monkeypatch) -> None:
+    """Default: -14 LUFS target, true peak <= -1 dBTP, never clipped; --no-levels: the decoder's level.
+    The decoder is made to overshoot (x 8) so that the limiter has work to do."""
+    from melody_core.audio.levels import integrated_lufs, true_peak_dbtp
+    from melody_core.pipeline import MelodyPipeline
+
+    real = MelodyPipeline.generate
+
+    def loud(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        result = real(self, *a, **k)
+        result.audio = result.audio / max(float(np.abs(result.audio).max()), 1e-6) * 1.8
+        return result
+
+    monkeypatch.setattr(MelodyPipeline, "generate", loud)
+    args = ["--bundle", bundle, "--seconds", "2", "--seed", "5", "--steps", "2", "-q"]
+    assert run(capsys, "generate", "loud", "-o", str(tmp_path / "l.wav"), *args)[0] == 0
+    y = load_audio(tmp_path / "l.wav").numpy()
+    assert true_peak_dbtp(y, SAMPLE_RATE) <= -1.0 + 0.01  # 16-bit rounding
+    assert integrated_lufs(y, SAMPLE_RATE) <= -14.0 + 0.1
+    assert run(capsys, "generate", "loud", "-o", str(tmp_path / "raw.flac"), *args, "--no-levels")[0] == 0
+    raw = load_audio(tmp_path / "raw.flac").numpy()
+    # not loudness-normalised; the overshoot is limited by the writer's full-scale guard, not clipped
+    assert integrated_lufs(raw, SAMPLE_RATE) > integrated_lufs(y, SAMPLE_RATE) + 1.0
+    assert true_peak_dbtp(raw, SAMPLE_RATE) <= -0.1 + 0.01
+    assert not np.isclose(np.abs(raw), 1.0, atol=1e-4).any()

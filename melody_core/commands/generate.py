@@ -53,6 +53,8 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda[:N] or mps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-levels", action="store_true", help="write the raw decoder output: no loudness "
+                   "normalisation (-14 LUFS) and no true-peak limiter (-1 dBTP); never clipped either way")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -228,8 +230,13 @@ def _run(args: argparse.Namespace, call: Any) -> int:
     wall = time.perf_counter() - t0
     import torch
 
+    from melody_core.audio.levels import OFF, LevelSettings, master
+
+    # a new clip is brought to the loudness target; continue/inpaint keep the input's level (its
+    # samples stay as they were) and are only true-peak limited
+    levels = LevelSettings() if result.metadata.get("mode") == "generate" else LevelSettings(target_lufs=None)
     tags = file_metadata(result.metadata)
-    wav = torch.from_numpy(result.audio)
+    wav = torch.from_numpy(master(result.audio, result.sample_rate, OFF if args.no_levels else levels))
     try:
         save_audio(out, wav, result.sample_rate, metadata=tags)
     except (AudioError, OSError) as exc:  # checked up front, so rare (disk filled meanwhile, ...)
