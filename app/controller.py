@@ -17,6 +17,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from app.engine import Engine, EngineFactory, load_engine
+from app.lead import LeadGate
 from app.playback import Playback
 from app.session import SessionModel
 from app.store import StoredAudio, take_file_tags
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SEED_RANGE = 2**31
 FIRST_SOUND_POLL_MS = 5
+LEAD_POLL_MS = 10  # the playhead is reported to the lead gate this often
 FIRST_SOUND_TIMEOUT_S = 5.0
 
 
@@ -54,6 +56,9 @@ class _Job:
     first_chunk: float = 0.0
     chunk_times: list[float] = field(default_factory=list)
     samples: int = 0
+    gate: LeadGate | None = None  # keep playing: the bounded lead
+    cut: dict[str, int] = field(default_factory=dict)  # "heard": samples heard when Stop was pressed
+    markers_seen: int = 0  # gate markers already announced
 
 
 class Controller(QObject):
@@ -68,6 +73,8 @@ class Controller(QObject):
     first_sound = Signal(float)  # milliseconds from Generate to the first sample at the device
     style_loaded = Signal(object, str)  # (audio or None, path)
     job_finished = Signal(str, object)  # kind, take id (None when cancelled/failed)
+    marker_added = Signal(int, str)  # live stream sample where a new prompt starts, the prompt
+    unheard_take = Signal(int)  # take id of the unheard tail kept after Stop (discardable; not arranged)
 
     def __init__(self, session: SessionModel, playback: Playback, engine_factory: EngineFactory,
                  threads: int | None = None) -> None:
@@ -88,6 +95,9 @@ class Controller(QObject):
         self._fs_timer = QTimer(self)
         self._fs_timer.setInterval(FIRST_SOUND_POLL_MS)
         self._fs_timer.timeout.connect(self._poll_first_sound)
+        self._lead_timer = QTimer(self)
+        self._lead_timer.setInterval(LEAD_POLL_MS)
+        self._lead_timer.timeout.connect(self._poll_lead)
         playback.underrun.connect(self._on_underrun)
         playback.device_error.connect(
             lambda msg: self.message.emit("error", f"Playback stopped: {msg}"))
@@ -129,9 +139,17 @@ class Controller(QObject):
             for call in pending:
                 call()
 
+    @property
+    def model_name(self) -> str:
+        """The loaded bundle's folder name ("" when unknown)."""
+        info = getattr(getattr(self.engine, "bundle", None), "info", None)
+        path = getattr(info, "path", None)
+        return path.name if path is not None else ""
+
     def _on_engine(self, engine: Engine) -> None:
         self.engine, self.engine_error = engine, ""
-        desc = f"{engine.device.upper()} · model {engine.model_hash[:12]}"
+        name = f"{self.model_name} " if self.model_name else ""
+        desc = f"{engine.device.upper()} · model {name}{engine.model_hash[:12]}"
         log.info("engine ready: %s", desc)
         self.engine_changed.emit(desc)
 
@@ -168,8 +186,14 @@ class Controller(QObject):
         if not self._ready(lambda: self.keep_playing(settings)):
             return
         s = self._seeded(settings)
-        self._start("stream", s, lambda ctl: self._engine().stream(s, ctl, endless=True), self.session.append,
-                    live=True)
+        # bounded lead; without an output device the playhead is a clock started by the first chunk
+        gate = LeadGate(self.playback.player.sample_rate)
+
+        def job(ctl: StreamControl):  # noqa: ANN202 - an event iterator
+            events = self._engine().stream(s, ctl, endless=True)
+            return gate.wrap(events, ctl)
+
+        self._start("stream", s, job, self.session.append, live=True, gate=gate)
 
     def regenerate(self, index: int, settings: GenerationSettings, same_seed: bool) -> None:
         """Replace segment `index`: its own settings with a new seed, or `settings` with its seed."""
@@ -217,16 +241,29 @@ class Controller(QObject):
 
     # ------------------------------------------------------------------ job plumbing
     def _start(self, kind: str, settings: GenerationSettings, job: Job, apply: Callable[[int], None],
-               live: bool = False, parent_id: int | None = None) -> None:
+               live: bool = False, parent_id: int | None = None, gate: LeadGate | None = None) -> None:
         store, model_hash = self.session.store, self._engine().model_hash
         # live audio is journalled chunk by chunk as it plays (a crash keeps everything heard)
         stream = self.session.begin_live(kind, settings.to_dict(), model_hash, parent_id) if live else None
         parent_file = self.session.take(parent_id).audio_file if parent_id is not None else None
+        model_name = self.model_name
+        cut: dict[str, int] = {}
 
-        def finalize(result: GenerationResult) -> tuple[GenerationResult, StoredAudio]:
+        def finalize(result: GenerationResult) -> tuple[GenerationResult, StoredAudio | None,
+                                                        StoredAudio | None]:
+            """Runs in the worker thread: the take's FLAC, and after a Stop the unheard tail's."""
+            audio = result.audio
             used = {**settings.to_dict(), "seed": result.metadata.get("seed", settings.seed)}
             tags = take_file_tags(kind, used, model_hash, parent_file, result.metadata, stream)
-            return result, store.write_audio_or_keep(result.audio, result.sample_rate, tags)
+            if model_name:
+                tags["model_name"] = model_name
+            heard = cut.get("heard")
+            if heard is None:  # full disk: kept in memory
+                return result, store.write_audio_or_keep(audio, result.sample_rate, tags), None
+            head, tail = audio[:heard], audio[heard:]
+            tail_tags = take_file_tags("unheard", used, model_hash, parent_file, result.metadata)
+            return (result, store.write_audio_or_keep(head, result.sample_rate, tags) if len(head) else None,
+                    store.write_audio_or_keep(tail, result.sample_rate, tail_tags) if len(tail) else None)
 
         worker = GenerationWorker(job, StreamControl(), finalize)
         worker.progress.connect(self._on_progress)
@@ -235,7 +272,9 @@ class Controller(QObject):
         worker.failed.connect(self._on_failed)
         self._live, self.live_samples = [], 0
         thread = self._spawn(worker)  # its signals queue up until we return to the event loop
-        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live, stream)
+        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live, stream, gate=gate, cut=cut)
+        if gate is not None:
+            self._lead_timer.start()
         worker.done.connect(self._job_thread_done)
         self.seed_used.emit(int(settings.seed or 0))
         log.info("%s started: prompt=%r seed=%s steps=%s", kind, settings.prompt, settings.seed,
@@ -245,18 +284,43 @@ class Controller(QObject):
     def cancel(self) -> None:
         if self._job is not None:
             self._job.worker.cancel()
+            if self._job.gate is not None:
+                self._job.gate.release()
             if self._job.live:
                 self.playback.stop_live()
             self.message.emit("info", "Cancelling…")
 
     def stop_live(self) -> None:
-        """Stop of "keep playing": silence at once, keep what was generated as a segment."""
+        """Stop of "keep playing": silence at once; what was heard becomes the segment, the unheard
+        rest (generated ahead of the playhead) a separate take in the history."""
         job = self._job
         if job is None or job.kind != "stream":
             return
+        heard = self.playback.stop_live_heard() if job.first_chunk else None
+        if heard is not None:
+            job.cut["heard"] = heard  # set before the worker can finalize (it waits for the stop)
+        else:
+            self.playback.stop_live()
         job.worker.control.stop_after_current()
-        self.playback.stop_live()
+        if job.gate is not None:
+            job.gate.release()
+        self._lead_timer.stop()
         self.message.emit("info", "Stopping: finishing the chunk in progress…")
+
+    def _poll_lead(self) -> None:
+        """GUI thread: report the playhead to the lead gate; announce new prompt markers."""
+        job = self._job
+        if job is None or job.gate is None:
+            self._lead_timer.stop()
+            return
+        player = self.playback.player
+        if player.available and self.playback.source_kind == "live":
+            job.gate.set_heard(player.position() + 1)
+        elif not player.available and job.first_chunk:
+            job.gate.set_heard(int((time.perf_counter() - job.first_chunk) * player.sample_rate))
+        for marker in job.gate.markers[job.markers_seen:]:
+            self.marker_added.emit(marker.sample, marker.prompt)
+        job.markers_seen = len(job.gate.markers)
 
     def steer(self, prompt: str | None = None, style_weight: float | None = None,
               style_audio_path: str | None = None) -> None:
@@ -267,6 +331,8 @@ class Controller(QObject):
         control = job.worker.control
         if prompt is not None:
             control.set_prompt(prompt)
+            if job.gate is not None:
+                job.gate.note_prompt(prompt)
         if style_weight is not None or style_audio_path is not None:
             control.set_style(style_audio_path, style_weight)
 
@@ -319,7 +385,8 @@ class Controller(QObject):
         self.message.emit("warning", f"The generator cannot keep up{rate}: playback waits for the next chunk "
                                      f"({gaps}). Fewer steps or the GPU help.")
 
-    def _on_finished(self, payload: tuple[GenerationResult, StoredAudio] | None, cancelled: bool) -> None:
+    def _on_finished(self, payload: tuple[GenerationResult, StoredAudio | None, StoredAudio | None] | None,
+                     cancelled: bool) -> None:
         job = self._job
         if job is None:
             return
@@ -328,9 +395,23 @@ class Controller(QObject):
             self.message.emit("info", f"{job.kind.capitalize()} cancelled; the session is unchanged")
             self.job_finished.emit(job.kind, None)
             return
-        result, stored = payload
+        result, stored, tail = payload
         meta = dict(result.metadata)
         settings = {**job.settings.to_dict(), "seed": meta.get("seed", job.settings.seed)}
+        heard = job.cut.get("heard")
+        if job.gate is not None:
+            meta["prompt_markers"] = [[m.sample, m.prompt] for m in job.gate.markers
+                                      if heard is None or m.sample < heard]
+        if tail is not None:
+            tail_take = self.session.add_take(tail, "unheard", settings, {**meta, "unheard_from": heard},
+                                              self._engine().model_hash, None)
+            self.unheard_take.emit(tail_take.id)
+        if stored is None:
+            self.session.discard_live(job.stream)  # its audio is the unheard take
+            self.message.emit("info", "Stopped before anything was heard: the audio is in the history as an "
+                                      "unheard take")
+            self.job_finished.emit(job.kind, None)
+            return
         take = self.session.add_take(stored, job.kind, settings, meta, self._engine().model_hash,
                                      job.parent_id, live_stream=job.stream)
         job.apply(take.id)
@@ -338,9 +419,32 @@ class Controller(QObject):
             seg = next((s for s in self.session.segments() if s.take.id == take.id), None)
             self.playback.end_live(seg.start if seg else None)
         elapsed = time.perf_counter() - job.pressed
+        extra = f"; {tail.audio.size / tail.sample_rate:.1f} s not heard kept in the history" if tail else ""
         self.message.emit("info", f"{job.kind.capitalize()}: {take.seconds:.1f} s in {elapsed:.1f} s "
-                                  f"(seed {take.seed})")
+                                  f"(seed {take.seed}){extra}")
         self.job_finished.emit(job.kind, take.id)
+
+    def keep_partial(self) -> int | None:
+        """Quit during a generation: save what has been generated so far as a take (GUI thread,
+        synchronous) and add it like the finished job would. Returns the take id."""
+        job = self._job
+        audio = self.live_audio()
+        if job is None or len(audio) == 0:
+            return None
+        sr = self.playback.player.sample_rate
+        settings = job.settings.to_dict()
+        model_hash = self._engine().model_hash
+        tags = take_file_tags(job.kind, settings, model_hash, None, {"partial": True}, job.stream)
+        stored = self.session.store.write_audio_or_keep(audio, sr, tags)
+        take = self.session.add_take(stored, job.kind, settings, {"partial": True}, self._engine().model_hash,
+                                     job.parent_id, live_stream=job.stream)  # closes the live journal
+        job.apply(take.id)
+        return take.id
+
+    def discard_partial(self) -> None:
+        """Quit during a generation, partial take not wanted: drop the live journal too."""
+        if self._job is not None:
+            self.session.discard_live(self._job.stream)
 
     def _on_failed(self, msg: str) -> None:
         job = self._job
@@ -390,5 +494,7 @@ class Controller(QObject):
         """Cancel the job and wait for every worker thread (a QThread must not die running)."""
         if self._job is not None:
             self._job.worker.cancel()
+            if self._job.gate is not None:
+                self._job.gate.release()
         for _, thread in list(self._running):
             thread.wait(timeout_ms)

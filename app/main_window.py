@@ -8,12 +8,11 @@ message bar at the top of the window.
 from __future__ import annotations
 
 import logging
-import re
-import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QShortcut
+from PySide6.QtCore import QByteArray, QRect, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -21,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QProgressBar,
     QScrollArea,
     QSplitter,
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.audio.player import Player, State
 from app.controller import Controller
+from app.exporter import RATES, ExportOptions, drag_path, export_audio
 from app.playback import Playback
 from app.session import SessionModel
 from app.views import theme
@@ -40,6 +41,7 @@ from app.views.prompt_panel import PromptPanel
 from app.views.segments import SegmentStrip
 from app.views.transport import TransportBar
 from app.views.waveform import ArrangementView
+from melody_core.audio.levels import OFF, LevelSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,11 @@ POSITION_POLL_MS = 30
 PANEL_WIDTH = 380
 SCROLLBAR_ALLOWANCE = 24  # the prompt panel scrolls vertically: leave room for the bar
 HISTORY_WIDTH = 360
-EXPORT_FILTER = "WAV (*.wav);;FLAC (*.flac)"
+EXPORT_FILTERS = {"wav": "WAV (*.wav)", "flac": "FLAC (*.flac)"}
+DEFAULT_SIZE = (1360, 820)  # first start: shrunk to the screen's available geometry
+MIN_SIZE = (1000, 600)
+_B = QMessageBox.StandardButton
+KEEP_PARTIAL_BUTTONS = _B.Yes | _B.No | _B.Cancel  # below this the docks and the timeline stop being usable
 BUSY_TEXT = {"generate": "Generating…", "stream": "Keep playing: generating… (Esc stops)",
              "regenerate": "Regenerating…", "extend": "Extending…", "inpaint": "Regenerating the selection…"}
 MESSAGE_COLORS = {"error": "#c0392b", "warning": "#b9770e", "info": ""}
@@ -91,10 +97,8 @@ class MainWindow(QMainWindow):
         self.sample_rate = self.player.sample_rate
         self.selected: int | None = None
         self._theme_mode = theme_mode
-        self._drag_dir = self.store.folder / "drag"
-        shutil.rmtree(self._drag_dir, ignore_errors=True)
+        self._drag_dir = self.store.folder / "drag"  # kept: a DAW project may use these files
         self.setWindowTitle("MeLoDy Studio")
-        self.resize(1360, 820)
         self._build()
         self._wire()
         self._shortcuts()
@@ -176,8 +180,36 @@ class MainWindow(QMainWindow):
         self.spec_action.setCheckable(True)
         self.spec_action.toggled.connect(self.arrangement.set_spectrogram)
         themes = view.addMenu("Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        group = QActionGroup(self)
         for mode in ("system", "light", "dark"):
-            self._action(themes, mode.capitalize(), lambda m=mode: self.apply_theme(m, save=True))
+            # `triggered` passes `checked`: it must not land in `m` (that made every entry "light")
+            action = self._action(themes, mode.capitalize(), lambda _checked=False, m=mode: self.apply_theme(
+                m, save=True))
+            action.setCheckable(True)
+            group.addAction(action)
+            self.theme_actions[mode] = action
+        settings = bar.addMenu("&Settings")
+        self.levels_action = self._action(settings, "Level output (-14 LUFS, -1 dBTP true-peak limiter)",
+                                          lambda: None)
+        self.levels_action.setCheckable(True)
+        self.levels_action.setChecked(True)
+        self.levels_action.setToolTip("Loudness normalisation and a lookahead true-peak limiter on "
+                                      "everything played and exported; off = the model's raw levels")
+        self.levels_action.toggled.connect(self.set_levels_enabled)
+        fmt_menu = settings.addMenu("Export format")
+        self.format_actions: dict[tuple[str, object], QAction] = {}
+        for key, values in (("format", [("WAV", "wav"), ("FLAC", "flac")]),
+                            ("bits", [("16-bit", 16), ("24-bit", 24)]),
+                            ("rate", [(f"{r / 1000:g} kHz", r) for r in RATES]),
+                            ("channels", [("Mono", 1), ("Stereo (dual mono)", 2)])):
+            group = QActionGroup(self)
+            for text, value in values:
+                action = self._action(fmt_menu, text, lambda _c=False, k=key, v=value: self._set_format(k, v))
+                action.setCheckable(True)
+                group.addAction(action)
+                self.format_actions[(key, value)] = action
+            fmt_menu.addSeparator()
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", lambda: theme.show_shortcuts(self), "F1")
 
@@ -228,6 +260,9 @@ class MainWindow(QMainWindow):
         c.live_chunk.connect(lambda pcm, start: self.arrangement.add_live(
             pcm, len(self.session.arrangement_audio()) + start))
         c.live_cleared.connect(self.arrangement.clear_live)
+        c.marker_added.connect(lambda sample, prompt: self.arrangement.add_live_marker(
+            len(self.session.arrangement_audio()) + sample, prompt))
+        c.unheard_take.connect(lambda _tid: self.refresh_history())
         c.seed_used.connect(p.set_seed)
         c.first_sound.connect(lambda ms: self.statusBar().showMessage(f"First sound after {ms:.0f} ms", 8000))
         c.job_finished.connect(self._on_job_finished)
@@ -281,6 +316,12 @@ class MainWindow(QMainWindow):
         self.transport.set_volume(volume)
         self.player.set_volume(volume)
         self._theme_mode = st.pref("theme", self._theme_mode)
+        if self._theme_mode not in ("system", "light", "dark"):  # an old build saved "false"
+            self._theme_mode = "system"
+        self.levels_action.setChecked(LevelSettings.from_dict(st.pref("levels")).enabled)
+        self.player.set_levels(self.levels())
+        self._check_format_actions()
+        self.restore_geometry()
 
     def _remember(self) -> None:
         settings = self.panel.settings()
@@ -312,6 +353,8 @@ class MainWindow(QMainWindow):
             if widget.styleSheet():  # polished with: polish them again
                 widget.setStyleSheet(widget.styleSheet())
         self.strip.set_segments(self.session.segments(), self.selected)
+        if mode in self.theme_actions:
+            self.theme_actions[mode].setChecked(True)
         if save:
             self.store.set_pref("theme", mode)
 
@@ -387,40 +430,76 @@ class MainWindow(QMainWindow):
         self.strip.set_segments(self.session.segments(), self.selected)
 
     # ------------------------------------------------------------------ export and drag
-    def _safe_name(self, indices: list[int]) -> str:
-        take = self.session.take(self.session.take_ids[indices[0]]) if indices else None
-        stem = re.sub(r"[^A-Za-z0-9]+", "-", (take.prompt or "melody") if take else "melody").strip("-")[:40]
-        return f"{stem or 'melody'}-{take.seed if take else 0}"
+    def levels(self) -> LevelSettings:
+        """Level settings of playback and export (Settings menu; persisted)."""
+        saved = LevelSettings.from_dict(self.store.pref("levels"))
+        return saved if self.levels_action.isChecked() else OFF
+
+    def set_levels_enabled(self, on: bool) -> None:
+        self.store.set_pref("levels", replace(LevelSettings.from_dict(self.store.pref("levels")),
+                                              enabled=on).to_dict())
+        self.player.set_levels(self.levels())
+
+    def _format_pref(self) -> dict:
+        saved = self.store.pref("export_format") or {}
+        return {"format": "wav", "bits": 24, "rate": 48_000, "channels": 2, **saved}
+
+    def _set_format(self, key: str, value: object) -> None:
+        self.store.set_pref("export_format", {**self._format_pref(), key: value})
+        self._check_format_actions()
+
+    def _check_format_actions(self) -> None:
+        for (key, value), action in self.format_actions.items():
+            action.setChecked(self._format_pref().get(key) == value)
+
+    def export_options(self, loop: bool = False, fmt: str | None = None) -> ExportOptions:
+        f = self._format_pref()
+        bpm, key = self.panel.musical()
+        return ExportOptions(format=fmt or str(f["format"]), bits=int(f["bits"]), sample_rate=int(f["rate"]),
+                             channels=int(f["channels"]), levels=self.levels(), loop=loop, bpm=bpm, key=key,
+                             model_name=self.controller.model_name or None)
 
     def _selection_samples(self) -> tuple[int, int] | None:
         sel = self.arrangement.selection()
         return None if sel is None else (int(sel[0] * self.sample_rate), int(sel[1] * self.sample_rate))
 
     def _drag_file(self, indices: list[int] | None = None, selection: bool = False) -> Path:
+        """The file a drag offers: written into the project's drag folder (never deleted while the
+        project exists), reused when the same audio was dragged before."""
         rng = self._selection_samples() if selection else None
         if selection and rng is None:
             raise ValueError("select a time range first")
-        name = self._safe_name(indices or list(range(len(self.session.take_ids))))
-        suffix = "-selection" if selection else ("" if indices else "-arrangement")
-        return self.session.export(self._drag_dir / f"{name}{suffix}.wav", indices, rng)
+        options = self.export_options(fmt="wav")
+        path = drag_path(self._drag_dir, self.session, indices, rng, options)
+        if path.exists():
+            return path
+        return export_audio(self.session, path, options, indices, rng)
 
     def export_dialog(self, indices: list[int] | None = None, selection: bool = False) -> None:
         rng = self._selection_samples() if selection else None
         if selection and rng is None:
             self.show_message("warning", "Select a time range first")
             return
-        default = self._safe_name(indices or list(range(len(self.session.take_ids)))) + ".wav"
-        path, _ = QFileDialog.getSaveFileName(self, "Export audio", default, EXPORT_FILTER)
+        options = self.export_options()
+        default = drag_path(Path(self.store.pref("export_dir", str(Path.home()))), self.session, indices, rng,
+                            options)
+        filters = sorted(EXPORT_FILTERS.values(), key=lambda v: v != EXPORT_FILTERS[options.format])
+        path, chosen = QFileDialog.getSaveFileName(self, "Export audio", str(default), ";;".join(filters))
         if path:
-            self.export_to(path, indices, rng)
+            fmt = next((k for k, v in EXPORT_FILTERS.items() if v == chosen), options.format)
+            self.export_to(path, indices, rng, fmt=fmt)
 
     def export_to(self, path: str, indices: list[int] | None = None,
-                  sample_range: tuple[int, int] | None = None) -> Path | None:
+                  sample_range: tuple[int, int] | None = None, fmt: str | None = None,
+                  loop: bool = False) -> Path | None:
+        """Export with the current format settings; a path without an extension gets `fmt`'s."""
         try:
-            out = self.session.export(path, indices, sample_range)
+            out = export_audio(self.session, path, self.export_options(loop=loop, fmt=fmt), indices,
+                               sample_range)
         except Exception as exc:  # noqa: BLE001 - AudioError, ValueError, OSError: all become messages
             self.show_message("error", f"Export failed: {' '.join(str(exc).split())}")
             return None
+        self.store.set_pref("export_dir", str(out.parent))
         self.statusBar().showMessage(f"Exported {out}", 8000)
         return out
 
@@ -488,8 +567,50 @@ class MainWindow(QMainWindow):
         self.panel.drop.set_audio(audio, path, self.sample_rate)
         self.controller.steer(style_audio_path=path)
 
+    # ------------------------------------------------------------------ geometry
+    def restore_geometry(self) -> None:
+        """The saved geometry (or the default size), then shrunk/moved onto the screen."""
+        saved = self.store.pref("geometry")
+        if not (saved and self.restoreGeometry(QByteArray.fromBase64(saved.encode()))):
+            self.resize(*DEFAULT_SIZE)
+        self.fit_to_screen()
+
+    def fit_to_screen(self, available: QRect | None = None) -> None:
+        """Never larger than the screen's available geometry, and on it."""
+        if available is None:
+            screen = self.screen() or QApplication.primaryScreen()
+            if screen is None:
+                return
+            available = screen.availableGeometry()
+        frame = self.frameGeometry().size() - self.geometry().size()  # title bar and borders
+        w = min(self.width(), available.width() - frame.width())
+        h = min(self.height(), available.height() - frame.height())
+        self.setMinimumSize(min(MIN_SIZE[0], w), min(MIN_SIZE[1], h))
+        self.resize(w, h)
+        x = min(max(self.x(), available.left()), available.right() - w - frame.width() + 1)
+        y = min(max(self.y(), available.top()), available.bottom() - h - frame.height() + 1)
+        self.move(x, y)
+
     # ------------------------------------------------------------------ shutdown
+    def ask_keep_partial(self, seconds: float) -> QMessageBox.StandardButton:
+        """Quit while generating: keep the partial take? (Yes / No / Cancel; tests replace this)."""
+        return QMessageBox.question(
+            self, "A generation is running",
+            f"{seconds:.1f} s have been generated so far. Keep them as a take before quitting?",
+            KEEP_PARTIAL_BUTTONS, QMessageBox.StandardButton.Yes)
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        partial = self.controller.live_samples
+        if self.controller.busy and partial > 0:
+            answer = self.ask_keep_partial(partial / self.sample_rate)
+            if answer == QMessageBox.StandardButton.Cancel:
+                event.ignore()
+                return
+            if answer == QMessageBox.StandardButton.Yes:
+                self.controller.keep_partial()
+            else:
+                self.controller.discard_partial()
+        self.store.set_pref("geometry", bytes(self.saveGeometry().toBase64().data()).decode())
         self._poll.stop()
         self.controller.shutdown()
         self.player.shutdown()

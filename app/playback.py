@@ -152,6 +152,15 @@ class Playback(QObject):
         if self._source is not None and self._source.kind == "live":
             self.stop()
 
+    def stop_live_heard(self) -> int | None:
+        """Stop the live stream; the number of its samples that reached the device (None when the
+        live stream is not what is playing, or there is no device: then nothing can be called heard)."""
+        if self._source is None or self._source.kind != "live" or not self.player.available:
+            return None
+        heard = self.player.stop_live_heard()
+        self.stop()
+        return heard
+
     # ------------------------------------------------------------------ A/B
     def set_ab(self, take_a: int, take_b: int) -> None:
         self._ab = (take_a, take_b)

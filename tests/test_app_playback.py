@@ -126,7 +126,14 @@ from PySide6.QtWidgets import QApplication
 app = QApplication([])
 from app.studio import Studio, open_backend
 from app_fixtures import fake_factory
-studio = Studio.create({data!r}, fake_factory(), None, threads=1)
+from app_fake_pipeline import FakePipeline
+from melody_core.audio.levels import master
+
+class Loud(FakePipeline):  # decoder overshoot: a tone at 1.5 x full scale
+    def _tone(self, freq, start, n):
+        return 5 * super()._tone(freq, start, n)
+
+studio = Studio.create({data!r}, fake_factory(Loud), None, threads=1)
 done = []
 studio.controller.job_finished.connect(lambda kind, tid: done.append(tid))
 while studio.controller.engine is None:
@@ -143,12 +150,15 @@ studio.playback.play_segment(0)
 while studio.player.state.value != "stopped":
     app.processEvents()
 studio.player.shutdown()
-np.save({expected!r}, studio.session.audio(done[0]))
+raw = studio.session.audio(done[0])
+assert studio.player.levels.enabled  # the default
+np.save({expected!r}, master(raw, 24000, studio.player.levels, exact=False))  # what the player sends
+np.save({expected!r} + ".raw.npy", raw)
 studio.close()
 """
 
 
-def test_alsa_file_device_captures_exact_segment_samples(tmp_path):
+def test_alsa_file_device_captures_exact_levelled_segment_samples(tmp_path):
     capture = tmp_path / "played.raw"
     env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{TESTS / 'asound_capture.conf'}",
            "MELODY_CAPTURE_FILE": str(capture), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT)}
@@ -159,10 +169,13 @@ def test_alsa_file_device_captures_exact_segment_samples(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = np.load(tmp_path / "expected.npy")
     assert len(expected) == int(1.25 * SR)  # segment playback: fits the 1.5 s ring
-    played = np.fromfile(capture, dtype=np.float32)  # playing the saved segment: bit-exact
+    played = np.fromfile(capture, dtype=np.float32)  # playing the levelled segment: bit-exact
     at = _find(played, expected)
     assert at >= 0, "segment samples not found bit-exactly in the capture"
     assert not played[:at].any() and not played[at + len(expected):].any()
+    raw = np.load(str(tmp_path / "expected.npy") + ".raw.npy")
+    assert np.abs(raw).max() > 0.95  # the take is near full scale (its FLAC was limited, not clipped) ...
+    assert np.abs(played).max() <= 10 ** (-1 / 20)  # ... what reached the device stays under -1 dB
 
 
 

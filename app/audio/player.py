@@ -8,6 +8,12 @@ failures and underruns, and turns them into Qt signals. The GUI polls `position(
 
 With no backend (no PortAudio, no device) the player still accepts every call and does nothing;
 `available` is False and `unavailable_reason` says why.
+
+Levels: every source goes through `melody_core.audio.levels` on the GUI thread before it reaches the
+ring -- a clip through `master(exact=False)` (loudness target + lookahead true-peak limiter, cached
+for the last clip), a live stream through a `LiveMaster`, which holds back the limiter's lookahead
+(a few ms) until `end_live` flushes it. Source sample i is always the levelled input sample i, so
+positions, loops and seeks are unchanged. `levels=OFF` plays the samples as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.audio.backend import BackendUnavailable, DeviceError, OutputBackend, OutputDevice, OutputStreamLike
 from app.audio.ring import RingBuffer
+from melody_core.audio.levels import OFF, LevelSettings, LiveMaster, master
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,13 @@ class Player(QObject):
     underrun = Signal(int)  # live audio ran dry (total gaps so far)
 
     def __init__(self, backend: OutputBackend | None, sample_rate: int, parent: QObject | None = None,
-                 unavailable_reason: str = "") -> None:
+                 unavailable_reason: str = "", levels: LevelSettings = OFF) -> None:
         super().__init__(parent)
         self.sample_rate = sample_rate
+        self.levels = levels
+        self._mastered: tuple[np.ndarray, LevelSettings, np.ndarray] | None = None  # (in, settings, out)
+        self._live_master: LiveMaster | None = None
+        self.live_received = 0  # live input samples received (the levelled source may lag by the lookahead)
         self._backend = backend
         self.unavailable_reason = unavailable_reason if backend is None else ""
         self._device: int | str | None = None
@@ -163,12 +174,29 @@ class Player(QObject):
         if self._volume != 1.0:
             out *= self._volume
 
+    # ------------------------------------------------------------------ levels
+    def set_levels(self, levels: LevelSettings) -> None:
+        """Level settings for what is played next (the current source keeps its levels)."""
+        self.levels = levels
+        self._mastered = None
+
+    def _master(self, audio: np.ndarray) -> np.ndarray:
+        a = np.asarray(audio, dtype=np.float32)
+        if not self.levels.enabled:
+            return a
+        cached = self._mastered
+        if cached is not None and cached[0] is audio and cached[1] == self.levels:
+            return cached[2]
+        out = master(a, self.sample_rate, self.levels, exact=False)
+        self._mastered = (audio, self.levels, out)
+        return out
+
     # ------------------------------------------------------------------ sources
     def play(self, audio: np.ndarray, start: int = 0, end: int | None = None,
              loop: tuple[int, int] | None = None) -> None:
-        """Play `audio[start:end]` (or loop `audio[loop[0]:loop[1]]` from `start`)."""
+        """Play `audio[start:end]` (or loop `audio[loop[0]:loop[1]]` from `start`), levelled."""
         self._stop_source()
-        self._src = np.asarray(audio, dtype=np.float32)
+        self._src = self._master(audio)
         self._src_len = len(self._src)
         self._end = self._src_len if end is None else max(0, min(end, self._src_len))
         self._cursor = max(0, min(start, self._end))
@@ -183,11 +211,17 @@ class Player(QObject):
         self._src_len = self._cursor = self._end = 0
         self._loop = None
         self._live = self._live_open = True
+        self._live_master = LiveMaster(self.sample_rate, self.levels)
+        self.live_received = 0
         self._start()
 
     def append_live(self, pcm: np.ndarray) -> None:
-        if not self._live:
+        if not self._live or self._live_master is None:
             return
+        self.live_received += len(pcm)
+        self._append_source(self._live_master.process(pcm))
+
+    def _append_source(self, pcm: np.ndarray) -> None:
         need = self._src_len + len(pcm)
         if need > len(self._src):
             grown = np.zeros(max(need, 2 * len(self._src)), dtype=np.float32)
@@ -198,8 +232,24 @@ class Player(QObject):
         self._feed()
 
     def end_live(self) -> None:
-        """No more live audio: play what is buffered, then finish."""
+        """No more live audio: play what is buffered (and the limiter's lookahead), then finish."""
+        if self._live and self._live_open and self._live_master is not None:
+            self._append_source(self._live_master.flush())
         self._live_open = False
+
+    def stop_live_heard(self, timeout_s: float = 0.5) -> int:
+        """Stop a live stream; returns how many of its samples were handed to the device -- exactly:
+        the ring is flushed and the consumer's last position is read once it has applied the flush."""
+        if not self._live:
+            return 0
+        self._ring.flush()
+        deadline = time.monotonic() + timeout_s
+        while (self._stream is not None and self._stream.active and not self._ring.flush_applied()
+               and time.monotonic() < deadline):
+            time.sleep(0.001)
+        heard = self._ring.last_position + 1 if self.first_sound_time else 0
+        self.stop()
+        return max(0, min(heard, self.live_received))
 
     @property
     def is_live(self) -> bool:

@@ -67,6 +67,10 @@ class RingBuffer:
         """Drop every sample written so far (takes effect at the consumer's next read)."""
         self._flush_to = self._write
 
+    def flush_applied(self) -> bool:
+        """The consumer has skipped everything flushed (so `last_position` is final)."""
+        return self._read >= self._flush_to
+
     def reset(self) -> None:
         """Empty the ring; only when the consumer is not running."""
         self._read = self._flush_to = self._write

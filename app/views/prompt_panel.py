@@ -47,6 +47,21 @@ STEER_DEBOUNCE_MS = 400
 SEED_MAX = 2**31 - 1
 ADHERENCE_DEFAULT = -0.25  # the "Prompt adherence" box at its minimum: the model's own LM guidance
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda"))
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+KEYS = tuple(f"{n} {m}" for m in ("major", "minor") for n in NOTE_NAMES)
+BPM_MAX = 300.0
+TAP_WINDOW = 6  # taps averaged by "Tap"
+TAP_RESET_S = 2.0  # a pause this long starts a new tap sequence
+
+
+def musical_prompt(prompt: str | None, bpm: float | None, key: str | None) -> str | None:
+    """The prompt with the BPM and key appended as text ("..., 92 bpm, A minor"): the bundles have
+    no BPM/key condition tokens, so the text prompt is how they reach the model."""
+    extra = [f"{bpm:g} bpm" if bpm else "", key or ""]
+    extra = [e for e in extra if e and e.lower() not in (prompt or "").lower()]
+    if not extra:
+        return prompt
+    return ", ".join([p for p in [prompt or ""] if p] + extra)
 
 
 class _CtrlEnterFilter(QObject):
@@ -134,7 +149,8 @@ class PromptPanel(QWidget):
         layout.addLayout(actions)
         layout.addStretch(1)
         self._steer_timer = QTimer(self, singleShot=True, interval=STEER_DEBOUNCE_MS)
-        self._steer_timer.timeout.connect(lambda: self.steer.emit(self.prompt_text(), self.style_weight()))
+        self._steer_timer.timeout.connect(lambda: self.steer.emit(
+            musical_prompt(self.prompt_text(), *self.musical()) or "", self.style_weight()))
         self.prompt.textChanged.connect(self._steer_timer.start)
         self.weight.valueChanged.connect(self._steer_timer.start)
 
@@ -176,7 +192,41 @@ class PromptPanel(QWidget):
         form.addRow("Guidance", self.guidance)
         form.addRow("Prompt adherence", self.adherence)
         form.addRow("Length", self.length)
+        self.bpm = QDoubleSpinBox()
+        self.bpm.setRange(0.0, BPM_MAX)
+        self.bpm.setDecimals(1)
+        self.bpm.setSpecialValueText("off")
+        self.bpm.setToolTip("Tempo: added to the prompt text, tagged in exported files (ACID tempo)")
+        tap = QToolButton(text="Tap")
+        tap.setToolTip("Tap the beat to set the tempo")
+        tap.clicked.connect(self.tap_tempo)
+        self._taps: list[float] = []
+        bpm_row = QHBoxLayout()
+        bpm_row.addWidget(self.bpm, 1)
+        bpm_row.addWidget(tap)
+        self.key = QComboBox()
+        self.key.addItem("off", None)
+        for k in KEYS:
+            self.key.addItem(k, k)
+        self.key.setToolTip("Key: added to the prompt text and to exported files' tags")
+        form.addRow("BPM", bpm_row)
+        form.addRow("Key", self.key)
         return box
+
+    def tap_tempo(self, now: float | None = None) -> None:
+        import time
+
+        t = time.monotonic() if now is None else now
+        if self._taps and t - self._taps[-1] > TAP_RESET_S:
+            self._taps = []
+        self._taps = [*self._taps, t][-TAP_WINDOW:]
+        if len(self._taps) >= 2:
+            beat = (self._taps[-1] - self._taps[0]) / (len(self._taps) - 1)
+            self.bpm.setValue(round(min(BPM_MAX, 60.0 / beat), 1))
+
+    def musical(self) -> tuple[float | None, str | None]:
+        """(BPM or None, key or None)."""
+        return (self.bpm.value() or None), self.key.currentData()
 
     def _model_box(self) -> QGroupBox:
         box = QGroupBox("Model")
@@ -227,7 +277,9 @@ class PromptPanel(QWidget):
         return str(self.device.currentData())
 
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(prompt=self.prompt_text() or None, style_audio_path=self.drop.path,
+        bpm, key = self.musical()
+        return GenerationSettings(prompt=musical_prompt(self.prompt_text() or None, bpm, key),
+                                  style_audio_path=self.drop.path,
                                   style_weight=self.style_weight(), seconds=self.length.value(),
                                   seed=self.seed.value() if self.seed_lock.isChecked() else None,
                                   steps=self.steps.value(), guidance=self.guidance.value(),

@@ -83,9 +83,7 @@ class SegmentCard(QFrame):
         self.index = seg.index
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setFixedWidth(CARD_WIDTH)
-        self.setProperty("selected", is_selected)
-        if is_selected:
-            self.setStyleSheet("SegmentCard { border: 2px solid #f0a030; border-radius: 4px; }")
+        self.set_selected(is_selected)
         take = seg.take
         i = seg.index
         box = QVBoxLayout(self)
@@ -123,9 +121,15 @@ class SegmentCard(QFrame):
         self.buttons["regenerate"].setMenu(regen_menu)
         self.buttons["regenerate"].setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.drag = DragHandle("WAV", lambda: make_file(i))
+        self.drag.setToolTip("Drag this segment into a DAW or a file manager (tagged WAV)")
         row.addStretch(1)
         row.addWidget(self.drag)
         box.addLayout(row)
+
+    def set_selected(self, on: bool) -> None:
+        """Highlight without rebuilding (a press on the drag handle must keep the handle alive)."""
+        self.setProperty("selected", on)
+        self.setStyleSheet("SegmentCard { border: 2px solid #f0a030; border-radius: 4px; }" if on else "")
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         self.selected.emit(self.index)
@@ -153,6 +157,7 @@ class SegmentStrip(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.cards: list[SegmentCard] = []
+        self._shown: list[tuple[int, int, int]] = []  # (take id, rating, length) of the cards shown
         self._inner = QWidget()
         self._row = QHBoxLayout(self._inner)
         self._row.setContentsMargins(4, 4, 4, 4)
@@ -161,7 +166,19 @@ class SegmentStrip(QScrollArea):
         self._row.addStretch(1)
         self.setWidget(self._inner)
 
+    def set_selected(self, selected: int | None) -> None:
+        """Move the highlight; the cards (and a drag in progress) stay."""
+        for card in self.cards:
+            card.set_selected(card.index == selected)
+        if selected is not None and 0 <= selected < len(self.cards):
+            self.ensureWidgetVisible(self.cards[selected])
+
     def set_segments(self, segments: list[Segment], selected: int | None) -> None:
+        key = [(s.take.id, s.take.rating, s.length) for s in segments]
+        if key == self._shown and len(self.cards) == len(segments):
+            self.set_selected(selected)  # same cards: no rebuild
+            return
+        self._shown = key
         for card in self.cards:
             self._row.removeWidget(card)
             card.hide()  # deleteLater only runs on the next event-loop pass

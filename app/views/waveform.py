@@ -21,6 +21,8 @@ SELECTED_COLOR = "#f0a030"
 LIVE_COLOR = "#d05ad0"
 PLAYHEAD_COLOR = "#e04040"
 BORDER_COLOR = "#888888"
+MARKER_COLOR = "#e0a000"
+MARKER_LABEL_CHARS = 24  # prompt characters shown on a marker (the tooltip has it all)
 SPEC_NFFT = 512
 SPEC_MAX_COLUMNS = 3000  # the spectrogram hop grows with the length to stay this wide at most
 SPEC_FLOOR_DB = -80.0
@@ -95,6 +97,9 @@ class ArrangementView(QWidget):
         self._segments: list[Segment] = []
         self._selected: int | None = None
         self._live_curves: list[pg.PlotDataItem] = []  # one per streamed chunk (no re-plotting)
+        self._live_items: list[pg.GraphicsObject] = []  # prompt markers of the live stream
+        self.live_markers: list[tuple[int, str]] = []
+        self.markers: list[tuple[int, str]] = []
         self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen(PLAYHEAD_COLOR, width=2))
         self.playhead.setZValue(20)
         self.playhead.hide()
@@ -121,6 +126,7 @@ class ArrangementView(QWidget):
         for item in self._items:
             self.plot.removeItem(item)
         self._items, self._curves, self._labels, self._segments = [], [], [], list(segments)
+        self.markers: list[tuple[int, str]] = []  # (arrangement sample, prompt) of the saved takes
         self._selected = selected
         sr = self.sample_rate
         for seg in segments:
@@ -140,6 +146,8 @@ class ArrangementView(QWidget):
             self._curves.append(curve)
             self._labels.append(label)
             curve.setVisible(not self._spectrogram)
+            for sample, prompt in seg.take.metadata.get("prompt_markers", []) or []:
+                self._add_marker_item(seg.start + int(sample), str(prompt), self._items, self.markers)
         self._refresh_spectrogram()
         total = segments[-1].end / sr if segments else 1.0
         self.plot.setXRange(0, max(total, 1.0), padding=0.02)
@@ -175,10 +183,29 @@ class ArrangementView(QWidget):
         if x[-1] > hi:
             self.plot.setXRange(lo, x[-1] + 1.0, padding=0)
 
+    def _add_marker_item(self, sample: int, prompt: str, into: list, record: list) -> None:
+        """A prompt-change marker: a dotted line with the new prompt's first words."""
+        line = pg.InfiniteLine(pos=sample / self.sample_rate, angle=90,
+                               pen=pg.mkPen(MARKER_COLOR, width=1, style=Qt.PenStyle.DotLine),
+                               label=prompt[:MARKER_LABEL_CHARS],
+                               labelOpts={"position": 0.9, "color": MARKER_COLOR})
+        line.setToolTip(f"Prompt changed to: {prompt}")
+        line.setZValue(18)
+        self.plot.addItem(line)
+        into.append(line)
+        record.append((sample, prompt))
+
+    def add_live_marker(self, sample: int, prompt: str) -> None:
+        """A prompt change in the stream being generated, at arrangement sample `sample`."""
+        self._add_marker_item(sample, prompt, self._live_items, self.live_markers)
+
     def clear_live(self) -> None:
         for curve in self._live_curves:
             self.plot.removeItem(curve)
         self._live_curves = []
+        for item in self._live_items:
+            self.plot.removeItem(item)
+        self._live_items, self.live_markers = [], []
 
     def live_samples(self) -> int:
         return sum(len(c.getData()[1] if c.getData()[1] is not None else []) for c in self._live_curves)
