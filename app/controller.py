@@ -59,6 +59,7 @@ class _Job:
     gate: LeadGate | None = None  # keep playing: the bounded lead
     cut: dict[str, int] = field(default_factory=dict)  # "heard": samples heard when Stop was pressed
     markers_seen: int = 0  # gate markers already announced
+    prompt: str | None = None  # the prompt the stream is steered to now
 
 
 class Controller(QObject):
@@ -272,7 +273,8 @@ class Controller(QObject):
         worker.failed.connect(self._on_failed)
         self._live, self.live_samples = [], 0
         thread = self._spawn(worker)  # its signals queue up until we return to the event loop
-        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live, stream, gate=gate, cut=cut)
+        self._job = _Job(kind, settings, worker, thread, apply, parent_id, live, stream, gate=gate, cut=cut,
+                         prompt=settings.prompt)
         if gate is not None:
             self._lead_timer.start()
         worker.done.connect(self._job_thread_done)
@@ -329,8 +331,9 @@ class Controller(QObject):
         if job is None or job.kind != "stream":
             return
         control = job.worker.control
-        if prompt is not None:
+        if prompt is not None and prompt != job.prompt:
             control.set_prompt(prompt)
+            job.prompt = prompt
             if job.gate is not None:
                 job.gate.note_prompt(prompt)
         if style_weight is not None or style_audio_path is not None:

@@ -585,7 +585,8 @@ class MainWindow(QMainWindow):
         frame = self.frameGeometry().size() - self.geometry().size()  # title bar and borders
         w = min(self.width(), available.width() - frame.width())
         h = min(self.height(), available.height() - frame.height())
-        self.setMinimumSize(min(MIN_SIZE[0], w), min(MIN_SIZE[1], h))
+        self.setMinimumSize(0, 0)
+        self.setMinimumSize(min(MIN_SIZE[0], w * 3 // 4), min(MIN_SIZE[1], h * 3 // 4))  # small screens
         self.resize(w, h)
         x = min(max(self.x(), available.left()), available.right() - w - frame.width() + 1)
         y = min(max(self.y(), available.top()), available.bottom() - h - frame.height() + 1)

@@ -113,7 +113,7 @@ def test_device_vanishes_mid_playback(qtbot, make_studio):  # noqa: ANN001, F811
 def test_no_audio_device_still_generates_and_exports(qtbot, make_studio, tmp_path):  # noqa: ANN001, F811
     studio = make_studio(backend=None)
     assert not studio.player.available
-    assert "No audio output" in studio.window.transport.notice.text()
+    assert "No audio output" in studio.window.transport.notice.full_text()
     generate(qtbot, studio, "silent", 1.0)
     studio.playback.play_segment(0)  # nothing happens, nothing breaks
     assert studio.window.export_to(str(tmp_path / "out.wav")) is not None

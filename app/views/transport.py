@@ -3,12 +3,51 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QStyle, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QStyle,
+    QToolButton,
+    QWidget,
+)
 
 from app.audio.backend import OutputDevice
 
 VOLUME_STEPS = 100
-VOLUME_WIDTH = 110
+VOLUME_WIDTH = 90
+DEVICE_CHARS = 12  # the device combo shows this many characters (the list shows full names)
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that shrinks with its layout and elides its text (full text in the tooltip),
+    so a long notice never pushes the transport controls over each other."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(0)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(self.width(), 0))
+        super().setText(shown)
 
 
 def format_time(seconds: float) -> str:
@@ -34,13 +73,15 @@ class TransportBar(QWidget):
         self.stop_button.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop))
         self.stop_button.setToolTip("Stop (S)")
         self.stop_button.clicked.connect(self.stop)
-        self.loop = QCheckBox("Loop selection")
+        self.loop = QCheckBox("Loop")
         self.loop.setToolTip("Loop the selected time range (L)")
         self.loop.toggled.connect(self.loop_toggled)
         self.position = QLabel(format_time(0) + " / " + format_time(0))
-        self.position.setMinimumWidth(140)
+        self.position.setMinimumWidth(self.position.sizeHint().width())
         self.devices = QComboBox()
         self.devices.setToolTip("Output device")
+        self.devices.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.devices.setMinimumContentsLength(DEVICE_CHARS)
         self.devices.activated.connect(lambda i: self.device_chosen.emit(self.devices.itemData(i)))
         self.volume = QSlider(Qt.Orientation.Horizontal)
         self.volume.setRange(0, VOLUME_STEPS)
@@ -48,16 +89,15 @@ class TransportBar(QWidget):
         self.volume.setFixedWidth(VOLUME_WIDTH)
         self.volume.setToolTip("Volume")
         self.volume.valueChanged.connect(lambda v: self.volume_changed.emit(v / VOLUME_STEPS))
-        self.notice = QLabel("")
+        self.notice = ElidedLabel("")
         self.notice.setStyleSheet("color: #d08020;")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
         for w in (self.play_button, self.stop_button, self.loop, self.position):
             layout.addWidget(w)
         layout.addWidget(self.notice, 1)
-        layout.addWidget(QLabel("Output"))
         layout.addWidget(self.devices)
-        layout.addWidget(QLabel("Volume"))
+        layout.addWidget(QLabel("Vol"))
         layout.addWidget(self.volume)
 
     def set_devices(self, devices: list[OutputDevice], current: int | str | None) -> None:
