@@ -2,8 +2,9 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python -m app.screenshots docs/screenshots --bundle DIR
 
-Writes main-idle.png, main-generating.png, main-rated.png (light theme) and main-rated-dark.png,
-using a scratch session folder and a silent real-time output device (so the transport looks as on
+Writes main-idle.png, main-generating.png, main-rated.png (light theme) and main-rated-dark.png at
+1600x1000, then main-1366-light.png and main-1366-dark.png with the window fitted to a 1366x768
+screen, using a scratch session folder and a silent real-time output device (so the transport looks as on
 a desktop with a sound card).
 """
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    from PySide6.QtCore import QRect
     from PySide6.QtWidgets import QApplication
 
     from app.engine import factory_from_spec, real_pipeline
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     studio = Studio.create(tempfile.mkdtemp(prefix="melody-shots-"), factory, SilentOutput(),
                            bundle=args.bundle, device="cpu", theme_mode="light")
     w = studio.window
-    w.resize(1500, 860)
+    w.resize(1600, 1000)
+    w.fit_to_screen()
     w.show()
 
     def pump(until, timeout: float = 300.0) -> None:  # noqa: ANN001
@@ -131,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     shot("main-rated.png")
     w.apply_theme("dark")
     shot("main-rated-dark.png")
+    w.resize(1366, 768)
+    w.fit_to_screen(QRect(0, 0, 1366, 768))
+    settle(0.5)
+    shot("main-1366-dark.png")
+    w.apply_theme("light")
+    shot("main-1366-light.png")
+    studio.playback.stop()
     studio.close()
     return 0
 
