@@ -11,7 +11,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QRect, Qt, QTimer
+from PySide6.QtCore import QRect, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -51,7 +51,6 @@ SCROLLBAR_ALLOWANCE = 24  # the prompt panel scrolls vertically: leave room for 
 HISTORY_WIDTH = 360
 EXPORT_FILTERS = {"wav": "WAV (*.wav)", "flac": "FLAC (*.flac)"}
 DEFAULT_SIZE = (1360, 820)  # first start: shrunk to the screen's available geometry
-MIN_SIZE = (1000, 600)
 _B = QMessageBox.StandardButton
 KEEP_PARTIAL_BUTTONS = _B.Yes | _B.No | _B.Cancel  # below this the docks and the timeline stop being usable
 BUSY_TEXT = {"generate": "Generating…", "stream": "Keep playing: generating… (Esc stops)",
@@ -568,12 +567,15 @@ class MainWindow(QMainWindow):
         self.controller.steer(style_audio_path=path)
 
     # ------------------------------------------------------------------ geometry
-    def restore_geometry(self) -> None:
+    def restore_geometry(self, available: QRect | None = None) -> None:
         """The saved geometry (or the default size), then shrunk/moved onto the screen."""
-        saved = self.store.pref("geometry")
-        if not (saved and self.restoreGeometry(QByteArray.fromBase64(saved.encode()))):
+        saved = self.store.pref("window_rect")  # [x, y, w, h]: Qt's restoreGeometry blob re-fits itself
+        if isinstance(saved, list) and len(saved) == 4:
+            self.move(int(saved[0]), int(saved[1]))
+            self.resize(int(saved[2]), int(saved[3]))
+        else:
             self.resize(*DEFAULT_SIZE)
-        self.fit_to_screen()
+        self.fit_to_screen(available)
 
     def fit_to_screen(self, available: QRect | None = None) -> None:
         """Never larger than the screen's available geometry, and on it."""
@@ -585,8 +587,6 @@ class MainWindow(QMainWindow):
         frame = self.frameGeometry().size() - self.geometry().size()  # title bar and borders
         w = min(self.width(), available.width() - frame.width())
         h = min(self.height(), available.height() - frame.height())
-        self.setMinimumSize(0, 0)
-        self.setMinimumSize(min(MIN_SIZE[0], w * 3 // 4), min(MIN_SIZE[1], h * 3 // 4))  # small screens
         self.resize(w, h)
         x = min(max(self.x(), available.left()), available.right() - w - frame.width() + 1)
         y = min(max(self.y(), available.top()), available.bottom() - h - frame.height() + 1)
@@ -611,7 +611,7 @@ class MainWindow(QMainWindow):
                 self.controller.keep_partial()
             else:
                 self.controller.discard_partial()
-        self.store.set_pref("geometry", bytes(self.saveGeometry().toBase64().data()).decode())
+        self.store.set_pref("window_rect", [self.x(), self.y(), self.width(), self.height()])
         self._poll.stop()
         self.controller.shutdown()
         self.player.shutdown()

@@ -156,8 +156,9 @@ def test_layout_at_1366x768_fits_and_nothing_overlaps(qtbot, make_studio):  # no
     for area in (w.transport, w.strip.cards[0], w.history, w.centralWidget()):
         leaves = [x for x in _leaves(area) if not isinstance(x.parentWidget(), QMessageBox)]
         assert not _overlaps(leaves, w), (type(area).__name__, _overlaps(leaves, w))
-    # every transport control is fully inside the window (not clipped)
-    for x in _leaves(w.transport):
+    assert w.minimumSizeHint().width() <= 1366 and w.minimumSizeHint().height() <= 768
+    # every transport and history control is fully inside the window (not clipped)
+    for x in _leaves(w.transport) + [x for x in _leaves(w.history) if x.parentWidget() is w.history]:
         r = QRect(x.mapTo(w, QPoint(0, 0)), x.size())
         assert w.rect().contains(r), type(x).__name__
     # the docks and the timeline share the width without overlapping
@@ -168,10 +169,14 @@ def test_layout_at_1366x768_fits_and_nothing_overlaps(qtbot, make_studio):  # no
 def test_geometry_is_remembered(qtbot, make_studio, tmp_path):  # noqa: F811
     data = tmp_path / "data"
     studio = make_studio(data_dir=data)
-    studio.window.resize(720, 600)  # within the offscreen platform's 800x600 screen
+    studio.window.resize(1300, 700)
+    assert studio.window.width() == 1300
     studio.close()
     again = make_studio(data_dir=data)
-    assert (again.window.width(), again.window.height()) == (720, 600)
+    again.window.restore_geometry(QRect(0, 0, 1600, 1000))  # as on a 1600x1000 screen
+    assert (again.window.width(), again.window.height()) == (1300, 700)
+    again.window.restore_geometry(QRect(0, 0, 1366, 768))  # a smaller screen: shrunk onto it
+    assert again.window.frameGeometry().width() <= 1366 and again.window.frameGeometry().height() <= 768
 
 
 def test_quit_during_generation_keeps_the_partial_take(qtbot, make_studio, tmp_path):  # noqa: F811

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QHBoxLayout,
+    QGridLayout,
     QHeaderView,
     QPushButton,
     QTableWidget,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.store import Take
 
+BUTTONS_PER_ROW = 3
 COLUMNS = ("Time", "Rating", "Prompt", "Seed", "Steps", "CFG", "Length", "Kind")
 FILTERS = (("All takes", 0), ("★ and up", 1), ("★★ and up", 2), ("★★★ and up", 3), ("★★★★ and up", 4),
            ("★★★★★ only", 5))
@@ -62,9 +63,9 @@ class HistoryPanel(QWidget):
         self.buttons["restore"].clicked.connect(lambda: self._emit_one(self.restore))
         self.buttons["restore"].setToolTip("Put this take's prompt, seed and settings back in the panel")
         self.buttons["add"].clicked.connect(lambda: self._emit_one(self.add_take))
-        row = QHBoxLayout()
-        for b in self.buttons.values():
-            row.addWidget(b)
+        row = QGridLayout()  # two rows: the history dock stays narrow enough for a 1366 px screen
+        for i, b in enumerate(self.buttons.values()):
+            row.addWidget(b, i // BUTTONS_PER_ROW, i % BUTTONS_PER_ROW)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.filter)
