@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from app.engine import Engine, EngineFactory, load_engine
 from app.lead import LeadGate
+from app.model_info import ModelInfo, model_info
 from app.playback import Playback
 from app.session import SessionModel
 from app.store import StoredAudio, take_file_tags
@@ -146,6 +147,12 @@ class Controller(QObject):
         info = getattr(getattr(self.engine, "bundle", None), "info", None)
         path = getattr(info, "path", None)
         return path.name if path is not None else ""
+
+    def model_info(self) -> ModelInfo | None:
+        """Name, size and card line of the loaded bundle (None for engines without a bundle folder)."""
+        info = getattr(getattr(self.engine, "bundle", None), "info", None)
+        path = getattr(info, "path", None)
+        return model_info(path) if path is not None else None
 
     def _on_engine(self, engine: Engine) -> None:
         self.engine, self.engine_error = engine, ""

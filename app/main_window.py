@@ -169,6 +169,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Export arrangement…", self.export_arrangement, "Ctrl+E")
         self._action(file_menu, "Export selected segment…", self.export_segment, "Ctrl+Shift+E")
         self._action(file_menu, "Export selection…", lambda: self.export_dialog(selection=True))
+        self._action(file_menu, "Export selection as loop…",
+                     lambda: self.export_dialog(selection=True, loop=True))
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         edit = bar.addMenu("&Edit")
@@ -254,7 +256,7 @@ class MainWindow(QMainWindow):
         c.message.connect(self.show_message)
         c.busy_changed.connect(self._on_busy)
         c.progress.connect(self._on_progress)
-        c.engine_changed.connect(lambda d: p.engine_label.setText(d or c.engine_error or "no model"))
+        c.engine_changed.connect(self._on_engine_changed)
         c.engine_loading.connect(lambda on: p.engine_label.setText("loading the model…") if on else None)
         c.live_chunk.connect(lambda pcm, start: self.arrangement.add_live(
             pcm, len(self.session.arrangement_audio()) + start))
@@ -327,6 +329,17 @@ class MainWindow(QMainWindow):
         self.panel.remember_prompt(settings.prompt)
         self.store.set_pref("prompt_history", self.panel.prompts())
         self.store.set_pref("last_settings", settings.to_dict())
+
+    def _on_engine_changed(self, desc: str) -> None:
+        """The model picker's label: device, name and hash, then honest info from the bundle's card."""
+        label = self.panel.engine_label
+        label.setWordWrap(True)
+        info = self.controller.model_info() if desc else None
+        text = desc or self.controller.engine_error or "no model"
+        if info is not None:
+            text += "\n" + " — ".join(x for x in (f"{info.size_mb:.1f} MB", info.card_line) if x)
+            label.setToolTip(info.card_paragraph)
+        label.setText(text)
 
     def load_model(self, bundle: str | None, device: str) -> None:
         self.store.set_pref("bundle", bundle or "")
@@ -474,7 +487,8 @@ class MainWindow(QMainWindow):
             return path
         return export_audio(self.session, path, options, indices, rng)
 
-    def export_dialog(self, indices: list[int] | None = None, selection: bool = False) -> None:
+    def export_dialog(self, indices: list[int] | None = None, selection: bool = False,
+                      loop: bool = False) -> None:
         rng = self._selection_samples() if selection else None
         if selection and rng is None:
             self.show_message("warning", "Select a time range first")
@@ -486,7 +500,7 @@ class MainWindow(QMainWindow):
         path, chosen = QFileDialog.getSaveFileName(self, "Export audio", str(default), ";;".join(filters))
         if path:
             fmt = next((k for k, v in EXPORT_FILTERS.items() if v == chosen), options.format)
-            self.export_to(path, indices, rng, fmt=fmt)
+            self.export_to(path, indices, rng, fmt=fmt, loop=loop)
 
     def export_to(self, path: str, indices: list[int] | None = None,
                   sample_range: tuple[int, int] | None = None, fmt: str | None = None,

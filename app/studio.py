@@ -54,6 +54,9 @@ class Studio:
                backend: OutputBackend | str | None = "auto", bundle: str | None = None,
                device: str | None = None, threads: int | None = None, load_engine: bool = True,
                theme_mode: str = "system") -> Studio:
+        from melody_core.audio.levels import preload
+
+        preload()  # the limiter's and the loudness meter's imports, before the event loop runs
         store = SessionStore(default_data_dir() if data_dir is None else data_dir)
         session = SessionModel(store)
         out, reason = open_backend(backend)

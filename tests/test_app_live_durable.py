@@ -46,6 +46,7 @@ class Recording(app_fake_audio.FakeBackend):
         return super().open(device, sample_rate, tee)
 
 studio = Studio.create({data!r}, fake_factory(), Recording(speed=2.0), threads=1)
+studio.window.levels_action.setChecked(False)  # raw samples, to compare with the recovered take
 while studio.controller.engine is None:
     app.processEvents()
 studio.controller.keep_playing(GenerationSettings(prompt="endless groove", seconds=10.0, steps=2, seed=7))

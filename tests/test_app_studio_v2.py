@@ -196,3 +196,37 @@ def test_quit_during_generation_keeps_the_partial_take(qtbot, make_studio, tmp_p
     ids = again.session.take_ids
     assert len(ids) == 1 and len(again.session.audio(ids[0])) >= n
     assert again.session.take(ids[0]).kind == "stream"
+
+
+def test_model_info_reads_name_size_and_card_line(tmp_path):
+    from app.model_info import model_info
+
+    bundle = tmp_path / "my-model"
+    bundle.mkdir()
+    (bundle / "lm.safetensors").write_bytes(b"\0" * 2_000_000)
+    card = "# My model\n\nA test model. **It makes noise, not music.** More.\n"
+    (bundle / "MODEL_CARD.md").write_text(card)
+    info = model_info(bundle)
+    assert (info.name, round(info.size_mb, 1)) == ("my-model", 2.0)
+    assert info.card_line == "It makes noise, not music."
+    (bundle / "MODEL_CARD.md").write_text("# My model\n\nFirst sentence here. Second one.\n")
+    assert model_info(bundle).card_line == "First sentence here."
+
+
+def test_export_loop_without_extension_is_a_crossfaded_smpl_loop(qtbot, make_studio, tmp_path):  # noqa: F811
+    from melody_core.audio.daw_tags import read_acid_tempo, read_smpl_loops
+    from melody_core.audio.levels import true_peak_dbtp
+
+    studio = make_studio()
+    generate(qtbot, studio, "loop me", 2.0)
+    w = studio.window
+    w.panel.bpm.setValue(90)
+    w._set_format("rate", 48_000)  # noqa: SLF001
+    out = w.export_to(str(tmp_path / "myloop"), sample_range=(0, 2 * SR), loop=True)
+    assert out is not None and out.name == "myloop.wav"  # the chosen format's extension was added
+    import soundfile as sf
+
+    audio, rate = sf.read(str(out), dtype="float32")
+    assert rate == 48_000 and audio.shape == (int((2 - 0.02) * 48_000), 2)  # 20 ms crossfaded away
+    assert read_smpl_loops(out) == [(0, len(audio))] and read_acid_tempo(out) == 90.0
+    assert true_peak_dbtp(audio.T, rate) <= -1.0 + 0.01

@@ -182,7 +182,7 @@ class Player(QObject):
 
     def _master(self, audio: np.ndarray) -> np.ndarray:
         a = np.asarray(audio, dtype=np.float32)
-        if not self.levels.enabled:
+        if not self.levels.enabled or self._backend is None:  # no output: nothing to level
             return a
         cached = self._mastered
         if cached is not None and cached[0] is audio and cached[1] == self.levels:
@@ -211,7 +211,7 @@ class Player(QObject):
         self._src_len = self._cursor = self._end = 0
         self._loop = None
         self._live = self._live_open = True
-        self._live_master = LiveMaster(self.sample_rate, self.levels)
+        self._live_master = LiveMaster(self.sample_rate, self.levels if self._backend is not None else OFF)
         self.live_received = 0
         self._start()
 

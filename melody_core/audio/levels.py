@@ -189,5 +189,13 @@ class LiveMaster:
         return out[:missing]
 
 
+def preload() -> None:
+    """Import pedalboard, pyloudnorm and soxr now (a GUI calls this at start-up, so that the first
+    levelled chunk does not pay seconds of imports on its event loop)."""
+    import pedalboard  # noqa: F401
+    import pyloudnorm  # noqa: F401
+    import soxr  # noqa: F401
+
+
 def with_ceiling(settings: LevelSettings, ceiling_dbtp: float) -> LevelSettings:
     return replace(settings, ceiling_dbtp=ceiling_dbtp)
