@@ -350,13 +350,13 @@ def save_audio(
 
 def _add_daw_tags(tmp: Path, fmt: str, metadata: dict[str, str], frames: int, sample_rate: int,
                   loop: tuple[int, int] | None) -> None:
-    from melody_core.audio import daw_tags
+    from melody_core.audio.daw_tags import daw_fields, write_flac_tags, write_wav_tags
 
-    fields = daw_tags.daw_fields(metadata)
+    fields = daw_fields(metadata)
     if fmt == "WAV":
-        daw_tags.write_wav_tags(tmp, fields, frames, sample_rate, loop)
+        write_wav_tags(tmp, fields, frames, sample_rate, loop)
     else:
-        daw_tags.write_flac_tags(tmp, fields)
+        write_flac_tags(tmp, fields)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
