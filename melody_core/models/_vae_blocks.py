@@ -367,6 +367,22 @@ def frame_spectrum(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return torch.fft.rfft(frames * window, dim=-1)
 
 
+def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """(B, L, n_fft) frames -> (B, L * hop) samples by windowed overlap-add, frame f centred on sample
+    f*hop + hop/2 (periodic Hann), divided by the squared-window envelope of an infinite frame train;
+    inverts `frame_spectrum` away from the ends (`ISTFTDecoder`)."""
+    b, n_frames, n = frames.shape
+    reps = n // hop
+    window = torch.hann_window(n, periodic=True, device=frames.device, dtype=frames.dtype)
+    parts = (frames * window).view(b, n_frames, reps, hop)  # (B, L, R, hop)
+    buf = sum(F.pad(parts[:, :, r], (0, 0, r, reps - 1 - r)) for r in range(reps))  # (B, L+R-1, hop)
+    buf = buf.reshape(b, (n_frames + reps - 1) * hop)  # buffer sample 0 = absolute hop/2 - n/2
+    offset = n // 2 - hop // 2
+    env = window.pow(2).view(reps, hop).sum(0)  # squared-window envelope per buffer phase
+    env = torch.roll(env, -offset).repeat(n_frames)  # aligned with the trimmed output
+    return buf[:, offset : offset + n_frames * hop] / env
+
+
 class ISTFTDecoder(nn.Module):
     """Vocos-style decoder *(our choice, tiny preset)*: ConvNeXt blocks at the 250 Hz frame rate, a linear
     head predicting log-magnitude and phase, and an inverse STFT by explicit windowed overlap-add.
@@ -393,7 +409,19 @@ class ISTFTDecoder(nn.Module):
             for _ in range(cfg.istft_blocks)
         )
         self.final_norm = nn.LayerNorm(c)
-        self.head = nn.Linear(c, 2 * self.n_freq)
+        self.apnet = cfg.phase_head == "apnet"
+        self.phase_source = cfg.istft_phase  # "head" | "pghi" (inference only)
+        # "linear": one head -> (log-magnitude, raw phase); "apnet": the head -> log-magnitude only, and
+        # a parallel phase branch (ConvNeXt blocks, norm, two linear maps) -> angle(real, imag)
+        self.head = nn.Linear(c, (1 if self.apnet else 2) * self.n_freq)
+        n_phase_blocks = cfg.phase_blocks if self.apnet else 0
+        self.phase_blocks = nn.ModuleList(
+            ConvNeXtBlock(c, cfg.convnext_kernel, cfg.convnext_mult, cfg.layer_scale_init)
+            for _ in range(n_phase_blocks)
+        )
+        self.phase_norm = nn.LayerNorm(c) if self.apnet else None
+        self.phase_real = nn.Linear(c, self.n_freq) if self.apnet else None
+        self.phase_imag = nn.Linear(c, self.n_freq) if self.apnet else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.synthesize(*self.spectrum(z))
@@ -403,14 +431,28 @@ class ISTFTDecoder(nn.Module):
         x = self.pre_norm(conv1d_last(z, self.pre))  # (B, L, C)
         for block in self.blocks:
             x = block(x)
-        log_mag, phase = self.head(self.final_norm(x)).split(self.n_freq, dim=-1)  # (B, L, F) each
+        if not self.apnet:
+            log_mag, phase = self.head(self.final_norm(x)).split(self.n_freq, dim=-1)  # (B, L, F) each
+            return log_mag.clamp(max=self.log_mag_max), phase
+        log_mag = self.head(self.final_norm(x))  # (B, L, F)
+        h = x
+        for block in self.phase_blocks:
+            h = block(h)
+        h = self.phase_norm(h)
+        phase = torch.atan2(self.phase_imag(h), self.phase_real(h))  # APNet: angle of (real, imag)
         return log_mag.clamp(max=self.log_mag_max), phase
 
     def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """(B, L, F) log-magnitude and phase -> (B, L * hop) waveform; then, outside training,
         `phase_iters` Griffin-Lim projections that keep the magnitudes and re-read the phases from the
-        waveform's own frames, starting from the predicted phases *(our choice)*."""
+        waveform's own frames, starting from the predicted phases *(our choice)*. With
+        `istft_phase="pghi"` the phases come from the magnitudes instead (outside training), by
+        phase-gradient heap integration (`melody_core.audio.pghi`)."""
         mag = torch.exp(log_mag)
+        if self.phase_source == "pghi" and not self.training:
+            from melody_core.audio.pghi import pghi_phase  # audio -> models import order
+
+            phase = pghi_phase(mag, self.n_fft, self.hop)
         wav = self._istft(mag, phase)
         for _ in range(0 if self.training else self.phase_iters):
             wav = self._istft(mag, frame_spectrum(wav, self.n_fft, self.hop).angle())
@@ -428,21 +470,15 @@ class ISTFTDecoder(nn.Module):
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, L, n_fft) frames -> (B, L * hop) samples, frame f centred on f*hop + hop/2."""
-        b, n_frames, n = frames.shape
-        reps = n // self.hop
-        window = torch.hann_window(n, periodic=True, device=frames.device, dtype=frames.dtype)
-        parts = (frames * window).view(b, n_frames, reps, self.hop)  # (B, L, R, hop)
-        buf = sum(F.pad(parts[:, :, r], (0, 0, r, reps - 1 - r)) for r in range(reps))  # (B, L+R-1, hop)
-        buf = buf.reshape(b, (n_frames + reps - 1) * self.hop)  # buffer sample 0 = absolute hop/2 - n/2
-        offset = n // 2 - self.hop // 2
-        env = window.pow(2).view(reps, self.hop).sum(0)  # squared-window envelope per buffer phase
-        env = torch.roll(env, -offset).repeat(n_frames)  # aligned with the trimmed output
-        return buf[:, offset : offset + n_frames * self.hop] / env
+        return overlap_add(frames, self.hop)
 
     def time_ops(self) -> list:
         ops: list = [conv_op(self.pre, self.hop)]
         for block in self.blocks:
             ops.extend(block.time_ops(self.hop))
+        if len(self.phase_blocks):  # magnitude head (no time mixing) in parallel with the phase branch
+            phase_ops = tuple(op for b in self.phase_blocks for op in b.time_ops(self.hop))
+            ops.append(ParallelOp(((), phase_ops)))
         ops.append(OlaOp(self.n_fft, self.hop))
         for _ in range(self.phase_iters):
             ops.extend([FrameOp(self.n_fft, self.hop), OlaOp(self.n_fft, self.hop)])

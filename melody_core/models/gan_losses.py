@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from melody_core.audio.features import mel_distance, multi_resolution_stft_loss
 from melody_core.models._vae_blocks import SPECTRUM_FLOOR, frame_spectrum
+from melody_core.models.phase_losses import consistency_loss, phase_loss, real_imag_loss
 from melody_core.models.vae_gan import VAEConfig, VAEOutput
 
 Logits = Sequence[torch.Tensor]
@@ -109,10 +110,32 @@ def generator_loss_terms(
         terms["spec"] = config.spectral_weight * head_spectrum_loss(
             out.log_mag, target, config.istft_n_fft, config.hop
         )
+    if out.log_mag is not None and out.phase is not None:
+        terms.update(phase_terms(out.log_mag, out.phase, target, config))
     if disc_real is not None and disc_fake is not None:
         terms["adv"] = config.adv_weight * generator_adversarial_loss(disc_fake[0], config.adversarial_loss)
         terms["fm"] = config.fm_weight * feature_matching_loss(disc_real[1], disc_fake[1])
     terms["total"] = sum(terms.values())
+    return terms
+
+
+def phase_terms(
+    log_mag: torch.Tensor, phase: torch.Tensor, target: torch.Tensor, config: VAEConfig
+) -> dict[str, torch.Tensor]:
+    """Weighted APNet terms of an iSTFT head's (B, L, F) log-magnitude and phase against the target
+    waveform (B, L * hop) analysed in the decoder's frames: 'phase' (IP + GD + IAF), 'ri' (real and
+    imaginary parts), 'cons' (STFT consistency); a term with weight 0 is absent."""
+    terms: dict[str, torch.Tensor] = {}
+    if not (config.phase_weight or config.ri_weight or config.consistency_weight):
+        return terms
+    n_fft, hop = config.istft_n_fft, config.hop
+    spec = frame_spectrum(target, n_fft, hop)  # (B, L, F)
+    if config.phase_weight:
+        terms["phase"] = config.phase_weight * phase_loss(phase, spec.angle())
+    if config.ri_weight:
+        terms["ri"] = config.ri_weight * real_imag_loss(log_mag, phase, spec)
+    if config.consistency_weight:
+        terms["cons"] = config.consistency_weight * consistency_loss(log_mag, phase, n_fft, hop)
     return terms
 
 

@@ -42,6 +42,8 @@ from melody_core.models._vae_blocks import (
 from melody_core.models.discriminators import VAEGANDiscriminator
 
 DECODER_TYPES = ("hifigan", "istft")
+PHASE_HEADS = ("linear", "apnet")
+ISTFT_PHASES = ("head", "pghi")
 ENCODER_TYPES = ("conv", "stft")
 ADVERSARIAL_LOSSES = ("hinge", "lsgan")
 
@@ -95,7 +97,12 @@ class VAEConfig(BaseConfig):
     istft_n_fft: int = 384  # iSTFT frame length (multiple of hop: 4× overlap)
     istft_max_magnitude: float = 100.0  # clamp of the predicted linear magnitude (Vocos)
     istft_phase_iters: int = 0  # Griffin-Lim projections after the iSTFT at inference (our choice;
-    # istft_* and spectral_weight are ignored by the HiFi-GAN decoder)
+    # istft_*, phase_* and spectral_weight are ignored by the HiFi-GAN decoder)
+    phase_head: str = "linear"  # "linear": phase read raw from the head (v1 bundles) | "apnet": a parallel
+    # phase branch whose phase is the angle of a learned (real, imag) pair (APNet, Ai & Ling 2023)
+    phase_blocks: int = 1  # ConvNeXt blocks of the APNet phase branch, after the shared backbone
+    istft_phase: str = "head"  # phases at inference: "head" (the decoder's) | "pghi" (phase-gradient
+    # heap integration from the predicted magnitudes, audio/pghi.py; a magnitude-only baseline)
     convnext_kernel: int = 7  # depthwise kernel of ConvNeXt blocks (Vocos)
     convnext_mult: int = 3  # ConvNeXt MLP expansion
     layer_scale_init: float = 0.1  # ConvNeXt layer-scale initial value
@@ -119,6 +126,11 @@ class VAEConfig(BaseConfig):
     spectral_weight: float = 0.0  # iSTFT head: L1 of its log-magnitude to the target's STFT in the
     # decoder's own frames (our choice: without a GAN the head otherwise drifts to magnitudes that
     # its phases cancel in the overlap-add; gan_losses.head_spectrum_loss)
+    phase_weight: float = 0.0  # APNet anti-wrapping phase losses (IP + GD + IAF) to the target's phase
+    ri_weight: float = 0.0  # L1 of the predicted spectrum's real/imag parts to the target's (APNet L_RI)
+    consistency_weight: float = 0.0  # STFT consistency of the predicted spectrum (APNet L_C)
+    latent_noise: float = 0.0  # trainer: std of Gaussian noise added to the decoder's input latents
+    # (robustness to generated latents; in latent units, after the posterior sample)
     calibrate_gain: bool = False  # trainer: at the start, rescale the iSTFT decoder output by the gain
     # minimising the mel loss on training crops (one-parameter line search; train/vae.py)
 
@@ -152,6 +164,13 @@ class VAEConfig(BaseConfig):
             fail("encoder_kernels must be >= their strides")
         if self.istft_phase_iters < 0 or self.spectral_weight < 0:
             fail("istft_phase_iters and spectral_weight must be >= 0")
+        if self.phase_head not in PHASE_HEADS:
+            fail(f"phase_head must be one of {PHASE_HEADS}, got {self.phase_head!r}")
+        if self.istft_phase not in ISTFT_PHASES:
+            fail(f"istft_phase must be one of {ISTFT_PHASES}, got {self.istft_phase!r}")
+        if min(self.phase_blocks, self.phase_weight, self.ri_weight, self.consistency_weight,
+               self.latent_noise) < 0:
+            fail("phase_blocks, phase_weight, ri_weight, consistency_weight and latent_noise must be >= 0")
         if self.decoder_type == "hifigan":
             if math.prod(self.upsample_rates) != self.hop:
                 fail(f"prod(upsample_rates) = {math.prod(self.upsample_rates)} != hop {self.hop}")
@@ -211,14 +230,15 @@ class VAEConfig(BaseConfig):
 
 
 class VAEOutput(NamedTuple):
-    """Result of `AudioVAE.forward`: recon (B, T); mean, logvar, z (B, L, D); log_mag (B, L, F) of
-    the iSTFT decoder's head (None for HiFi-GAN)."""
+    """Result of `AudioVAE.forward`: recon (B, T); mean, logvar, z (B, L, D); log_mag and phase
+    (B, L, F) of the iSTFT decoder's head (None for HiFi-GAN)."""
 
     recon: torch.Tensor
     mean: torch.Tensor
     logvar: torch.Tensor
     z: torch.Tensor
     log_mag: torch.Tensor | None = None
+    phase: torch.Tensor | None = None
 
 
 class AudioVAE(nn.Module):
@@ -230,7 +250,8 @@ class AudioVAE(nn.Module):
       equals `decode(full)[..., chunk]` to float precision when l, r >= `context_frames` (or when a
       None side is the true start/end of the sequence).
     - `forward(wav (B, T)) -> VAEOutput(recon (B, T), mean, logvar, z)`; z is sampled in training
-      mode and equals the mean in eval mode.
+      mode (plus `latent_noise`-std Gaussian noise on the decoder's input) and equals the mean in eval
+      mode.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -296,10 +317,13 @@ class AudioVAE(nn.Module):
     def forward(self, wav: torch.Tensor) -> VAEOutput:
         mean, logvar = self.encode(wav)
         z = self.sample(mean, logvar) if self.training else mean
+        z_in = z  # (B, L, D) what the decoder sees
+        if self.training and self.config.latent_noise:
+            z_in = z + self.config.latent_noise * torch.randn_like(z)
         if isinstance(self.decoder, ISTFTDecoder):
-            log_mag, phase = self.decoder.spectrum(z)
-            return VAEOutput(self.decoder.synthesize(log_mag, phase), mean, logvar, z, log_mag)
-        return VAEOutput(self.decode(z), mean, logvar, z)
+            log_mag, phase = self.decoder.spectrum(z_in)
+            return VAEOutput(self.decoder.synthesize(log_mag, phase), mean, logvar, z, log_mag, phase)
+        return VAEOutput(self.decode(z_in), mean, logvar, z)
 
 
 def vae_gan_parameter_count(config: VAEConfig) -> dict[str, int]:

@@ -45,7 +45,7 @@ GAIN_GRID_DB = tuple(float(db) for db in range(-6, 19))  # candidate output gain
 
 class VAEStage(Stage):
     name = component = "vae"
-    metrics = ("loss", "stft", "mel", "spec", "kl", "adv", "fm", "disc", "si_sdr")
+    metrics = ("loss", "stft", "mel", "spec", "phase", "ri", "cons", "kl", "adv", "fm", "disc", "si_sdr")
     valid_key = "mel"
 
     def defaults(self, preset: str) -> Hyper:
@@ -100,6 +100,28 @@ class VAEStage(Stage):
         self.valid_items = fixed_items(
             ctx.valid.lengths, self.crop, ctx.hp.valid_batches * ctx.hp.batch_size, ctx.opts.seed, cfg.hop
         )
+
+    def init_weights(self, model: torch.nn.Module) -> None:
+        """Copy --init-from weights; a v1 VAE (linear phase head) into an APNet-head one: every shared
+        weight, the magnitude rows of the old head (its first F outputs), and a freshly initialised
+        phase branch (the only keys allowed to be missing)."""
+        ctx = self.ctx
+        if ctx is None or ctx.init is None:
+            return
+        source = ctx.init.model.state_dict()
+        target = model.state_dict()
+        head = "decoder.head."
+        for key in (head + "weight", head + "bias"):
+            if key in source and key in target and source[key].shape[0] == 2 * target[key].shape[0]:
+                source[key] = source[key][: target[key].shape[0]]  # (2F, ...) -> log-magnitude rows (F, ...)
+        missing, unexpected = model.load_state_dict(source, strict=False)
+        new = ("decoder.phase_blocks.", "decoder.phase_norm.", "decoder.phase_real.", "decoder.phase_imag.")
+        bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
+        if bad:
+            raise TrainError(f"--init-from: weights do not fit this VAE config ({', '.join(bad[:4])})")
+        if missing and ctx.dist.rank == 0:
+            print(f"vae: initialised from {ctx.init.source}; new phase branch ({len(missing)} tensors) "
+                  "starts from random weights", flush=True)
 
     @torch.no_grad()
     def _calibrate_gain(self, ctx: StageContext) -> None:
