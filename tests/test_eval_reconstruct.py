@@ -21,7 +21,13 @@ from melody_core.audio import load_audio, save_audio
 from melody_core.checkpoint import load_bundle, random_bundle
 from melody_core.cli import main
 from melody_core.eval.card.metrics import reconstruction_scores
-from melody_core.eval.reconstruct import ReconstructError, audio_files, reconstruct_files
+from melody_core.eval.reconstruct import (
+    ReconstructError,
+    audio_files,
+    reconstruct_files,
+    set_phase,
+    spectral_convergence_db,
+)
 
 SR = SAMPLE_RATE
 
@@ -78,7 +84,7 @@ def test_identity_vae_reconstructs_perfectly(audio_dir: Path) -> None:
     r = reconstruct_files(_IdentityVAE(), audio_files(audio_dir), max_seconds=1.0, warn=warnings.append)
     assert r["files"] == 2 and r["skipped"] == 2 and len(warnings) == 2
     assert {Path(s["path"]).name for s in r["skipped_files"]} == {"broken.wav", "tiny.wav"}
-    assert r["mel_distance"] == 0.0 and r["si_sdr"] > 60
+    assert r["mel_distance"] == 0.0 and r["si_sdr"] > 60 and r["spectral_convergence_db"] < -100
     assert [f["seconds"] for f in r["per_file"]] == [1.0, 1.0]  # a.wav: central 1 s crop of 1.5 s
 
 
@@ -97,6 +103,23 @@ def test_random_vae_scores_match_a_manual_round_trip(audio_dir: Path, vae_bundle
     mel, sdr = reconstruction_scores(recon, crop)
     assert r["per_file"][0]["mel_distance"] == pytest.approx(mel, abs=1e-4)
     assert r["per_file"][0]["si_sdr"] == pytest.approx(sdr, abs=1e-2)
+
+
+def test_spectral_convergence_and_phase_overrides(audio_dir: Path, vae_bundle: Path) -> None:
+    x = torch.from_numpy(_tone(1.0, 440))
+    assert spectral_convergence_db(0.5 * x, x) == pytest.approx(20 * math.log10(0.5), abs=1e-3)
+    vae = load_bundle(vae_bundle, components=["vae"])["vae"]
+    dec = vae.decoder
+    set_phase(vae, "pghi", 0)
+    assert (dec.phase_source, dec.phase_iters) == ("pghi", 0) and vae.config.istft_phase == "pghi"
+    set_phase(vae, None, 3)  # None keeps the other setting
+    assert (dec.phase_source, dec.phase_iters) == ("pghi", 3)
+    r = reconstruct_files(vae, [audio_dir / "a.wav"], max_seconds=0.5)
+    assert math.isfinite(r["si_sdr"]) and math.isfinite(r["spectral_convergence_db"])
+    with pytest.raises(ReconstructError, match="phase must be"):
+        set_phase(vae, "magic")
+    with pytest.raises(ReconstructError, match="iSTFT"):
+        set_phase(_IdentityVAE(), "pghi")
 
 
 def test_reconstruct_files_errors(audio_dir: Path) -> None:
@@ -124,6 +147,8 @@ def test_command_json_and_table(audio_dir: Path, vae_bundle: Path, capsys) -> No
     assert err.count("warning: skipped") == 2 and "Traceback" not in err  # warnings even with -q
     code, out, err = _run(capsys, *base)
     assert code == 0 and "mean of 2 file(s)" in out and "sub/b.flac" in out and "[3/4]" in err
+    code, out, _ = _run(capsys, *base, "--json", "-q", "--phase", "pghi", "--phase-iters", "0")
+    assert code == 0 and json.loads(out)["files"] == 2
 
 
 def test_command_errors(audio_dir: Path, vae_bundle: Path, tmp_path: Path, capsys) -> None:
@@ -142,6 +167,7 @@ def test_command_errors(audio_dir: Path, vae_bundle: Path, tmp_path: Path, capsy
     (bad / "x.wav").write_bytes(b"garbage")
     assert "none of the 1" in error(str(bad))
     assert "--max-seconds" in error(str(audio_dir), "--max-seconds", "0")
+    assert "--phase-iters" in error(str(audio_dir), "--phase-iters", "-1")
     assert "no such bundle" in error(str(audio_dir), "--bundle", str(tmp_path / "nobundle"))
 
 

@@ -106,6 +106,11 @@ def _register_reconstruct(what: argparse._SubParsersAction) -> None:
                    help="central crop of each file in seconds (default 30)")
     r.add_argument("--device", default="cpu", help="cpu (default), auto, cuda[:N] or mps")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    r.add_argument("--phase", choices=("head", "pghi"), default=None,
+                   help="iSTFT decoder phase at inference: its own (head) or PGHI from its magnitudes "
+                   "(default: the bundle's setting)")
+    r.add_argument("--phase-iters", type=int, default=None, metavar="N",
+                   help="Griffin-Lim projections after the iSTFT (default: the bundle's setting)")
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     r.set_defaults(func=run_reconstruct)
@@ -121,6 +126,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         audio_files,
         format_reconstruct,
         reconstruct_files,
+        set_phase,
     )
 
     if not (math.isfinite(args.max_seconds) and MIN_SECONDS <= args.max_seconds <= MAX_RECONSTRUCT_SECONDS):
@@ -134,7 +140,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     paths = audio_files(folder)
     if not paths:
         raise CLIError(f"{folder}: no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS)})")
+    if args.phase_iters is not None and args.phase_iters < 0:
+        raise CLIError(f"--phase-iters must be >= 0, got {args.phase_iters}")
     vae = _load_vae(args)
+    try:
+        set_phase(vae, args.phase, args.phase_iters)
+    except ReconstructError as exc:
+        raise CLIError(str(exc)) from None
 
     def log(line: str) -> None:
         if not args.quiet:
