@@ -129,8 +129,9 @@ class VAEConfig(BaseConfig):
     phase_weight: float = 0.0  # APNet anti-wrapping phase losses (IP + GD + IAF) to the target's phase
     ri_weight: float = 0.0  # L1 of the predicted spectrum's real/imag parts to the target's (APNet L_RI)
     consistency_weight: float = 0.0  # STFT consistency of the predicted spectrum (APNet L_C)
-    latent_noise: float = 0.0  # trainer: std of Gaussian noise added to the decoder's input latents
-    # (robustness to generated latents; in latent units, after the posterior sample)
+    latent_noise: float = 0.0  # trainer: Gaussian noise on the decoder's input latents, std drawn per
+    # example uniformly in [0, latent_noise] (latent units, after the posterior sample): robustness to
+    # generated latents while clean ones stay in the training distribution
     calibrate_gain: bool = False  # trainer: at the start, rescale the iSTFT decoder output by the gain
     # minimising the mel loss on training crops (one-parameter line search; train/vae.py)
 
@@ -250,8 +251,8 @@ class AudioVAE(nn.Module):
       equals `decode(full)[..., chunk]` to float precision when l, r >= `context_frames` (or when a
       None side is the true start/end of the sequence).
     - `forward(wav (B, T)) -> VAEOutput(recon (B, T), mean, logvar, z)`; z is sampled in training
-      mode (plus `latent_noise`-std Gaussian noise on the decoder's input) and equals the mean in eval
-      mode.
+      mode (plus Gaussian noise of std up to `latent_noise` on the decoder's input) and equals the
+      mean in eval mode.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -318,8 +319,9 @@ class AudioVAE(nn.Module):
         mean, logvar = self.encode(wav)
         z = self.sample(mean, logvar) if self.training else mean
         z_in = z  # (B, L, D) what the decoder sees
-        if self.training and self.config.latent_noise:
-            z_in = z + self.config.latent_noise * torch.randn_like(z)
+        if self.training and self.config.latent_noise:  # per example, std ~ U(0, latent_noise)
+            level = self.config.latent_noise * torch.rand(z.shape[0], 1, 1, device=z.device, dtype=z.dtype)
+            z_in = z + level * torch.randn_like(z)
         if isinstance(self.decoder, ISTFTDecoder):
             log_mag, phase = self.decoder.spectrum(z_in)
             return VAEOutput(self.decoder.synthesize(log_mag, phase), mean, logvar, z, log_mag, phase)
