@@ -391,6 +391,14 @@ class ISTFTDecoder(nn.Module):
     centred on sample f*hop + hop/2, i.e. on latent frame f; the result is divided by the (periodic)
     squared-window envelope of an infinite frame train, so missing frames at the edges act exactly like
     zero padding.
+
+    Phase (`phase_head`): "linear" reads it raw from the head (v1 bundles); "apnet" *(our choice of
+    APNet's design, Ai & Ling 2023)* runs a parallel phase branch on the backbone's features
+    (`phase_blocks` ConvNeXt blocks, LayerNorm, two linear maps to a pseudo real / imaginary pair)
+    and takes the phase as their angle (atan2), while the head predicts the log-magnitude only; its
+    time ops are the branch's in parallel with the magnitude path, so `context_frames` stays exact.
+    `istft_phase="pghi"` replaces the phases at inference by PGHI from the magnitudes: PGHI integrates
+    along the whole frame train, so chunked decoding is then close to, not equal to, a full decode.
     """
 
     def __init__(self, cfg) -> None:
