@@ -131,3 +131,27 @@ def test_default_config_decodes_the_committed_bundle_as_before() -> None:
     expected = [0.043136946856975555, -0.010741214267909527, 0.01680380292236805, -0.12928280234336853,
                 -0.007774712517857552, -0.035583291202783585, -0.002396778902038932, 0.046855825930833817]
     torch.testing.assert_close(out[::1500], torch.tensor(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_inits_an_apnet_decoder_from_a_linear_head_vae() -> None:
+    from types import SimpleNamespace
+
+    from melody_core.train.stage import TrainError
+    from melody_core.train.vae import VAEStage
+
+    small = dict(decoder_channels=32, encoder_channels=(16, 16, 16, 32))
+    old = AudioVAE(dataclasses.replace(VAEConfig.tiny(), **small))
+    new = AudioVAE(dataclasses.replace(_apnet(), **small))
+    fresh_phase = new.decoder.phase_real.weight.detach().clone()
+    stage = VAEStage()
+    stage.ctx = SimpleNamespace(init=SimpleNamespace(model=old, source="test"), dist=SimpleNamespace(rank=0))
+    stage.init_weights(new)
+    n_freq = N_FFT // 2 + 1
+    torch.testing.assert_close(new.decoder.head.weight, old.decoder.head.weight[:n_freq], rtol=0, atol=0)
+    block, old_block = new.decoder.blocks[0].fc1.weight, old.decoder.blocks[0].fc1.weight
+    torch.testing.assert_close(block, old_block, rtol=0, atol=0)
+    torch.testing.assert_close(new.encoder.proj.weight, old.encoder.proj.weight, rtol=0, atol=0)
+    torch.testing.assert_close(new.decoder.phase_real.weight, fresh_phase, rtol=0, atol=0)  # left as built
+    other = AudioVAE(dataclasses.replace(_apnet(), decoder_channels=48, encoder_channels=(16, 16, 16, 32)))
+    with pytest.raises(TrainError, match="do not fit"):
+        stage.init_weights(other)  # other widths do not fit

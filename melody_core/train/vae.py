@@ -114,7 +114,11 @@ class VAEStage(Stage):
         for key in (head + "weight", head + "bias"):
             if key in source and key in target and source[key].shape[0] == 2 * target[key].shape[0]:
                 source[key] = source[key][: target[key].shape[0]]  # (2F, ...) -> log-magnitude rows (F, ...)
-        missing, unexpected = model.load_state_dict(source, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(source, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise TrainError(f"--init-from: weights do not fit this VAE config ({first})") from None
         new = ("decoder.phase_blocks.", "decoder.phase_norm.", "decoder.phase_real.", "decoder.phase_imag.")
         bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
         if bad:
