@@ -207,7 +207,7 @@ def test_kmeans_on_first_iteration_mel_features(smoke: Path) -> None:
     ssl = load_bundle(smoke / "bundle").models["ssl"]
     wav = torch.randn(1, 24000)
     assert torch.equal(ssl.extract(wav, layer=-1), hubert_frame_features(wav))
-    bad = stage_argv("kmeans", smoke / "corpus", runs, "--set", "layer=-2", out=smoke / "kmeans_bad")
+    bad = stage_argv("kmeans", smoke / "corpus", runs, "--set", "layer=-3", out=smoke / "kmeans_bad")
     assert main(bad) == 2
 
 
