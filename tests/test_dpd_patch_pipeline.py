@@ -1,0 +1,65 @@
+"""The pipeline on a tiny random bundle whose DPD sees P = 5 latent frames per position (CPU preset v2):
+continuation keeps the given prefix bit-identical, inpainting keeps the outside of the region, and
+streaming equals generate. Patching lives inside the network; the pipeline's windows and hops are
+whole tokens (10 frames), hence multiples of P."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from micro_bundle import MICRO_OVERRIDES
+
+from melody_core import SAMPLE_RATE
+from melody_core._pipeline_jobs import INPAINT_CROSSFADE_S
+from melody_core.checkpoint import random_bundle
+from melody_core.pipeline import MelodyPipeline
+from melody_core.pipeline_types import AudioChunk, GenerationSettings, StreamFinished
+
+FAST = {"steps": 3, "seed": 3}
+PATCH = 5
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory: pytest.TempPathFactory) -> MelodyPipeline:
+    path = tmp_path_factory.mktemp("bundle") / "patched"
+    dpd = {**MICRO_OVERRIDES["dpd"], "patch": PATCH, "segment_size": 16}  # 400 frames = 80 positions
+    random_bundle(path, "tiny", overrides={**MICRO_OVERRIDES, "dpd": dpd})
+    pipe = MelodyPipeline.load(path, device="cpu", threads=2)
+    assert pipe.dpd.config.patch == PATCH
+    return pipe
+
+
+def _clip(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_patched_continuation_keeps_the_prefix(pipe: MelodyPipeline) -> None:
+    src = _clip(2.3457, seed=0)  # not a multiple of the latent hop, a token or a patch
+    r = pipe.continue_(src, 1.5, **FAST)
+    assert r.audio.shape == (len(src) + round(1.5 * SAMPLE_RATE),)
+    np.testing.assert_array_equal(r.audio[: len(src)], src)  # bit-identical prefix
+    assert np.abs(r.audio[len(src) :]).max() > 0
+
+
+@pytest.mark.parametrize("region", [(1.0, 1.4), (0.0, 0.3), (0.5, 2.6)])
+def test_patched_inpainting_keeps_the_outside(pipe: MelodyPipeline, region: tuple[float, float]) -> None:
+    src = _clip(3.0, seed=1)
+    r = pipe.inpaint(src, *region, prompt="drums", **FAST)
+    a, b = (round(x * SAMPLE_RATE) for x in region)
+    fade = round(INPAINT_CROSSFADE_S * SAMPLE_RATE)
+    np.testing.assert_array_equal(r.audio[: max(0, a - fade)], src[: max(0, a - fade)])
+    np.testing.assert_array_equal(r.audio[b + fade :], src[b + fade :])
+    assert np.abs(r.audio[a:b] - src[a:b]).mean() > 1e-3  # the region was regenerated
+
+
+@pytest.mark.parametrize("start", ["window", "progressive"])
+def test_patched_stream_equals_generate(pipe: MelodyPipeline, start: str) -> None:
+    s = GenerationSettings(prompt="calm piano", seconds=2.9, start=start, **FAST)
+    result = pipe.generate(s)
+    events = list(pipe.stream(s))
+    assert isinstance(events[-1], StreamFinished)
+    audio = np.concatenate([e.pcm for e in events if isinstance(e, AudioChunk)])
+    assert audio.shape == result.audio.shape and np.abs(result.audio).max() > 0
+    assert np.abs(audio - result.audio).max() <= 1e-4
