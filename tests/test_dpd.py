@@ -436,9 +436,9 @@ def test_guidance_input_changes_the_output() -> None:
         torch.testing.assert_close(rows, torch.stack([v1[0], v3[1]]), atol=TOL, rtol=TOL)
         ctx = model.prepare(tokens, None, 2, 40, guidance=3.0)
         torch.testing.assert_close(model(z, delta, context=ctx), v3, atol=TOL, rtol=TOL)
-        torch.testing.assert_close(model(z, delta, tokens, guidance=3.0), _reference(model, z, delta, tokens,
-                                                                                     None, 3.0), atol=TOL, rtol=TOL)
-    fresh = DualPathDiffusion(cfg)  # E_rho starts at zero: a student initialised from its teacher = the teacher
+        ref = _reference(model, z, delta, tokens, None, 3.0)
+        torch.testing.assert_close(model(z, delta, tokens, guidance=3.0), ref, atol=TOL, rtol=TOL)
+    fresh = DualPathDiffusion(cfg)  # E_rho starts at 0: a student initialised from its teacher = the teacher
     with torch.no_grad():
         assert torch.equal(fresh(z, delta, tokens, guidance=1.0), fresh(z, delta, tokens, guidance=5.0))
     plain = DualPathDiffusion(_small())

@@ -36,7 +36,7 @@ Choices where the paper is silent *(our choice)*:
 Patches *(our choice, CPU preset v2; `DPDConfig.patch` = P, 1 = the paper)*: the network works on
 N = L / P positions of P latent frames each, entirely inside `forward`; the samplers and the pipeline
 still see frames:
-    z (B, L, D) -> (B, N, P*D) (frame-major inside a position) -> W_in -> ... -> W_out (B, N, P*D) -> (B, L, D)
+    z (B, L, D) -> (B, N, P*D) (frame-major in a position) -> W_in ... W_out -> (B, N, P*D) -> (B, L, D)
     delta (B, L) -> (B, N): the largest angle of the position's frames (constant within a position for
     chunks and continuation, whose bounds are whole tokens of 10 frames and P divides 10)
 Segments, overlap-add and the SRU run over positions (K positions per segment); RoPE positions stay
@@ -434,8 +434,8 @@ class DualPathDiffusion(nn.Module):
             tokens: (B, T_st) int64 semantic tokens or None (all rows unconditional),
             uncond: (B,) bool or None (True = CFG unconditional row),
             guidance: rho, a number or (B,), only with `guidance_embed`) -> v: (B, L, D).
-    Any L >= 1 that is a multiple of `patch`. Token j covers latent frames [10j, 10j+10); T_st = ceil(L/10) covers the window
-    (other counts are accepted, see the module docstring).
+    Any L >= 1 that is a multiple of `patch`. Token j covers latent frames [10j, 10j+10);
+    T_st = ceil(L/10) covers the window (other counts are accepted, see the module docstring).
     Per window: `context = prepare(tokens, uncond, B, L)`, then `forward(z, delta, context=context)`
     for each step (the same result). With `prepare(..., shared_input=True)` (CFG twins), z and delta
     have B/2 rows and v has B: row b and row B/2 + b are computed from z[b], delta[b].
@@ -450,7 +450,7 @@ class DualPathDiffusion(nn.Module):
         if (d // config.n_heads) % 2 or d % config.n_heads:
             raise ValueError(f"d_hid {d} / n_heads {config.n_heads} must be an even integer (RoPE)")
         if config.patch < 1 or FRAMES_PER_TOKEN % config.patch:
-            raise ValueError(f"patch must divide the {FRAMES_PER_TOKEN} frames of a token, got {config.patch}")
+            raise ValueError(f"patch must divide {FRAMES_PER_TOKEN} (frames per token), got {config.patch}")
         self.angle = AngleEncoder(config.angle_dim, d)  # Eq. 11
         self.token_embedding = nn.Embedding(config.vocab_size, d)
         self.token_mlp = MLP(d, d)  # E_ST = MLP2(E(u))
