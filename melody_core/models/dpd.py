@@ -151,6 +151,32 @@ class DPDConfig(BaseConfig):
         )
 
     @classmethod
+    def tiny_v2(cls) -> DPDConfig:
+        """CPU preset, second generation *(our choice, beyond the paper)*: P = 10 frames per position
+        (one per 25 Hz semantic token, cross-attention aligned 1:1), d_hid 256, 4 blocks, K = 16
+        positions per segment (160 frames = 0.64 s), 4 heads, bi-SRU 128 per direction (output d, no
+        projection): 5.67M parameters, 26x the 0.21M of `tiny`.
+
+        FLOPs per step on a 10 s window (L = 2500, `melody_core.eval.model_bench.dpd_step_flops`):
+        N = 250 positions, S = ceil(2N/K) + 1 = 33 segments, M = S*K = 528 segmented positions, per row
+        and block 8Md^2 + 4KS^2d (self-attn) + 4Md^2 + 4M*250*d (cross-attn; a CFG row: self-attn again)
+        + 8Md^2 (FFN x2) + 12Md^2 (2 SRU layers d -> d, 3 matrices each) = 1.26 GFLOP cond / 1.28 GFLOP
+        uncond; x 4 blocks, CFG twins (input stage and first self-attention once), + W_in/W_out: 9.91 GFLOP
+        per guided step, 5.08 GFLOP per step of a guidance-distilled student (one row). `tiny`: 3.87 GFLOP
+        per guided step (2.22 per row).
+        Per 10 s clip: tiny 10 CFG steps 38.7 GFLOP; v2 guidance-distilled 4 steps 20.3 GFLOP (0.52x),
+        v2 4 CFG steps 39.6 GFLOP (1.02x), v2 10 CFG steps 99 GFLOP (2.6x).
+        Measured (`melody bench-models --dpd-table`, 2 threads, shared 2-core machine at load ~6, random
+        weights, median process CPU time of 3): tiny 208 ms per CFG step; v2 304 ms per CFG step, 193 ms
+        per distilled step: a clip costs 2.08 s (tiny, 10 CFG steps) vs 0.77 s (v2 distilled, 4 steps)
+        or 1.82 s (v2, 6 CFG steps). Quality per second of compute: not measured yet (issue 15).
+        """
+        return cls(
+            d_hid=256, n_blocks=4, n_heads=4, ffn_mult=2, sru_hidden=128, vocab_size=256, segment_size=16,
+            patch=10, self_attn_key_centres=True,
+        )
+
+    @classmethod
     def paper(cls) -> DPDConfig:
         # §5.1: D_hid 768, N 8, K 64, V_ST 1024; heads (head dim 96) and widths are our choice (see above)
         return cls(
