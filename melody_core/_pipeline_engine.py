@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from melody_core._pipeline_plan import GRID, Window
-from melody_core.diffusion import cfg_mix, ddim_step, get_schedule, step_angles
+from melody_core.diffusion import cfg_mix, ddim_step, get_schedule, has_guidance_input, step_angles
 from melody_core.pipeline_types import GenerationCancelled, Progress, StreamControl
 
 LM_PROGRESS_EVERY = 25  # LM tokens (1 s of audio) per progress event
@@ -136,13 +136,15 @@ class WindowGuidance:
         self.nfe = self.network_calls = self.network_rows = 0
         self._context: Any = None
         self._shape: tuple[int, int] | None = None
+        self._guided_input = tokens is not None and has_guidance_input(getattr(model, "dpd", None))
+        self._kw = {"guidance": self.scale} if self._guided_input else {}  # rho of such a DPD
 
     def network_inputs(self, b: int) -> tuple[Tensor | None, Tensor | None, bool]:
         """Network (tokens, uncond, twins) for a z of b rows, as `GuidedVelocity` batches them."""
         dev = None if self.tokens is None else self.tokens.device
         if self.tokens is None:
             return None, None, False
-        if self.scale == 1:
+        if self.scale == 1 or self._guided_input:  # a guidance-distilled DPD takes rho: one row
             return self.tokens, None, False
         if self.scale == 0:
             return self.tokens, torch.ones(b, dtype=torch.bool, device=dev), False
@@ -155,14 +157,14 @@ class WindowGuidance:
         tokens, uncond, twins = self.network_inputs(b)
         if self._shape != (b, length):
             rows = 2 * b if twins else b
-            self._context = self.model.dpd_prepare(tokens, uncond, rows, length, twins)
+            self._context = self.model.dpd_prepare(tokens, uncond, rows, length, twins, **self._kw)
             self._shape = (b, length)
         if twins and self._context is None:  # no context (e.g. a compiled network): the plain CFG batch
             z, delta = torch.cat([z, z]), torch.cat([delta, delta])
         self.network_calls += 1
         self.network_rows += 2 * b if twins else b
         if self._context is None:
-            v = self.model.dpd_forward(z, delta, tokens, uncond)
+            v = self.model.dpd_forward(z, delta, tokens, uncond, **self._kw)
         else:
             v = self.model.dpd_forward(z, delta, None, None, context=self._context)
         return cfg_mix(v[:b], v[b:], self.scale) if twins else v

@@ -245,6 +245,11 @@ class DPDNetwork(Protocol):
     def __call__(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None) -> Tensor: ...
 
 
+def has_guidance_input(model: object) -> bool:
+    """A guidance-distilled DPD (`DPDConfig.guidance_embed`): takes rho, predicts the guided v itself."""
+    return bool(getattr(getattr(model, "config", None), "guidance_embed", False))
+
+
 class GuidedVelocity:
     """v_fn for a DPD network with CFG: one batched forward per evaluation (cond rows ⊕ uncond rows).
 
@@ -256,16 +261,20 @@ class GuidedVelocity:
         self.model, self.tokens, self.scale = model, tokens, float(scale)
         self.nfe = self.network_calls = self.network_rows = 0
 
-    def _forward(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None) -> Tensor:
+    def _forward(
+        self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None, **kw: float
+    ) -> Tensor:
         self.network_calls += 1
         self.network_rows += z.shape[0]
-        return self.model(z, delta, tokens, uncond)
+        return self.model(z, delta, tokens, uncond, **kw)
 
     def __call__(self, z: Tensor, delta: Tensor) -> Tensor:
         self.nfe += 1
         b = z.shape[0]
         if self.tokens is None:
             return self._forward(z, delta, None, None)
+        if has_guidance_input(self.model):  # guidance-distilled DPD: rho is an input, one forward
+            return self._forward(z, delta, self.tokens, None, guidance=self.scale)
         if self.scale == 1:
             return self._forward(z, delta, self.tokens, None)
         if self.scale == 0:

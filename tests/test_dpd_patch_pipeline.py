@@ -63,3 +63,31 @@ def test_patched_stream_equals_generate(pipe: MelodyPipeline, start: str) -> Non
     audio = np.concatenate([e.pcm for e in events if isinstance(e, AudioChunk)])
     assert audio.shape == result.audio.shape and np.abs(result.audio).max() > 0
     assert np.abs(audio - result.audio).max() <= 1e-4
+
+
+def test_guidance_distilled_dpd_runs_one_row_per_step(tmp_path) -> None:
+    """A DPD with the guidance input gets rho and one network row per step (no CFG batch), in the
+    pipeline and in `diffusion.GuidedVelocity`, with the same velocity."""
+    import torch
+
+    from melody_core._pipeline_engine import WindowGuidance
+    from melody_core.diffusion import GuidedVelocity
+
+    dpd = {**MICRO_OVERRIDES["dpd"], "patch": PATCH, "segment_size": 16, "guidance_embed": True}
+    random_bundle(tmp_path / "b", "tiny", overrides={**MICRO_OVERRIDES, "dpd": dpd})
+    pipe = MelodyPipeline.load(tmp_path / "b", device="cpu", threads=2)
+    with torch.no_grad():  # a trained student: E_rho is not zero, FiLM is not the identity
+        pipe.dpd.guidance.fc2.weight.normal_()
+        for block in pipe.dpd.blocks:
+            block.fine.film.proj.weight.normal_(std=0.1)
+    r = pipe.generate(GenerationSettings(prompt="piano", seconds=1.0, guidance=3.0, **FAST))
+    assert r.metadata["dpd_network_rows"] == r.metadata["nfe_dpd"] > 0
+    z, delta = torch.randn(1, 200, pipe.dpd.config.d_latent), torch.full((1, 200), 0.9)
+    tokens = torch.randint(0, pipe.dpd.config.vocab_size, (1, 20))
+    plain, window = GuidedVelocity(pipe.dpd, tokens, 3.0), WindowGuidance(pipe, tokens, 3.0)
+    with torch.inference_mode():
+        v = plain(z, delta)
+        torch.testing.assert_close(window(z, delta), v, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, pipe.dpd(z, delta, tokens, guidance=3.0))
+        assert (v - GuidedVelocity(pipe.dpd, tokens, 1.0)(z, delta)).abs().max() > 1e-4  # rho matters
+    assert plain.network_rows == window.network_rows == 1
