@@ -23,8 +23,10 @@ student starts from the teacher's weights (or `--init-from`). Two phases (`--pha
   `--rounds R` halves the steps R times in one run: after each round the teacher becomes the
   student's copy (steps_per_round = total / R); 16 teacher steps, 2 rounds -> a 4-step student.
 
-Export: the bundle's meta gets `latent_scale` and `dpd_sampler` {steps, schedule, guidance_input}:
-the settings the student was distilled for (use `--steps` = that value; CFG is replaced by rho).
+Export (`melody train export RUN --base BUNDLE`): the bundle's meta gets `latent_scale`, and its
+`stages.dpd` the `dpd_sampler` the student was distilled for {phase, steps (progressive), schedule,
+guidance_input, rho_range}: generate with `--steps` = that value; `--guidance` is then rho, given to the
+network (one forward per step, `diffusion.has_guidance_input`). The teacher is not exported.
 """
 
 from __future__ import annotations
