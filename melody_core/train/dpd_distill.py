@@ -41,6 +41,7 @@ from torch import nn
 from melody_core import FRAMES_PER_TOKEN
 from melody_core.config import component_classes
 from melody_core.diffusion import (
+    CFG_SCALE,
     VelocityFn,
     chunk_bounds,
     ddim_step,
@@ -209,7 +210,7 @@ class DPDDistillStage(DPDStage):
                 "steps": steps,
                 "schedule": "linear",
                 "guidance_input": bool(self.model.config.guidance_embed),
-                "rho_range": list(s["rho"]),
+                "rho_range": list(s["rho"]) if self.model.config.guidance_embed else [CFG_SCALE, CFG_SCALE],
             },
         }
 
@@ -239,8 +240,11 @@ class DPDDistillStage(DPDStage):
         return net(z, delta, tokens, uncond)
 
     def _rho(self, b: int, gen: torch.Generator | None) -> torch.Tensor:
+        """rho per row: ~ U[--rho] for a student with the guidance input; a student without it (progressive
+        distillation of a plain CFG teacher) learns the teacher at the paper's CFG scale (§5.1)."""
         lo, hi = self.settings["rho"]
-        return lo + (hi - lo) * torch.rand(b, generator=gen, device=self.ctx.device)
+        u = torch.rand(b, generator=gen, device=self.ctx.device)
+        return lo + (hi - lo) * u if self.model.config.guidance_embed else torch.full_like(u, CFG_SCALE)
 
     def _progressive_example(self, z0: torch.Tensor, rho, tokens, uncond, gen) -> tuple[torch.Tensor, ...]:
         """(z_delta, delta vector, v~ target, scored-frame mask) for one student step of this round."""
