@@ -166,10 +166,12 @@ class DPDConfig(BaseConfig):
         per guided step (2.22 per row).
         Per 10 s clip: tiny 10 CFG steps 38.7 GFLOP; v2 guidance-distilled 4 steps 20.3 GFLOP (0.52x),
         v2 4 CFG steps 39.6 GFLOP (1.02x), v2 10 CFG steps 99 GFLOP (2.6x).
-        Measured (`melody bench-models --dpd-table`, 2 threads, shared 2-core machine at load ~6, random
-        weights, median process CPU time of 3): tiny 208 ms per CFG step; v2 304 ms per CFG step, 193 ms
-        per distilled step: a clip costs 2.08 s (tiny, 10 CFG steps) vs 0.77 s (v2 distilled, 4 steps)
-        or 1.82 s (v2, 6 CFG steps). Quality per second of compute: not measured yet (issue 15).
+        Measured (`melody_core.eval.model_bench.dpd_table`, 2 threads, random weights, on the shared
+        2-core machine at load ~12, so wall times are meaningless; median process CPU time of 9 runs):
+        tiny 246 ms per CFG step; v2 274 ms per CFG step, 154 ms per distilled (one-row) step. A clip's
+        DPD costs 2.46 CPU-s (tiny, 10 CFG steps) vs 0.62 (v2 distilled, 4 steps) or 2.19 (v2, 8 CFG
+        steps): wider matmuls and 16-step SRU loops run far more FLOP/s than tiny's d = 64, 64-step loops.
+        Quality per second of compute: not measured yet (issue 15).
         """
         return cls(
             d_hid=256, n_blocks=4, n_heads=4, ffn_mult=2, sru_hidden=128, vocab_size=256, segment_size=16,
