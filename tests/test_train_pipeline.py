@@ -316,8 +316,11 @@ def test_dpd_v2_guidance_and_progressive_distillation(smoke: Path) -> None:
     sampler = run["export_meta"]["dpd_sampler"]
     assert sampler["steps"] == 1 and sampler["guidance_input"]
     assert [int(r["step"]) for r in read_metrics(prog / "metrics.csv") if r["split"] == "train"] == [1, 2, 3]
+    other = [*flags, "--teacher-steps", "8", "--steps", "4"]  # the last --teacher-steps wins
+    with pytest.raises(CLIError, match="same options"):  # a resumed run keeps its distillation settings
+        run_stage(_args(_distill_argv(smoke, prog, guided, *other)))
     assert main(["export", str(prog), "--base", str(smoke / "bundle"), "--out", str(smoke / "v2")]) == 0
     bundle = load_bundle(smoke / "v2")
     assert bundle.configs["dpd"].guidance_embed and bundle.configs["dpd"].patch == 10
     with pytest.raises(CLIError, match="already takes rho"):  # no second guidance phase
-        run_stage(_args(["train", *_distill_argv(smoke, smoke / "bad_distill", guided, "--steps", "1")][1:]))
+        run_stage(_args(_distill_argv(smoke, smoke / "bad_distill", guided, "--steps", "1")))

@@ -193,9 +193,13 @@ class DPDDistillStage(DPDStage):
         return {self.component: self.model, "teacher": self.teacher}
 
     def extra_state(self) -> dict:
-        return {"latent_scale": self.latent_scale, "round": self.round}
+        settings = {**self.settings, "rho": list(self.settings["rho"])}
+        return {"latent_scale": self.latent_scale, "round": self.round, "settings": settings}
 
     def load_extra_state(self, state: dict) -> None:
+        saved, now = state.get("settings"), {**self.settings, "rho": list(self.settings["rho"])}
+        if saved is not None and {**saved, "rho": list(saved["rho"])} != now:
+            raise TrainError(f"this run was started with {saved}; resume it with the same options")
         self.latent_scale = float(state["latent_scale"])
         self.round = int(state.get("round", 0))
 
