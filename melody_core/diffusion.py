@@ -251,8 +251,15 @@ class DPDNetwork(Protocol):
     def __call__(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None) -> Tensor: ...
 
 
-# prepare(tokens, uncond, rows, length, twins) -> context for `model(..., context=ctx)`, or None
-PrepareFn = Callable[[Tensor | None, Tensor | None, int, int, bool], object]
+# prepare(tokens, uncond, rows, length, twins, **guidance) -> context for `model(..., context=ctx)`, or None
+PrepareFn = Callable[..., object]
+
+
+def has_guidance_input(model: object) -> bool:
+    """A guidance-distilled DPD (`DPDConfig.guidance_embed`): takes rho, predicts the guided v itself.
+    `model` is the network or a bound method of an object holding it as `.dpd` (the ModelSet)."""
+    net = getattr(getattr(model, "__self__", None), "dpd", model)
+    return bool(getattr(getattr(net, "config", None), "guidance_embed", False))
 
 
 class GuidedVelocity:
@@ -273,6 +280,8 @@ class GuidedVelocity:
         self.nfe = self.network_calls = self.network_rows = 0
         self._context: object = None
         self._shape: tuple[int, int] | None = None
+        # a guidance-distilled DPD takes rho as an input: one row per step, no CFG batch
+        self._kw = {"guidance": self.scale} if tokens is not None and has_guidance_input(model) else {}
 
     def network_inputs(
         self, b: int, device: torch.device | None = None
@@ -281,7 +290,7 @@ class GuidedVelocity:
         if self.tokens is None:
             return None, None, False
         dev = self.tokens.device if device is None else device
-        if self.scale == 1:
+        if self.scale == 1 or self._kw:
             return self.tokens, None, False
         if self.scale == 0:
             return self.tokens, torch.ones(b, dtype=torch.bool, device=dev), False
@@ -294,7 +303,7 @@ class GuidedVelocity:
         tokens, uncond, twins = self.network_inputs(b, z.device)
         rows = 2 * b if twins else b
         if self.prepare is not None and self._shape != (b, length):
-            self._context = self.prepare(tokens, uncond, rows, length, twins)
+            self._context = self.prepare(tokens, uncond, rows, length, twins, **self._kw)
             self._shape = (b, length)
         self.network_calls += 1
         self.network_rows += rows
@@ -303,7 +312,7 @@ class GuidedVelocity:
         elif twins:
             v = self.model(torch.cat([z, z]), torch.cat([delta, delta]), tokens, uncond)  # (2B, L, D)
         else:
-            v = self.model(z, delta, tokens, uncond)
+            v = self.model(z, delta, tokens, uncond, **self._kw)
         return cfg_mix(v[:b], v[b:], self.scale) if twins else v
 
 

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from melody_core import FRAMES_PER_TOKEN
-from melody_core.models.dpd import AngleEncoder, DPDConfig, DualPathDiffusion, split_cfg_rows, token_times
+from melody_core.models.dpd import (
+    AngleEncoder,
+    DPDConfig,
+    DualPathDiffusion,
+    patchify,
+    split_cfg_rows,
+    token_times,
+    unpatchify,
+)
 from melody_core.modules import RotaryEmbedding, apply_rope, overlap_add, segment
 from melody_core.modules.rope import apply_rope_interleaved, interleave_rope_rows, rope_phasors
 from melody_core.modules.segmentation import overlap_add_time_major, pad_for_segments, segment_view
@@ -161,14 +169,18 @@ def reference_forward(
     delta: torch.Tensor,
     tokens: torch.Tensor | None = None,
     uncond: torch.Tensor | None = None,
+    guidance: float | None = None,
 ) -> torch.Tensor:
     """The DPD forward as first implemented (the maths trained models use), written on the
     sub-modules' own forward methods: `Attention` (RoPE via `apply_rope`), `RMSNorm`, `FeedForward`,
     `FiLM`, `SRU` (autograd path, tested against the PyPI package) and `segment`/`overlap_add`.
     The fast path of `DualPathDiffusion.forward` must reproduce it to float32 rounding."""
     cfg = model.config
-    k, d = cfg.segment_size, cfg.d_hid
-    b, length, _ = z.shape
+    k, d, p = cfg.segment_size, cfg.d_hid, cfg.patch
+    b, length, d_lat = z.shape
+    if p > 1:  # position n = frames nP .. nP + P - 1, frame-major; its angle: the largest of them
+        z = torch.cat([z[:, i::p] for i in range(p)], dim=-1)  # (B, L/P, P*D)
+        delta = torch.stack([delta[:, i::p] for i in range(p)], dim=-1).amax(dim=-1)  # (B, L/P)
     e_delta = model.angle(delta)
     x = segment(model.norm_in(model.w_in(z) + e_delta), k).permute(2, 0, 1, 3).contiguous()  # (K, B, S, d)
     s = x.shape[2]
@@ -179,9 +191,12 @@ def reference_forward(
         e_st = model.token_mlp(model.token_embedding(tokens[cond_rows]))
         pooled = pooled.index_copy(0, cond_rows, e_st.mean(dim=1))
         token_pos = token_times(tokens.shape[1], z.device)
+    if model.guidance is not None:
+        pooled = pooled + model.guidance(torch.full((b,), 1.0 if guidance is None else guidance))
     film = segment(e_delta + pooled.unsqueeze(1), k).permute(2, 0, 1, 3).reshape(k, b * s, d)
     seg_pos = torch.arange(s, dtype=torch.float32) * (k // 2)
     frame_pos = ((seg_pos - k // 2) + torch.arange(k, dtype=torch.float32).unsqueeze(1)).reshape(-1)
+    seg_pos, frame_pos = seg_pos * p + (p - 1) / 2, frame_pos * p + (p - 1) / 2  # frame times
     for block in model.blocks:
         c, f = block.coarse, block.fine
         key_pos = seg_pos if model.config.self_attn_key_centres else None  # None: keys at 0..S-1
@@ -201,7 +216,11 @@ def reference_forward(
         x = x + f.film(f.proj(y), film).view(k, b, s, d)
         if f.ffn is not None:
             x = x + f.ffn(f.norm_ffn(x))
-    return model.w_out(model.norm_out(overlap_add(x.permute(1, 2, 0, 3), length)))
+    v = model.w_out(model.norm_out(overlap_add(x.permute(1, 2, 0, 3), length // p)))  # (B, L/P, P*D)
+    out = v.new_empty(b, length, d_lat)
+    for i in range(p):
+        out[:, i::p] = v[..., i * d_lat : (i + 1) * d_lat]
+    return out
 
 
 def _perturbed(cfg: DPDConfig) -> DualPathDiffusion:
@@ -235,6 +254,9 @@ _SMALL_VARIANTS = {
     "base": {},
     "fine_ffn": {"fine_ffn_mult": 2},
     "sru_proj": {"sru_hidden": 24},  # SRU output 48 != d_hid 32: projection layer
+    "patch2": {"patch": 2},  # positions of 2 frames (CPU preset v2)
+    "patch10": {"patch": 10, "segment_size": 4},  # one position per semantic token
+    "patch5_guidance": {"patch": 5, "guidance_embed": True},  # rho as a FiLM input (guidance distillation)
 }
 
 
@@ -348,3 +370,77 @@ def test_configs_without_the_key_position_field_keep_the_legacy_positions() -> N
     legacy = {k: v for k, v in DPDConfig.tiny().to_dict().items() if k != "self_attn_key_centres"}
     assert DPDConfig.from_dict(legacy).self_attn_key_centres is False
     assert DPDConfig.tiny().self_attn_key_centres and DPDConfig.paper().self_attn_key_centres
+
+
+# --- patches (P latent frames per position) and the guidance input -----------------------------------
+
+
+PAPER_PARAM_COUNT = 286_121_232  # DPDConfig.paper() before patches / guidance input (exact)
+
+
+def test_paper_and_tiny_parameter_counts_unchanged() -> None:
+    counts = {}
+    for name in ("tiny", "paper"):
+        with torch.device("meta"):
+            counts[name] = sum(p.numel() for p in DualPathDiffusion(DPDConfig.preset(name)).parameters())
+    assert counts == {"tiny": 214_224, "paper": PAPER_PARAM_COUNT}
+    assert (DPDConfig.paper().patch, DPDConfig.paper().guidance_embed) == (1, False)
+
+
+@pytest.mark.parametrize("patch", [1, 2, 5, 10])
+def test_patch_round_trip_is_exact(patch: int) -> None:
+    z = torch.randn(3, 60, 16)
+    delta = torch.rand(3, 60)
+    z_pos, d_pos = patchify(z, delta, patch)
+    assert z_pos.shape == (3, 60 // patch, patch * 16) and d_pos.shape == (3, 60 // patch)
+    assert torch.equal(unpatchify(z_pos, 16), z)  # positions -> frames: bit-identical
+    n = 4  # position n holds frames nP .. nP + P - 1, frame-major, and their largest angle
+    assert torch.equal(z_pos[:, n], z[:, n * patch : (n + 1) * patch].reshape(3, -1))
+    assert torch.equal(d_pos[:, n], delta[:, n * patch : (n + 1) * patch].amax(dim=1))
+
+
+def test_patch_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="patch"):
+        DualPathDiffusion(DPDConfig(**{**_small().to_dict(), "patch": 3}))  # does not divide a token
+    model = DualPathDiffusion(DPDConfig(**{**_small().to_dict(), "patch": 5}))
+    z, delta, tokens = _inputs(model.config, 1, 72)
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        model(z, delta, tokens)
+
+
+def test_patched_training_path_matches_reference() -> None:
+    """P = 5 with autograd: the same outputs and gradients as the module-by-module reference."""
+    cfg = DPDConfig(**{**_small().to_dict(), "patch": 5, "guidance_embed": True})
+    model = _perturbed(cfg).train()
+    z, delta, tokens = _inputs(cfg, 2, 80)
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for forward in (model, lambda *a: reference_forward(model, *a)):
+        v = forward(z, delta, tokens, torch.tensor([False, True]))
+        results.append((v.detach(), torch.autograd.grad(v.square().sum(), params)))
+    (v, grads), (v_ref, grads_ref) = results
+    torch.testing.assert_close(v, v_ref, atol=TOL, rtol=TOL)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, atol=TOL * g_ref.abs().max().item(), rtol=TOL)
+
+
+def test_guidance_input_changes_the_output() -> None:
+    cfg = DPDConfig(**{**_small().to_dict(), "patch": 2, "guidance_embed": True})
+    model = _perturbed(cfg).eval()
+    z, delta, tokens = _inputs(cfg, 2, 40)
+    with torch.no_grad():
+        v1, v3 = model(z, delta, tokens, guidance=1.0), model(z, delta, tokens, guidance=3.0)
+        assert (v1 - v3).abs().max() > 1e-3  # rho is an input
+        torch.testing.assert_close(model(z, delta, tokens), v1)  # None = rho 1
+        rows = model(z, delta, tokens, guidance=torch.tensor([1.0, 3.0]))  # one rho per row
+        torch.testing.assert_close(rows, torch.stack([v1[0], v3[1]]), atol=TOL, rtol=TOL)
+        ctx = model.prepare(tokens, None, 2, 40, guidance=3.0)
+        torch.testing.assert_close(model(z, delta, context=ctx), v3, atol=TOL, rtol=TOL)
+        ref = _reference(model, z, delta, tokens, None, 3.0)
+        torch.testing.assert_close(model(z, delta, tokens, guidance=3.0), ref, atol=TOL, rtol=TOL)
+    fresh = DualPathDiffusion(cfg)  # E_rho starts at 0: a student initialised from its teacher = the teacher
+    with torch.no_grad():
+        assert torch.equal(fresh(z, delta, tokens, guidance=1.0), fresh(z, delta, tokens, guidance=5.0))
+    plain = DualPathDiffusion(_small())
+    with pytest.raises(ValueError, match="no guidance input"):
+        plain(z, delta, tokens, guidance=2.0)

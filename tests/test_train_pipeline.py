@@ -276,3 +276,51 @@ def test_dpd_latent_scale_kept_only_for_the_same_vae() -> None:
     assert scale({"latent_scale": 7.0}) == pytest.approx(estimate)  # unknown VAE: re-estimated
     stage.latent_scale = scale({"latent_scale": 7.0, "vae_encoder_hash": same})
     assert stage.export_meta() == {"latent_scale": 7.0, "vae_encoder_hash": same}
+
+
+def _distill_argv(smoke: Path, out: Path, teacher: Path, *extra: str) -> list[str]:
+    runs = smoke / "runs"
+    argv = ["dpd-distill", "--data", str(smoke / "corpus"), "--out", str(out), "--batch-size", "2",
+            "--crop-seconds", "0.4", "--threads", "1", "--valid-batches", "1", "--no-plot",
+            "--cache-dir", str(runs / "cache"), "--upstream", str(teacher)]  # fmt: skip
+    for up in ("vae", "ssl", "kmeans"):
+        argv += ["--upstream", str(runs / up)]
+    return argv + list(extra)
+
+
+def test_dpd_v2_guidance_and_progressive_distillation(smoke: Path) -> None:
+    """`train dpd --size v2` (patches of 10 frames), then `dpd-distill`: a guidance-input student whose
+    rho changes its output, then two progressive rounds (4 -> 2 -> 1 steps), resumed, exported."""
+    from melody_core.train.upstream import run_component
+
+    runs = smoke / "runs"
+    v2 = smoke / "dpd_v2"
+    assert main(stage_argv("dpd", smoke / "corpus", runs, "--size", "v2", "--steps", "2", out=v2)) == 0
+    assert json.loads((v2 / "run.json").read_text())["config"]["patch"] == 10
+    guided = smoke / "distill_guidance"
+    assert main(_distill_argv(smoke, guided, v2, "--steps", "2", "--lr", "1e-2", "--warmup", "0")) == 0
+    student = run_component(guided, torch.device("cpu")).model
+    assert student.config.guidance_embed and student.config.patch == 10
+    z, delta = torch.randn(1, 100, student.config.d_latent), torch.full((1, 100), 0.8)
+    tokens = torch.randint(0, student.config.vocab_size, (1, 10))
+    with torch.no_grad():
+        v1, v4 = student(z, delta, tokens, guidance=1.0), student(z, delta, tokens, guidance=4.0)
+    assert (v1 - v4).abs().max() > 0  # rho is an input of the student
+    rows = read_metrics(guided / "metrics.csv")
+    assert all(math.isfinite(float(r["loss"])) for r in rows) and any(r["split"] == "valid" for r in rows)
+    prog = smoke / "distill_progressive"
+    flags = ["--phase", "progressive", "--teacher-steps", "4", "--rounds", "2", "--warmup", "0"]
+    assert main(_distill_argv(smoke, prog, guided, "--steps", "2", *flags)) == 0
+    assert main(_distill_argv(smoke, prog, guided, "--steps", "3", *flags)) == 0  # resumes at step 2
+    run = json.loads((prog / "run.json").read_text())
+    sampler = run["export_meta"]["dpd_sampler"]
+    assert sampler["steps"] == 1 and sampler["guidance_input"]
+    assert [int(r["step"]) for r in read_metrics(prog / "metrics.csv") if r["split"] == "train"] == [1, 2, 3]
+    other = [*flags, "--teacher-steps", "8", "--steps", "4"]  # the last --teacher-steps wins
+    with pytest.raises(CLIError, match="same options"):  # a resumed run keeps its distillation settings
+        run_stage(_args(_distill_argv(smoke, prog, guided, *other)))
+    assert main(["export", str(prog), "--base", str(smoke / "bundle"), "--out", str(smoke / "v2")]) == 0
+    bundle = load_bundle(smoke / "v2")
+    assert bundle.configs["dpd"].guidance_embed and bundle.configs["dpd"].patch == 10
+    with pytest.raises(CLIError, match="already takes rho"):  # no second guidance phase
+        run_stage(_args(_distill_argv(smoke, smoke / "bad_distill", guided, "--steps", "1")))

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per model (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--dpd-table", action="store_true",
+                   help="DPD sizes (patch x width x blocks): params, FLOPs, ms per step (2 threads)")
     p.set_defaults(func=run)
 
 
@@ -22,7 +24,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--steps must be between 1 and 1000, got {args.steps}")
     if not 1 <= args.repeats <= 100:
         raise CLIError(f"--repeats must be between 1 and 100, got {args.repeats}")
-    from melody_core.eval.model_bench import run_model_bench
+    from melody_core.eval.model_bench import run_dpd_table, run_model_bench
+
+    if args.dpd_table:
+        run_dpd_table(repeats=args.repeats, threads=args.threads or 2, as_json=args.json)
+        return 0
 
     run_model_bench(preset=args.preset, steps=args.steps, repeats=args.repeats, threads=args.threads,
                     as_json=args.json)

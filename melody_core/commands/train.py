@@ -22,6 +22,8 @@ STAGE_HELP = {
     "lm": "semantic LM (needs --upstream providing ssl, kmeans, mulan)",
     "dpd": "dual-path diffusion (needs --upstream providing vae, ssl, kmeans)",
     "unet1d": "1-D U-Net ablation diffusion network (same data as dpd)",
+    "dpd-distill": "distil a trained dpd (the --upstream dpd: teacher) into a guidance-input and/or "
+    "fewer-step student",
 }
 
 
@@ -125,6 +127,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                 default="wav2vec2",
                 help="wav2vec 2.0 (paper) or HuBERT-style first iteration (k-means mel targets)",
             )
+        if name == "dpd":
+            p.add_argument("--size", choices=["v1", "v2"], default="v1",
+                           help="tiny DPD: v1 (0.21M, one frame per position) or v2 (5.7M, 10 frames per "
+                           "position; DPDConfig.tiny_v2)")
+        if name == "dpd-distill":
+            _distill_args(p)
         p.set_defaults(func=run_stage)
     exp = stages.add_parser(
         "export",
@@ -147,6 +155,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export even if a run was trained on different upstream weights",
     )
     exp.set_defaults(func=run_export)
+
+
+STAGE_ARGS = ("size", "phase", "rho", "teacher_steps", "rounds")  # options of dpd / dpd-distill only
+
+
+def _distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--phase", choices=["guidance", "progressive"], default="guidance",
+                   help="guidance: rho as an input, one forward a step; progressive: half the steps a round")
+    p.add_argument("--rho", type=float, nargs=2, default=[1.0, 5.0], metavar=("LOW", "HIGH"),
+                   help="range of the guidance scale rho the student learns")
+    p.add_argument("--teacher-steps", type=_positive_int, default=16,
+                   help="progressive: sampler steps of the teacher in the first round")
+    p.add_argument("--rounds", type=_positive_int, default=1,
+                   help="progressive: rounds in this run, each halving the steps")
 
 
 def options_from_args(args: argparse.Namespace):
@@ -184,6 +206,7 @@ def options_from_args(args: argparse.Namespace):
         plot=args.plot,
         progress=args.progress,
         kill_at_step=args.kill_at_step,
+        stage_args={k: getattr(args, k) for k in STAGE_ARGS if hasattr(args, k)},
     )
 
 

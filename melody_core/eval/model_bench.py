@@ -10,7 +10,9 @@ Randomly initialised weights: speed does not depend on training.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -114,3 +116,148 @@ def run_model_bench(preset: str = "tiny", steps: int = 10, repeats: int = 5, thr
         print(f"  {t.name:<6} {t.median_s * 1000:9.1f} ms   {t.what}")
     print(f"projected 10 s generation ({steps} DPD steps): {summary['projected_total_s']:.3f} s "
           f"= {summary['projected_realtime_factor']:.1f}x real time")
+
+
+# ------------------------------------------------------------------ DPD size table (issue: CPU preset v2)
+# (patch P, d_hid, n_blocks, segment K) rows of `melody bench-models --dpd-table`; heads d/64 (at least 2),
+# SRU state d/2 per direction (bi-SRU output = d: no projection), coarse FFN 2d. The first row is v1 tiny.
+DPD_TABLE: tuple[tuple[int, int, int, int], ...] = (
+    (1, 64, 2, 64),
+    (2, 64, 2, 32), (2, 128, 2, 32), (2, 128, 4, 32),
+    (5, 128, 4, 32), (5, 192, 4, 32), (5, 256, 4, 32),
+    (10, 128, 4, 16), (10, 192, 4, 16), (10, 192, 6, 16), (10, 256, 4, 16), (10, 256, 6, 16),
+    (10, 320, 4, 16), (10, 384, 4, 16),
+)
+
+
+def table_config(patch: int, d_hid: int, n_blocks: int, segment: int, **fields: object):
+    """A `DPDConfig` of one table row (tiny-preset defaults otherwise)."""
+    from melody_core.models.dpd import DPDConfig
+
+    base = DPDConfig.tiny().to_dict()
+    base.update(patch=patch, d_hid=d_hid, n_blocks=n_blocks, segment_size=segment,
+                n_heads=max(2, d_hid // 64), sru_hidden=d_hid // 2, **fields)
+    return DPDConfig.from_dict(base)
+
+
+def dpd_step_flops(cfg, length: int, cond_rows: int, uncond_rows: int, twins: bool) -> float:
+    """Matmul + attention FLOPs (2 per multiply-add) of one DPD forward on a window of `length` frames
+    (the arithmetic of `DualPathDiffusion`; elementwise work, norms and the SRU recurrence not counted).
+
+    Per network row, N = L/P positions, S = ceil(2N/K) + 1 segments, M = S*K segmented positions (every
+    position is in two segments), T = L/10 tokens, d = d_hid, 2h = SRU output:
+      input/output  2 N (P D) d x 2
+      per block     self-attention 8 M d^2 + 4 K S^2 d
+                    cross-attention (conditional rows) 4 M d^2 + 4 M T d; CFG rows: as self-attention
+                    FFN 4 m M d^2;  SRU layer i: 2 M d_in (2h) k (k = 3 if d_in = 2h else 4);
+                    projection 2 M (2h) d when 2h != d;  fine FFN 4 m' M d^2
+    CFG twins (`shared_input`) run the input stage and the first self-attention once per pair.
+    """
+    from melody_core.modules.segmentation import num_segments
+
+    d, p, k = cfg.d_hid, cfg.patch, cfg.segment_size
+    n = length // p
+    s = num_segments(n, k)
+    m = s * k
+    tokens = math.ceil(length / FRAMES_PER_TOKEN)
+    self_attn = 8 * m * d * d + 4 * k * s * s * d
+    cross = 4 * m * d * d + 4 * m * tokens * d
+    two_h = 2 * cfg.sru_hidden
+    sru, d_in = 0, d
+    for _ in range(cfg.sru_layers):
+        sru += 2 * m * d_in * two_h * (3 if d_in == two_h else 4)
+        d_in = two_h
+    fine = sru + (2 * m * two_h * d if two_h != d else 0) + 4 * cfg.fine_ffn_mult * m * d * d
+    common = self_attn + 4 * cfg.ffn_mult * m * d * d + fine
+    per_block = cond_rows * (common + cross) + uncond_rows * (common + self_attn)
+    io_rows = (cond_rows + uncond_rows) // (2 if twins else 1)
+    total = cfg.n_blocks * per_block + io_rows * 4 * n * p * cfg.d_latent * d
+    if twins:
+        total -= io_rows * self_attn  # the first self-attention of each twin pair runs once
+    return float(total)
+
+
+@dataclass
+class DPDTableRow:
+    patch: int
+    d_hid: int
+    n_blocks: int
+    segment: int
+    params: int
+    gflop_cfg: float  # one guided step with CFG (2 rows, twins)
+    gflop_distilled: float  # one step of a guidance-distilled model (1 row)
+    ms_cfg: float | None  # median wall time of one CFG step (None: not timed)
+    cpu_ms_cfg: float | None  # median process CPU time of that step (all threads)
+    ms_distilled: float | None  # median wall time of one 1-row step with the guidance input
+    cpu_ms_distilled: float | None
+
+
+def _time_both(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median wall s, median process CPU s) of `repeats` calls after one warm-up call."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+@torch.inference_mode()
+def dpd_table(rows=DPD_TABLE, seconds: float = 10.0, repeats: int = 3,
+              max_gflop: float = 20.0) -> list[DPDTableRow]:
+    """Params, FLOPs and measured time per step of each (P, d, blocks, K) row on an L = seconds window;
+    rows above `max_gflop` per CFG step are not timed."""
+    from melody_core.models.dpd import DualPathDiffusion
+
+    length = int(seconds * LATENT_RATE)
+    n_tok = length // FRAMES_PER_TOKEN
+    out = []
+    for patch, d_hid, n_blocks, segment in rows:
+        cfg = table_config(patch, d_hid, n_blocks, segment)
+        gflop_cfg = dpd_step_flops(cfg, length, 1, 1, twins=True) / 1e9
+        gflop_one = dpd_step_flops(cfg, length, 1, 0, twins=False) / 1e9
+        torch.manual_seed(0)
+        times: list[float | None] = [None] * 4
+        if gflop_cfg <= max_gflop:
+            model = DualPathDiffusion(cfg).eval()
+            z = torch.randn(1, length, cfg.d_latent)
+            delta = torch.full((1, length), 0.7)
+            tokens = torch.randint(0, cfg.vocab_size, (2, n_tok))
+            ctx = model.prepare(tokens, torch.tensor([False, True]), 2, length, shared_input=True)
+            times[0:2] = _time_both(functools.partial(model, z, delta, context=ctx), repeats)
+            cfg1 = table_config(patch, d_hid, n_blocks, segment, guidance_embed=True)
+            student = DualPathDiffusion(cfg1).eval()
+            ctx1 = student.prepare(tokens[:1], None, 1, length, guidance=2.5)
+            times[2:4] = _time_both(functools.partial(student, z, delta, context=ctx1), repeats)
+            params = sum(p.numel() for p in model.parameters())
+        else:
+            with torch.device("meta"):
+                params = sum(p.numel() for p in DualPathDiffusion(cfg).parameters())
+        ms = [None if t is None else 1000 * t for t in times]
+        out.append(DPDTableRow(patch, d_hid, n_blocks, segment, params, gflop_cfg, gflop_one, *ms))
+    return out
+
+
+def run_dpd_table(repeats: int = 3, threads: int = 2, as_json: bool = False) -> None:
+    torch.set_num_threads(threads)
+    rows = dpd_table(repeats=repeats)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f}"
+
+    print(f"DPD, 10 s window (L = 2500 frames), torch {torch.__version__}, {threads} thread(s), "
+          f"median of {repeats}; wall / process-CPU ms; clip = 10 CFG steps | 4 distilled steps")
+    print("| P | d_hid | blocks | K | params | GFLOP/CFG step | GFLOP/1-row step | ms CFG (cpu) "
+          "| ms 1-row (cpu) | clip ms CFG x10 | clip ms distilled x4 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        clip_cfg = None if r.ms_cfg is None else 10 * r.ms_cfg
+        clip_d = None if r.ms_distilled is None else 4 * r.ms_distilled
+        print(f"| {r.patch} | {r.d_hid} | {r.n_blocks} | {r.segment} | {r.params / 1e6:.2f}M | "
+              f"{r.gflop_cfg:.2f} | {r.gflop_distilled:.2f} | {f(r.ms_cfg)} ({f(r.cpu_ms_cfg)}) | "
+              f"{f(r.ms_distilled)} ({f(r.cpu_ms_distilled)}) | {f(clip_cfg)} | {f(clip_d)} |")

@@ -92,10 +92,11 @@ class ModelSet:
 
     # ------------------------------------------------------------------ DPD
     def dpd_forward(self, z: Tensor, delta: Tensor, tokens: Tensor | None, uncond: Tensor | None,
-                    context: Any = None) -> Tensor:
+                    context: Any = None, **guidance: float) -> Tensor:
         """The DPD network contract (diffusion.DPDNetwork), under autocast when precision asks;
-        `context` from `dpd_prepare` replaces tokens / uncond (DualPathDiffusion.prepare)."""
-        kw = {} if context is None else {"context": context}
+        `context` from `dpd_prepare` replaces tokens / uncond (DualPathDiffusion.prepare); `guidance`:
+        rho of a guidance-distilled DPD (part of the context when there is one)."""
+        kw = dict(guidance) if context is None else {"context": context}
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return self.dpd_net(z, delta, tokens, uncond, **kw)
@@ -103,7 +104,7 @@ class ModelSet:
             return self.dpd_net(z, delta, tokens, uncond, **kw).float()
 
     def dpd_prepare(self, tokens: Tensor | None, uncond: Tensor | None, rows: int, length: int,
-                    shared_input: bool = False) -> Any:
+                    shared_input: bool = False, **guidance: float) -> Any:
         """Per-window DPD context (`DualPathDiffusion.prepare`), or None where the network has none
         or is compiled (then `dpd_forward` takes tokens / uncond)."""
         prepare = getattr(self.dpd, "prepare", None)
@@ -112,9 +113,9 @@ class ModelSet:
         dtype = PRECISIONS[self.precision]
         with torch.inference_mode():
             if dtype is None:
-                return prepare(tokens, uncond, rows, length, shared_input)
+                return prepare(tokens, uncond, rows, length, shared_input, **guidance)
             with torch.autocast(self.device.type, dtype=dtype):  # as the forward will run
-                return prepare(tokens, uncond, rows, length, shared_input)
+                return prepare(tokens, uncond, rows, length, shared_input, **guidance)
 
     # ------------------------------------------------------------------ MuLan conditioning
     def condition(self, prompt: str | None, style: Tensor | None, style_weight: float) -> Tensor:

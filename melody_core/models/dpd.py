@@ -33,6 +33,17 @@ Choices where the paper is silent *(our choice)*:
   (B, K*S), which is a free view for one conditional row (the CFG batch [cond, uncond]).
 - Block contents and the paper's 296.6M parameters: see `DPDConfig`.
 
+Patches *(our choice, CPU preset v2; `DPDConfig.patch` = P, 1 = the paper)*: the network works on
+N = L / P positions of P latent frames each, entirely inside `forward`; the samplers and the pipeline
+still see frames:
+    z (B, L, D) -> (B, N, P*D) (frame-major in a position) -> W_in ... W_out -> (B, N, P*D) -> (B, L, D)
+    delta (B, L) -> (B, N): the largest angle of the position's frames (constant within a position for
+    chunks and continuation, whose bounds are whole tokens of 10 frames and P divides 10)
+Segments, overlap-add and the SRU run over positions (K positions per segment); RoPE positions stay
+latent-frame times: position n sits at nP + (P - 1)/2, so with P = 10 position n and semantic token n
+share the time 10 n + 4.5 (cross-attention aligned 1:1). P = 1 is bit-identical to the paper network.
+Guidance input *(our choice, `guidance_embed`)*: see `GuidanceEncoder`.
+
 Speed *(our choice)*, the same maths (tests/test_dpd.py, tests/test_speed_equivalence.py: outputs and
 gradients against the module-by-module reference to 1e-5): the blocks run on their modules'
 weights, not their forward methods. RMSNorm = row scale (one reduction) x gain folded into the next
@@ -53,6 +64,7 @@ with a context, 118 ms plain, 122 ms before the context / angle runs / twins (tw
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -122,6 +134,13 @@ class DPDConfig(BaseConfig):
     self_attn_key_centres: bool = False
     train_length: int = 2500  # L: window in latent frames (10 s): training crops and generation windows
     train_chunks: int = 4  # M: chunks of a window (Eq. 7-10; generation's continuation hop is L/M)
+    # P: latent frames per network position (1 = the paper, one frame per position). P > 1 (CPU preset,
+    # our choice): the network sees L / P positions of P*D features; P must divide the 10 frames of a
+    # semantic token so every window and hop of the pipeline (whole tokens) is a multiple of P
+    patch: int = 1
+    # guidance distillation (our choice, Meng et al. 2023): the CFG scale rho is a FiLM input of every
+    # block (Fourier features -> MLP, added to E_delta + pooled E_ST); one forward predicts the guided v
+    guidance_embed: bool = False
 
     @classmethod
     def tiny(cls) -> DPDConfig:
@@ -129,6 +148,34 @@ class DPDConfig(BaseConfig):
         return cls(
             d_hid=64, n_blocks=2, n_heads=2, ffn_mult=2, sru_hidden=32, vocab_size=256,
             self_attn_key_centres=True,
+        )
+
+    @classmethod
+    def tiny_v2(cls) -> DPDConfig:
+        """CPU preset, second generation *(our choice, beyond the paper)*: P = 10 frames per position
+        (one per 25 Hz semantic token, cross-attention aligned 1:1), d_hid 256, 4 blocks, K = 16
+        positions per segment (160 frames = 0.64 s), 4 heads, bi-SRU 128 per direction (output d, no
+        projection): 5.67M parameters, 26x the 0.21M of `tiny`.
+
+        FLOPs per step on a 10 s window (L = 2500, `melody_core.eval.model_bench.dpd_step_flops`):
+        N = 250 positions, S = ceil(2N/K) + 1 = 33 segments, M = S*K = 528 segmented positions, per row
+        and block 8Md^2 + 4KS^2d (self-attn) + 4Md^2 + 4M*250*d (cross-attn; a CFG row: self-attn again)
+        + 8Md^2 (FFN x2) + 12Md^2 (2 SRU layers d -> d, 3 matrices each) = 1.26 GFLOP cond / 1.28 GFLOP
+        uncond; x 4 blocks, CFG twins (input stage and first self-attention once), + W_in/W_out: 9.91 GFLOP
+        per guided step, 5.08 GFLOP per step of a guidance-distilled student (one row). `tiny`: 3.87 GFLOP
+        per guided step (2.22 per row).
+        Per 10 s clip: tiny 10 CFG steps 38.7 GFLOP; v2 guidance-distilled 4 steps 20.3 GFLOP (0.52x),
+        v2 4 CFG steps 39.6 GFLOP (1.02x), v2 10 CFG steps 99 GFLOP (2.6x).
+        Measured (`melody_core.eval.model_bench.dpd_table`, 2 threads, random weights, on the shared
+        2-core machine at load ~12, so wall times are meaningless; median process CPU time of 9 runs):
+        tiny 246 ms per CFG step; v2 274 ms per CFG step, 154 ms per distilled (one-row) step. A clip's
+        DPD costs 2.46 CPU-s (tiny, 10 CFG steps) vs 0.62 (v2 distilled, 4 steps) or 2.19 (v2, 8 CFG
+        steps): wider matmuls and 16-step SRU loops run far more FLOP/s than tiny's d = 64, 64-step loops.
+        Quality per second of compute: not measured yet (issue 15).
+        """
+        return cls(
+            d_hid=256, n_blocks=4, n_heads=4, ffn_mult=2, sru_hidden=128, vocab_size=256, segment_size=16,
+            patch=10, self_attn_key_centres=True,
         )
 
     @classmethod
@@ -158,6 +205,37 @@ class AngleEncoder(nn.Module):
         p_start, p_end = F.linear(torch.stack([self.e_start, self.e_end]), fc1.weight).unbind(0)  # (d,) each
         hidden = torch.addcmul(torch.addcmul(fc1.bias, torch.sin(d), p_start), torch.cos(d), p_end)
         return self.mlp.norm(self.mlp.fc2(F.gelu(hidden)))  # (B, L, d_hid)
+
+
+GUIDANCE_FREQS = 16  # Fourier frequencies of the guidance-scale embedding
+GUIDANCE_PERIODS = (0.25, 32.0)  # shortest / longest period in units of rho (rho lives in ~[0, 8])
+
+
+class GuidanceEncoder(nn.Module):
+    """Guidance distillation *(our choice, Meng et al. 2023 "On distillation of guided diffusion
+    models")*: rho (B,) -> E_rho (B, d_hid), added to the FiLM input of every block.
+
+    Features [rho, sin(2 pi rho / T_i), cos(2 pi rho / T_i)] over geometric periods T_i, then
+    Linear -> GELU -> Linear. The last layer starts at zero, so a student initialised from its teacher
+    starts exactly as the teacher's conditional model (E_rho = 0) and learns the scale from there.
+    """
+
+    def __init__(self, d_hid: int) -> None:
+        super().__init__()
+        periods = torch.logspace(
+            math.log10(GUIDANCE_PERIODS[0]), math.log10(GUIDANCE_PERIODS[1]), GUIDANCE_FREQS
+        )
+        self.register_buffer("freqs", 2 * math.pi / periods, persistent=False)  # (F,)
+        self.fc1 = nn.Linear(2 * GUIDANCE_FREQS + 1, d_hid)
+        self.fc2 = nn.Linear(d_hid, d_hid)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, rho: torch.Tensor) -> torch.Tensor:
+        r = rho.to(self.fc1.weight.dtype).unsqueeze(-1)  # (B, 1)
+        phase = r * self.freqs  # (B, F)
+        feats = torch.cat([r, torch.sin(phase), torch.cos(phase)], dim=-1)  # (B, 2F + 1)
+        return self.fc2(F.gelu(self.fc1(feats)))  # (B, d_hid)
 
 
 @dataclass
@@ -343,6 +421,32 @@ def token_times(n_tokens: int, device: torch.device) -> torch.Tensor:
     return pos + (FRAMES_PER_TOKEN - 1) / 2
 
 
+def _frame_times(positions: torch.Tensor, patch: int) -> torch.Tensor:
+    """RoPE positions (in network positions) -> latent-frame times: position n covers frames
+    [nP, nP + P), centred on nP + (P - 1)/2 (P = 10: the centre of semantic token n, 10 n + 4.5)."""
+    return positions if patch == 1 else positions * patch + (patch - 1) / 2
+
+
+def patchify(z: torch.Tensor, delta: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames -> positions: z (B, L, D) -> (B, L/P, P*D) (frame-major inside a position), delta (B, L) ->
+    (B, L/P), the largest angle of each position's frames. The pipeline's angles are constant on whole
+    tokens (chunks, continuation), so inside a position only inpainting can mix kept (angle 0) and
+    generated frames: the position then counts as generated, and the sampler restores the kept frames."""
+    if patch == 1:
+        return z, delta
+    b, length, d = z.shape
+    if length % patch:
+        raise ValueError(f"window of {length} frames is not a multiple of the patch size {patch}")
+    z_pos = z.reshape(b, length // patch, patch * d)  # (B, L, D) -> (B, L/P, P*D)
+    return z_pos, delta.reshape(b, length // patch, patch).amax(dim=-1)  # (B, L/P, P) -> (B, L/P)
+
+
+def unpatchify(v: torch.Tensor, d_latent: int) -> torch.Tensor:
+    """Positions -> frames: (B, N, P*D) -> (B, N*P, D), the inverse of `patchify` on z."""
+    b, n, pd = v.shape
+    return v if pd == d_latent else v.reshape(b, n * (pd // d_latent), d_latent)
+
+
 _MAX_ANGLE_RUNS = 8  # at most this many runs of equal angles per row (on average): gather path
 
 
@@ -356,9 +460,10 @@ class DualPathDiffusion(nn.Module):
 
     forward(z: (B, L, D) noisy latents, delta: (B, L) angles in [0, pi/2],
             tokens: (B, T_st) int64 semantic tokens or None (all rows unconditional),
-            uncond: (B,) bool or None (True = CFG unconditional row)) -> v: (B, L, D).
-    Any L >= 1. Token j covers latent frames [10j, 10j+10); T_st = ceil(L/10) covers the window
-    (other counts are accepted, see the module docstring).
+            uncond: (B,) bool or None (True = CFG unconditional row),
+            guidance: rho, a number or (B,), only with `guidance_embed`) -> v: (B, L, D).
+    Any L >= 1 that is a multiple of `patch`. Token j covers latent frames [10j, 10j+10);
+    T_st = ceil(L/10) covers the window (other counts are accepted, see the module docstring).
     Per window: `context = prepare(tokens, uncond, B, L)`, then `forward(z, delta, context=context)`
     for each step (the same result). With `prepare(..., shared_input=True)` (CFG twins), z and delta
     have B/2 rows and v has B: row b and row B/2 + b are computed from z[b], delta[b].
@@ -372,35 +477,44 @@ class DualPathDiffusion(nn.Module):
             raise ValueError(f"segment_size must be even, got {config.segment_size}")
         if (d // config.n_heads) % 2 or d % config.n_heads:
             raise ValueError(f"d_hid {d} / n_heads {config.n_heads} must be an even integer (RoPE)")
+        if config.patch < 1 or FRAMES_PER_TOKEN % config.patch:
+            raise ValueError(f"patch must divide {FRAMES_PER_TOKEN} (frames per token), got {config.patch}")
         self.angle = AngleEncoder(config.angle_dim, d)  # Eq. 11
         self.token_embedding = nn.Embedding(config.vocab_size, d)
         self.token_mlp = MLP(d, d)  # E_ST = MLP2(E(u))
         self.null_cond = nn.Parameter(torch.zeros(d), requires_grad=config.cfg_null_film)
-        self.w_in = nn.Linear(config.d_latent, d, bias=False)
+        self.guidance = GuidanceEncoder(d) if config.guidance_embed else None
+        p = config.patch
+        self.w_in = nn.Linear(p * config.d_latent, d, bias=False)  # one position = P frames of D channels
         self.norm_in = RMSNorm(d)
         self.blocks = nn.ModuleList(DualPathBlock(config) for _ in range(config.n_blocks))
         self.norm_out = RMSNorm(d)
-        self.w_out = nn.Linear(d, config.d_latent)
+        self.w_out = nn.Linear(d, p * config.d_latent)
 
     def forward(
         self, z: torch.Tensor, delta: torch.Tensor, tokens: torch.Tensor | None = None,
         uncond: torch.Tensor | None = None, context: DPDContext | None = None,
+        guidance: float | torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
-        b, length, _ = z.shape
+        b, length, d_lat = z.shape
         if delta.shape != (b, length):
             raise ValueError(f"delta must be (B, L) = {(b, length)}, got {tuple(delta.shape)}")
         if context is None:
-            context = self.prepare(tokens, uncond, b, length)
+            context = self.prepare(tokens, uncond, b, length, guidance=guidance)
+        elif guidance is not None:
+            raise ValueError("the guidance scale is part of the context: pass it to prepare()")
         elif (context.length, context.rows) != (length, b * (2 if context.shared_input else 1)):
             raise ValueError(f"context of {context.rows} rows x {context.length} frames, z {tuple(z.shape)}")
         k = self.config.segment_size
-        e_delta, angles = self._angle_embedding(delta.to(z.dtype))  # (B, L, d)
-        h = self.norm_in(self.w_in(z) + e_delta)  # H = RMSNorm(z W_in + E_delta)
+        z_pos, delta_pos = patchify(z, delta, self.config.patch)  # (B, N, P*D), (B, N); N = L / P
+        e_delta, angles = self._angle_embedding(delta_pos.to(z.dtype))  # (B, N, d)
+        h = self.norm_in(self.w_in(z_pos) + e_delta)  # H = RMSNorm(z W_in + E_delta)
         x = segment_view(pad_for_segments(h, k), k).contiguous()  # (K, B, S, d), time-major
         films = self._film(e_delta, context, angles)
         for i, (block, w, film) in enumerate(zip(self.blocks, context.coarse, films, strict=True)):
             x = block(x, context, w, film, twins=context.shared_input and i == 0)
-        return self.w_out(self.norm_out(overlap_add_time_major(x, length)))  # (B, L, d) -> (B, L, D)
+        v = self.w_out(self.norm_out(overlap_add_time_major(x, h.shape[1])))  # (B, N, d) -> (B, N, P*D)
+        return unpatchify(v, d_lat)  # (B, L, D)
 
     def _angle_embedding(self, delta: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """delta (B, L) -> E_delta (B, L, d) (Eq. 11), and without autograd, when delta is made of few
@@ -417,13 +531,16 @@ class DualPathDiffusion(nn.Module):
 
     def prepare(
         self, tokens: torch.Tensor | None, uncond: torch.Tensor | None, batch: int, length: int,
-        shared_input: bool = False,
+        shared_input: bool = False, guidance: float | torch.Tensor | None = None,
     ) -> DPDContext:  # fmt: skip
-        """The `DPDContext` of `batch` network rows on windows of `length` frames (see the class doc)."""
+        """The `DPDContext` of `batch` network rows on windows of `length` frames (see the class doc).
+        `guidance`: rho, a number or (batch,), for a model with `guidance_embed` (None = 1, no guidance)."""
         cfg = self.config
-        k, n_h, d = cfg.segment_size, cfg.n_heads, cfg.d_hid
+        k, n_h, d, p = cfg.segment_size, cfg.n_heads, cfg.d_hid, cfg.patch
         if shared_input and batch % 2:
             raise ValueError(f"shared_input needs an even number of rows, got {batch}")
+        if length % p:
+            raise ValueError(f"window of {length} frames is not a multiple of the patch size {p}")
         dev = self.null_cond.device
         rope = RotaryEmbedding(d // n_h, cfg.rope_base)  # the frequencies of every `Attention` here
         cond_rows, uncond_rows = split_cfg_rows(tokens, uncond, batch, dev)
@@ -435,10 +552,12 @@ class DualPathDiffusion(nn.Module):
             token_rot = rope_phasors(rope, token_times(tokens.shape[1], dev))  # (T_st, hd/2, 2)
             token_rot = token_rot.unsqueeze(1).expand(-1, n_h, -1, -1).contiguous()  # (T_st, H, hd/2, 2)
             pooled = pooled.index_put((cond_rows,), e_st.mean(dim=1).to(pooled.dtype))  # mean-pooled E_ST
-        n_seg = num_segments(length, k)
-        seg_pos = _segment_centres(n_seg, k, dev)
+        pooled = self._guidance_film(pooled, guidance, batch)
+        n_seg = num_segments(length // p, k)
+        seg_pos = _frame_times(_segment_centres(n_seg, k, dev), p)  # positions -> frame times
         offsets = torch.arange(k, device=dev, dtype=torch.float32).unsqueeze(1) - k // 2  # (K, 1)
-        frame_rot = rope_phasors(rope, seg_pos + offsets)  # (K, S, hd/2, 2): frame s*K/2 - K/2 + k
+        # (K, S, hd/2, 2): position s*K/2 - K/2 + k, at its frame time
+        frame_rot = rope_phasors(rope, _frame_times(_segment_centres(n_seg, k, dev) + offsets, p))
         # self-attention: queries at the segment centres; keys there too, or (legacy checkpoints,
         # `self_attn_key_centres=False`) at positions 0..S-1, see the module docstring
         legacy_keys = torch.arange(n_seg, device=dev, dtype=torch.float32)
@@ -461,6 +580,21 @@ class DualPathDiffusion(nn.Module):
             film_weight=torch.cat([p.weight for p in projs]),
             film_bias=(torch.cat([p.bias for p in projs]).view(-1, 2, d) + one).view(-1),
         )
+
+    def _guidance_film(
+        self, pooled: torch.Tensor, guidance: float | torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """FiLM rows (B, d) + E_rho (B, d) for a guidance-embedded model."""
+        if self.guidance is None:
+            if guidance is not None:
+                raise ValueError("this DPD has no guidance input (guidance_embed is false): use CFG")
+            return pooled
+        rho = torch.as_tensor(1.0 if guidance is None else guidance, dtype=pooled.dtype, device=pooled.device)
+        if rho.ndim == 0:
+            rho = rho.expand(batch)
+        elif rho.shape != (batch,):
+            raise ValueError(f"guidance must be a number or ({batch},), got {tuple(rho.shape)}")
+        return pooled + self.guidance(rho)
 
     def _film(
         self, e_delta: torch.Tensor, ctx: DPDContext, angles: tuple[torch.Tensor, torch.Tensor] | None

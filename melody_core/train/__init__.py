@@ -1,7 +1,8 @@
 """The bundled trainer: one module per stage on a small generic loop (`loop.py`).
 
 Stages, in dependency order: vae, ssl, kmeans (needs ssl), mulan, lm (needs ssl + kmeans + mulan),
-dpd (needs vae + ssl + kmeans); unet1d trains the ablation network like dpd.
+dpd (needs vae + ssl + kmeans); unet1d trains the ablation network like dpd; dpd-distill (needs a
+trained dpd as its teacher) distils it into fewer, single-forward steps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "lm": ("melody_core.train.lm", "LMStage"),
     "dpd": ("melody_core.train.dpd", "DPDStage"),
     "unet1d": ("melody_core.train.dpd", "UNet1DStage"),
+    "dpd-distill": ("melody_core.train.dpd_distill", "DPDDistillStage"),
 }
 
 

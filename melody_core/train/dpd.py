@@ -61,6 +61,17 @@ class DPDStage(Stage):
             )
         return Hyper(batch_size=4, crop_seconds=10.0, lr=3e-4, steps=3000, warmup=200, valid_every=250)
 
+    def make_config(self, opts, hp, upstream, init):
+        """`--size v2`: the CPU preset's second generation (`DPDConfig.tiny_v2`) as the base config."""
+        if opts.stage_args.get("size", "v1") == "v2" and self.component == "dpd":
+            if opts.preset != "tiny" or init is not None:
+                raise TrainError("--size v2 is a tiny-preset architecture for a fresh run (no --init-from)")
+            cfg_cls, _ = component_classes(self.component)
+            v2 = cfg_cls.tiny_v2().to_dict()
+            changed = {k: v for k, v in v2.items() if v != cfg_cls.tiny().to_dict()[k]}
+            opts = dataclasses.replace(opts, overrides={**changed, **opts.overrides})
+        return super().make_config(opts, hp, upstream, init)
+
     def derived_config(self, upstream, hp, opts) -> dict:
         fields = {f.name for f in dataclasses.fields(component_classes(self.component)[0])}
         out = {

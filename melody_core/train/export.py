@@ -97,6 +97,8 @@ def _mismatches(
         for up_name, info in ups.items():
             if up_name not in hashes or hashes[up_name] == info.get("hash"):
                 continue
+            if up_name == name:  # distillation (dpd-distill): the teacher is not exported
+                continue
             if up_name == "vae" and info.get("encoder_hash") == encoder_hash(models["vae"]):
                 continue  # decoder-only fine-tuning: same encoder, same latents
             out.append(f"{name} was trained on another {up_name} than the one exported")

@@ -81,6 +81,7 @@ class TrainOptions:
     plot: bool = True
     progress: bool | None = None  # None: a bar only on a TTY
     kill_at_step: int | None = None  # fault injection for tests: SIGKILL self after this step
+    stage_args: dict[str, Any] = field(default_factory=dict)  # dpd: size; dpd-distill: phase, rho, ...
 
     def hyper(self, defaults: Hyper) -> Hyper:
         """Preset defaults with the CLI's explicit values applied."""
