@@ -72,7 +72,11 @@ from melody_core.generation.validation import (
 )
 
 BUNDLE_ENV = "MELODY_BUNDLE"  # environment variable naming the default bundle folder
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "resources" / "models" / "melody-tiny"
+# the bundled model: the checkout's copy (repo, editable install), else the copy that wheels and the frozen
+# app carry inside the package (setup.py / packaging/melody-studio.spec put it in melody_core/bundled/)
+REPO_BUNDLE = Path(__file__).resolve().parents[2] / "resources" / "models" / "melody-tiny"
+PACKAGED_BUNDLE = Path(__file__).resolve().parents[1] / "bundled" / "melody-tiny"
+DEFAULT_BUNDLE = REPO_BUNDLE if REPO_BUNDLE.is_dir() else PACKAGED_BUNDLE
 REQUIRED = ("vae", "dpd", "lm", "mulan")  # components generation needs; ssl + kmeans: continue/inpaint
 DEFAULT_LM_GUIDANCE = 3.0  # LM CFG scale used when a setting leaves it None and the LM has a null prefix
 
@@ -81,7 +85,7 @@ ProgressFn = Callable[[Progress], None]
 
 
 def default_bundle_path() -> Path:
-    """$MELODY_BUNDLE, else resources/models/melody-tiny next to the package."""
+    """$MELODY_BUNDLE, else the bundled model (resources/models/melody-tiny, or its packaged copy)."""
     env = os.environ.get(BUNDLE_ENV)
     return Path(env) if env else DEFAULT_BUNDLE
 
