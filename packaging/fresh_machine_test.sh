@@ -14,7 +14,10 @@
 #                                                             the end unless MELODY_FRESH_KEEP=1)
 # Environment: MELODY_FRESH_MIRROR (Debian mirror, default http://deb.debian.org/debian),
 # MELODY_FRESH_WHEELS=DIR (a folder of wheels bound into the root as pip's --find-links, e.g. a local
-# CPU torch build; by default pip downloads what setup.sh asks for), MELODY_FRESH_KEEP=1.
+# CPU torch build; by default pip downloads what setup.sh asks for), MELODY_FRESH_CA=FILE (a CA bundle
+# for pip in the root, on networks whose proxy re-signs TLS), MELODY_FRESH_KEEP=1 (keep the root),
+# MELODY_FRESH_NEW=1 (debootstrap again instead of unpacking WORKDIR/base.tar, the pristine root that
+# the first run saves).
 # Needs: root, debootstrap, network access to the mirror and PyPI. Log: WORKDIR/fresh.log (also stdout).
 set -euo pipefail
 
@@ -22,12 +25,14 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${1:-/var/tmp/melody-fresh}
 MIRROR=${MELODY_FRESH_MIRROR:-http://deb.debian.org/debian}
 WHEELS=${MELODY_FRESH_WHEELS:-}
+CA=${MELODY_FRESH_CA:-}
 ROOTFS=$WORK/rootfs
 LOG=$WORK/fresh.log
 
 [[ $(id -u) -eq 0 ]] || { echo "error: run as root (debootstrap, chroot)" >&2; exit 2; }
 command -v debootstrap >/dev/null || { echo "error: debootstrap is missing (apt-get install debootstrap)" >&2; exit 2; }
 [[ -z $WHEELS || -d $WHEELS ]] || { echo "error: MELODY_FRESH_WHEELS=$WHEELS is not a folder" >&2; exit 2; }
+[[ -z $CA || -f $CA ]] || { echo "error: MELODY_FRESH_CA=$CA is not a file" >&2; exit 2; }
 mkdir -p "$WORK"
 exec > >(tee "$LOG") 2>&1
 T0=$SECONDS
@@ -42,21 +47,34 @@ cleanup() {
 trap cleanup EXIT
 bind() { mkdir -p "$ROOTFS$2"; mount --bind "$1" "$ROOTFS$2"; MOUNTS+=("$ROOTFS$2"); }
 
-step "debootstrap Debian 12 (bookworm, minbase + python3 sudo) from $MIRROR"
 rm -rf --one-file-system "$ROOTFS"
-debootstrap --variant=minbase --include=python3,sudo bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
-  || { tail -30 "$WORK/debootstrap.log"; exit 1; }
+if [[ -f $WORK/base.tar && ${MELODY_FRESH_NEW:-0} != 1 ]]; then
+  step "unpacking the pristine Debian 12 root saved by an earlier run ($WORK/base.tar)"
+  mkdir -p "$ROOTFS" && tar -xpf "$WORK/base.tar" -C "$ROOTFS"
+else
+  step "debootstrap Debian 12 (bookworm, minbase + python3 sudo) from $MIRROR"
+  debootstrap --variant=minbase --include=python3,sudo bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+    || { tail -30 "$WORK/debootstrap.log"; exit 1; }
+  tar -cpf "$WORK/base.tar" -C "$ROOTFS" .
+fi
 echo "rootfs: $(du -sh --one-file-system "$ROOTFS" | cut -f1)"
 echo "deb $MIRROR bookworm main" >"$ROOTFS/etc/apt/sources.list"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+echo "127.0.1.1 $(hostname)" >>"$ROOTFS/etc/hosts"   # as on an installed machine (sudo looks it up)
 mount -t proc proc "$ROOTFS/proc"; MOUNTS+=("$ROOTFS/proc")
 bind /sys /sys
 bind /dev /dev
 mount -t devpts devpts "$ROOTFS/dev/pts" 2>/dev/null && MOUNTS+=("$ROOTFS/dev/pts") || true
 if [[ -n $WHEELS ]]; then
   bind "$WHEELS" /opt/local-wheels
-  printf '[global]\nfind-links = /opt/local-wheels\n' >"$ROOTFS/etc/pip.conf"
+  printf '[global]\nfind-links = /opt/local-wheels\n' >>"$ROOTFS/etc/pip.conf"
 fi
+if [[ -n $CA ]]; then
+  cp "$CA" "$ROOTFS/etc/pip-ca.crt"
+  grep -q '^\[global\]' "$ROOTFS/etc/pip.conf" 2>/dev/null || echo '[global]' >>"$ROOTFS/etc/pip.conf"
+  echo 'cert = /etc/pip-ca.crt' >>"$ROOTFS/etc/pip.conf"
+fi
+[[ -f $ROOTFS/etc/pip.conf ]] && { echo "pip.conf in the root (this machine's network only):"; cat "$ROOTFS/etc/pip.conf"; }
 
 in_root() {  # in_root USER COMMAND: a login shell in the new root
   local user=$1; shift
@@ -86,13 +104,14 @@ run_user() {  # run_user USER HOME
   snapshot "$home" >"$WORK/$user.before"
   step "$user: bash packaging/setup.sh (the README's first command)"
   t=$SECONDS
-  in_root "$user" 'cd ~/melody && bash packaging/setup.sh 2>&1 | grep -v "^WARNING: Location"; exit ${PIPESTATUS[0]}'
+  in_root "$user" 'cd ~/melody && bash packaging/setup.sh 2>&1 | grep -v "^WARNING: Location"; exit ${PIPESTATUS[0]}' \
+    || { echo "FAIL: setup.sh failed for $user"; FAILED=1; return; }
   echo "setup took $((SECONDS - t)) s; venv: $(du -sh "$ROOTFS$home/.local/share/melody-studio/venv" | cut -f1)"
   step "$user: melody-studio --smoke-test (headless) and melody generate, through the launchers"
   in_root "$user" 'export QT_QPA_PLATFORM=offscreen; cd /tmp;
     ~/.local/bin/melody-studio --smoke-test --device cpu;
     ~/.local/bin/melody generate "calm piano" -o /tmp/fresh.wav --seconds 4 --seed 1 --device cpu &&
-    ls -l /tmp/fresh.wav && rm /tmp/fresh.wav'
+    ls -l /tmp/fresh.wav && rm /tmp/fresh.wav' || { echo "FAIL: the smoke test failed for $user"; FAILED=1; }
   step "$user: bash packaging/setup.sh again (must change nothing)"
   snapshot "$home" >"$WORK/$user.installed"
   in_root "$user" 'cd ~/melody && bash packaging/setup.sh 2>&1 | grep -v "^WARNING: Location"; exit ${PIPESTATUS[0]}'

@@ -268,13 +268,15 @@ rm -f "$desktop"
 put "$SRC/packaging/linux/melody-studio.svg" "$SHARE/icons/hicolor/scalable/apps/melody-studio.svg"
 put "$SRC/packaging/linux/melody-studio.png" "$SHARE/icons/hicolor/256x256/apps/melody-studio.png"
 
-# manifest: earlier entries are kept (folders created by the first run stay "ours")
-{
+# manifest: earlier entries are kept (folders created by the first run stay "ours"); rewritten only when
+# it changes (a temporary file in the venv would change the venv folder's mtime)
+manifest=$(
   if [[ -f $MANIFEST ]]; then cat "$MANIFEST"; fi
   printf 'file:%s\n' "${FILES[@]}"
   if ((${#CREATED[@]})); then printf 'dir:%s\n' "${CREATED[@]}"; fi
-} | awk '!seen[$0]++' >"$MANIFEST.new"
-if cmp -s "$MANIFEST.new" "$MANIFEST"; then rm -f "$MANIFEST.new"; else mv "$MANIFEST.new" "$MANIFEST"; fi
+)
+manifest=$(awk '!seen[$0]++' <<<"$manifest")
+[[ -f $MANIFEST && $(cat "$MANIFEST") == "$manifest" ]] || printf '%s\n' "$manifest" >"$MANIFEST"
 
 say "done: melody-studio installed in $VENV; 'MeLoDy Studio' is in the app menu"
 case ":$PATH:" in
