@@ -221,7 +221,24 @@ else
       resources/models/melody-tiny -type f -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 \
       | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
 fi
-if [[ -f $STAMP && $(cat "$STAMP") == "$stamp" ]] && "$VPY" -m pip check >/dev/null 2>&1; then
+deps_ok() {  # is melody-studio installed in the venv with every requirement of extras $1 satisfied?
+  "$VPY" - "$1" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, version
+from pip._vendor.packaging.requirements import Requirement
+extras = set(sys.argv[1].split(",")) | {""}
+for req in map(Requirement, distribution("melody-studio").requires or []):
+    if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras):
+        continue
+    try:
+        ok = req.specifier.contains(version(req.name), prereleases=True)
+    except PackageNotFoundError:
+        ok = False
+    if not ok:
+        sys.exit(1)
+EOF
+}
+if [[ -f $STAMP && $(cat "$STAMP") == "$stamp" ]] && deps_ok "$EXTRAS"; then
   say "melody-studio is up to date in $VENV"
 elif [[ $MODE == dev ]]; then
   say "installing this checkout (editable) with extras [$EXTRAS]"
