@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the frozen app (PyInstaller, one folder) and a .deb around it, then smoke-test the frozen app.
 #
-#   bash packaging/build_app.sh [--no-deb] [--no-smoke]
+#   bash packaging/build_app.sh [--no-deb] [--no-smoke] [--reuse]   (--reuse: keep an existing dist/melody-studio)
 #
 # Needs a Python with this project and PyInstaller (default .venv/bin/python from `setup.sh --dev`;
 # `.venv/bin/python -m pip install -e ".[freeze]"`); PYTHON=... picks another. Writes:
@@ -13,11 +13,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-.venv/bin/python}
-DEB=1 SMOKE=1
+DEB=1 SMOKE=1 REUSE=0
 for a in "$@"; do
   case "$a" in
     --no-deb) DEB=0 ;;
     --no-smoke) SMOKE=0 ;;
+    --reuse) REUSE=1 ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $a" >&2; exit 2 ;;
   esac
@@ -26,11 +27,16 @@ done
 VERSION=$("$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 APP=dist/melody-studio
 
-t=$SECONDS
-"$PY" -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller \
-  packaging/melody-studio.spec
+if ((REUSE)) && [[ -x $APP/melody-studio ]]; then
+  echo "build_app: reusing $APP"
+else
+  t=$SECONDS
+  "$PY" -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller \
+    packaging/melody-studio.spec
+  echo "build_app: built $APP in $((SECONDS - t)) s"
+fi
 ln -sfn melody-studio "$APP/melody"   # the CLI: frozen_main.py dispatches on the command's name
-echo "build_app: built $APP in $((SECONDS - t)) s, $(du -sh "$APP" | cut -f1)"
+echo "build_app: $APP is $(du -sh "$APP" | cut -f1)"
 
 if ((SMOKE)); then
   tmp=$(mktemp -d)

@@ -57,6 +57,17 @@ def test_spec_names_existing_files():
     assert {"torch", "numpy", "PySide6", "soundfile", "safetensors"}.isdisjoint(_spec_excludes())
 
 
+def test_spec_collects_the_modules_imported_by_name():
+    """The CLI's command modules and the bundle's model classes are imported with importlib from strings
+    (PyInstaller's analysis cannot see them; a build without them failed with "No module named
+    'melody_core.commands.info'" / "'melody_core.models.dpd'"), so the spec must collect every submodule."""
+    text = SPEC.read_text()
+    assert 'collect_submodules("melody_core")' in text and 'collect_submodules("app")' in text
+    cli = (ROOT / "melody_core" / "cli.py").read_text()
+    config = (ROOT / "melody_core" / "config.py").read_text()
+    assert "importlib.import_module" in cli and "import_module" in config  # still dynamic: still needed
+
+
 def test_frozen_entry_runs_the_cli_without_the_excluded_modules(tmp_path, tiny_bundle):  # noqa: F811
     out = tmp_path / "clip.flac"
     r = _run_frozen_entry("/opt/melody-studio/melody", ["generate", "calm piano", "-o", str(out),
