@@ -86,6 +86,6 @@ Description: offline text/audio-prompted music generation studio
 EOF
   out=dist/melody-studio_${VERSION}_${ARCH}.deb
   t=$SECONDS
-  dpkg-deb --root-owner-group -Zxz -z6 --build "$pkg" "$out" >/dev/null
+  dpkg-deb --root-owner-group -Zgzip -z6 --build "$pkg" "$out" >/dev/null
   echo "build_app: $out ($(du -h "$out" | cut -f1), installed $((size_kb / 1024)) MB) in $((SECONDS - t)) s"
 fi
