@@ -128,8 +128,10 @@ run_user() {  # run_user USER HOME
     echo "uninstall: no trace ($(wc -l <"$WORK/$user.before") paths compared)"
   else
     echo "differences after --uninstall (< before, > after):"; head -40 "$WORK/$user.uninstall.diff"
-    # ~/.cache and ~/.config are written by running the app (Qt, fontconfig), not by the install
-    if grep '^[<>]' "$WORK/$user.uninstall.diff" | grep -vE "^> $home/\.(cache|config)(/| )"; then
+    # ~/.cache and ~/.config are written by running the app (Qt, fontconfig), not by the install;
+    # /usr/local/share/{ca-certificates,fonts}/ are made by the postinst of apt packages setup.sh installed
+    if grep '^[<>]' "$WORK/$user.uninstall.diff" | grep -vE "^> $home/\.(cache|config)(/| )" \
+        | grep -vE '^> /usr/local/share/(ca-certificates|fonts)/$'; then
       echo "FAIL: the install left a trace"; FAILED=1
     else
       echo "uninstall: no trace of the install (only the app's runtime caches above)"
