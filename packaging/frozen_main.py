@@ -1,7 +1,8 @@
 """Entry point of the frozen app (packaging/melody-studio.spec): one executable, two commands.
 
 Started as `melody-studio` it is the studio (app.main); started as `melody` (a link or copy next to it,
-see packaging/build_app.sh) or as `melody-studio --cli ...` it is the command line (melody_core.cli).
+see packaging/build_app.sh) or as `melody-studio --cli ...` it is the command line (melody_core.cli);
+with app.audio.backend.PROBE_FLAG it is the studio's PortAudio probe (a child process).
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from pathlib import Path
 
 def main() -> int:
     multiprocessing.freeze_support()  # DataLoader workers / spawn in a frozen app
+    from app.audio.backend import PROBE_FLAG
+
+    if sys.argv[1:2] == [PROBE_FLAG]:  # the studio's PortAudio probe runs the frozen app with this flag
+        from app.audio.backend import probe_main
+
+        return probe_main()
     if sys.argv[1:2] == ["--cli"]:
         del sys.argv[1]
         cli = True

@@ -85,3 +85,12 @@ def test_frozen_entry_runs_the_studio_smoke_test_without_the_excluded_modules(tm
                           "--device", "cpu", "--data-dir", str(tmp_path / "data")], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "smoke test ok" in r.stdout and "generated 4.00 s" in r.stdout
+
+
+def test_frozen_entry_answers_the_audio_probe(tmp_path):
+    """The studio probes PortAudio by running the frozen app with PROBE_FLAG (app/audio/backend.py)."""
+    from app.audio.backend import PROBE_FLAG, PROBE_OK
+
+    r = _run_frozen_entry("/opt/melody-studio/melody-studio", [PROBE_FLAG], tmp_path)
+    assert "usage:" not in r.stderr, r.stderr
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == PROBE_OK, r.stdout + r.stderr
