@@ -43,7 +43,7 @@ in_root 'apt-get update -q >/dev/null && apt-get install -y -q --no-install-reco
 in_root 'ls -l /usr/bin/melody /usr/bin/melody-studio; du -sh /opt/melody-studio; ls /usr/share/applications/melody-studio.desktop'
 step "smoke test through /usr/bin (headless)"
 in_root 'cd /tmp && s=$(date +%s.%N) && melody --help >/dev/null && e=$(date +%s.%N) &&
-  echo "melody --help: $(echo "$e - $s" | sed "s/^/scale=2; /" | (command -v bc >/dev/null && bc || cat)) s" &&
+  awk -v a="$s" -v b="$e" "BEGIN { printf \"melody --help: %.2f s\\n\", b - a }" &&
   melody-studio --smoke-test --device cpu --data-dir /tmp/smoke-data &&
   melody generate "calm piano" -o /tmp/deb.flac --seconds 4 --seed 1 --device cpu -q && melody info --audio /tmp/deb.flac &&
   rm -rf /tmp/deb.flac /tmp/smoke-data'
