@@ -51,8 +51,9 @@ def test_spec_names_existing_files():
     assert (ROOT / "resources" / "models" / "melody-tiny" / "config.json").is_file()
     # the model goes where melody_core.pipeline looks for it outside a checkout
     assert '"melody_core/bundled/melody-tiny"' in text
-    from melody_core import pipeline
-    assert pipeline.PACKAGED_BUNDLE.relative_to(Path(pipeline.__file__).resolve().parent) == \
+    import melody_core
+    from melody_core.generation import pipeline
+    assert pipeline.PACKAGED_BUNDLE.relative_to(Path(melody_core.__file__).resolve().parent) == \
         Path("bundled/melody-tiny")
     assert {"torch", "numpy", "PySide6", "soundfile", "safetensors"}.isdisjoint(_spec_excludes())
 
