@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from app.lead import LeadGate
 from app.model_info import ModelInfo, model_info
 from app.playback import Playback
 from app.session import SessionModel
-from app.store import StoredAudio, take_file_tags
+from app.store import StorageError, StoredAudio, take_file_tags
 from app.worker import GenerationWorker, Job, TaskWorker
 from melody_core.pipeline_types import (
     AudioChunk,
@@ -91,7 +92,10 @@ class Controller(QObject):
         self._after_load: list[Callable[[], None]] = []
         self._job: _Job | None = None
         self._running: list[tuple[QObject, QThread]] = []  # every started worker until its thread ends
-        self._live: list[np.ndarray] = []
+        # the running job's chunks: the samples, or only their count once the live journal holds them
+        # (a "Keep playing" of any length then keeps no audio here: issue 18's memory bound)
+        self._live: list[np.ndarray | int] = []
+        self._live_stream: str | None = None  # the journal `_live`'s counts refer to
         self.live_samples = 0  # samples in `_live`
         self.last_first_sound_ms: float | None = None
         self._fs_timer = QTimer(self)
@@ -278,7 +282,7 @@ class Controller(QObject):
         worker.chunk.connect(self._on_chunk)
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
-        self._live, self.live_samples = [], 0
+        self._live, self._live_stream, self.live_samples = [], stream, 0
         thread = self._spawn(worker)  # its signals queue up until we return to the event loop
         self._job = _Job(kind, settings, worker, thread, apply, parent_id, live, stream, gate=gate, cut=cut,
                          prompt=settings.prompt)
@@ -356,7 +360,6 @@ class Controller(QObject):
         now = time.perf_counter()
         job.chunk_times.append(now)
         job.samples += len(chunk.pcm)
-        self._live.append(chunk.pcm)
         start, self.live_samples = self.live_samples, self.live_samples + len(chunk.pcm)
         if job.first_chunk == 0.0:
             job.first_chunk = now
@@ -364,13 +367,37 @@ class Controller(QObject):
             if job.live:
                 self.playback.start_live(len(self.session.arrangement_audio()))
                 self._fs_timer.start()
+        journalled = job.live and self.session.append_live_chunk(job.stream, chunk.pcm,
+                                                                 self.playback.player.sample_rate)
+        self._live.append(len(chunk.pcm) if journalled else chunk.pcm)
         if job.live:
-            self.session.append_live_chunk(job.stream, chunk.pcm, self.playback.player.sample_rate)
             self.playback.append_live(chunk.pcm)
         self.live_chunk.emit(chunk.pcm, start)
 
+    @property
+    def live_samples_in_memory(self) -> int:
+        """Samples of the running job held here (0 while the live journal takes every chunk)."""
+        return sum(len(c) for c in self._live if not isinstance(c, int))
+
     def live_audio(self) -> np.ndarray:
-        return np.concatenate(self._live) if self._live else np.zeros(0, np.float32)
+        """The running job's audio so far: journalled chunks are read back from the journal (a chunk
+        that cannot be read is silence of its length, logged), the others were kept in memory."""
+        if not self._live:
+            return np.zeros(0, np.float32)
+        journal: list[np.ndarray] = []
+        if self._live_stream is not None and any(isinstance(c, int) for c in self._live):
+            try:
+                journal = self.session.read_live(self._live_stream)
+            except (OSError, sqlite3.Error, StorageError) as exc:
+                log.warning("live journal unreadable: %s", exc)
+        parts, it = [], iter(journal)
+        for c in self._live:
+            if isinstance(c, int):
+                part = next(it, None)
+                parts.append(part if part is not None and len(part) == c else np.zeros(c, np.float32))
+            else:
+                parts.append(c)
+        return np.concatenate(parts)
 
     def _poll_first_sound(self) -> None:
         job = self._job
@@ -465,7 +492,7 @@ class Controller(QObject):
 
     def _job_thread_done(self) -> None:
         self._job = None
-        self._live, self.live_samples = [], 0
+        self._live, self._live_stream, self.live_samples = [], None, 0
         self.live_cleared.emit()
         self.busy_changed.emit(False, "")
 

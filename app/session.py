@@ -275,14 +275,20 @@ class SessionModel(QObject):
             self._live_journal_failed(exc)
             return None
 
-    def append_live_chunk(self, stream: str | None, pcm: np.ndarray, sample_rate: int) -> None:
-        """Journal one chunk (a file and a row) before it is played."""
+    def append_live_chunk(self, stream: str | None, pcm: np.ndarray, sample_rate: int) -> bool:
+        """Journal one chunk (a file and a row) before it is played; False when it is not journalled."""
         if stream is None:
-            return
+            return False
         try:
             self.store.append_live_chunk(stream, pcm, sample_rate)
         except (sqlite3.Error, StorageError) as exc:
             self._live_journal_failed(exc)
+            return False
+        return True
+
+    def read_live(self, stream: str) -> list[np.ndarray]:
+        """The journalled chunks of a live stream, in order."""
+        return self.store.read_live(stream)
 
     def discard_live(self, stream: str | None) -> None:
         """The user cancelled the stream: drop its journal."""

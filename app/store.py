@@ -461,6 +461,18 @@ class SessionStore:
             self._db.execute("INSERT INTO live_chunks VALUES (?, ?, ?, ?, ?)",
                              (stream, seq, name, len(samples), sample_rate))
 
+    def read_live(self, stream: str) -> list[np.ndarray]:
+        """The journalled chunks of a live stream, in order (read back from their files)."""
+        rows = self._db.execute("SELECT file, samples FROM live_chunks WHERE stream = ? ORDER BY seq",
+                                (stream,)).fetchall()
+        parts = []
+        for r in rows:
+            part = np.fromfile(self.live_dir / r["file"], dtype=np.float32)
+            if len(part) != r["samples"]:
+                raise StorageError(f"live chunk {r['file']} holds {len(part)} of {r['samples']} samples")
+            parts.append(part)
+        return parts
+
     def discard_live(self, stream: str) -> None:
         with self._db:
             self._db.execute("BEGIN")

@@ -111,3 +111,29 @@ def test_cancelled_and_finished_streams_leave_no_journal(qtbot, make_studio, tmp
     again = make_studio(data)
     assert [s.take.prompt for s in again.session.segments()] == ["kept"]
     assert "interrupted" not in again.window.messages.text()
+
+
+def test_keep_playing_holds_no_audio_in_memory(qtbot, make_studio, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 18: while a stream plays, the controller keeps no journalled samples (it reads them back
+    from the journal when asked) and the arrangement draws an envelope, not every sample."""
+    from app_fixtures import WAIT_MS
+
+    from app.views.waveform import LIVE_BINS_PER_S
+    from melody_core.generation.types import GenerationSettings
+
+    studio = make_studio(tmp_path / "data")
+    got: list[np.ndarray] = []
+    studio.controller.live_chunk.connect(lambda pcm, start: got.append(np.array(pcm)))
+    studio.controller.keep_playing(GenerationSettings(prompt="endless", seconds=10.0, steps=2, seed=3))
+    qtbot.waitUntil(lambda: studio.controller.live_samples >= 3 * SR, timeout=WAIT_MS)
+    ctl, view = studio.controller, studio.window.arrangement
+    assert ctl.live_samples_in_memory == 0
+    n = ctl.live_samples
+    audio = ctl.live_audio()
+    assert len(audio) == n and np.array_equal(audio, np.concatenate(got)[:n])
+    assert view.live_samples() == sum(len(g) for g in got)
+    assert view.live_points() <= 2 * (LIVE_BINS_PER_S * view.live_samples() // SR + len(got)) < n // 50
+    with qtbot.waitSignal(ctl.job_finished, timeout=WAIT_MS):
+        ctl.cancel()
+    qtbot.waitUntil(lambda: not ctl.busy, timeout=WAIT_MS)
+    studio.close()

@@ -206,3 +206,29 @@ def test_positions_follow_the_source_across_switches(qtbot, make_studio):  # noq
         qtbot.wait(10)
         seen.append(studio.playback.position())
     assert all(SR // 2 <= p < SR for p in seen), seen
+
+
+def test_live_stream_drops_what_was_played(qtbot):  # noqa: ANN001
+    """Issue 18: a live stream of any length holds the keep window + the lead, not every sample;
+    what is played is still exactly what arrived."""
+    from app.audio.player import LIVE_KEEP_S
+    backend = FakeBackend(speed=20.0)
+    player = Player(backend, SR)
+    rng = np.random.default_rng(5)
+    n_chunks = int(4 * LIVE_KEEP_S * 2)  # 0.5 s each: 4x the keep window
+    chunks = [(rng.standard_normal(SR // 2) * 0.1).astype(np.float32) for _ in range(n_chunks)]
+    player.start_live()
+    held = []
+    for i, chunk in enumerate(chunks):
+        player.append_live(chunk)
+        held.append(player.held_samples)
+        played_to = i * len(chunk)  # keep a lead of one chunk, like the app's bounded lead
+        qtbot.waitUntil(lambda at=played_to: player.position() >= at, timeout=WAIT_MS)
+    player.end_live()
+    qtbot.waitSignal(player.finished, timeout=WAIT_MS).wait()
+    total = sum(len(c) for c in chunks)
+    assert max(held) <= LIVE_KEEP_S * SR + 3 * len(chunks[0]) < total  # bounded, not the whole stream
+    played = backend.captured()
+    at = _find(played, chunks[0])
+    assert at >= 0 and np.array_equal(played[at:at + total], np.concatenate(chunks))
+    player.shutdown()

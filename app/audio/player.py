@@ -35,6 +35,7 @@ RING_SECONDS = 1.5  # audio queued ahead of the device (the feeder timer only ha
 TICK_MS = 15  # feeder / watchdog period
 IDLE_CLOSE_S = 1.5  # stop the device stream this long after playback ends (lets the device drain)
 LIVE_PREALLOC_S = 60.0  # initial capacity of the live buffer (doubles when full)
+LIVE_KEEP_S = 10.0  # live: samples this far behind the feed cursor are dropped (bounded memory)
 
 
 class State(str, Enum):
@@ -69,6 +70,7 @@ class Player(QObject):
         # source (GUI thread only)
         self._src = np.zeros(0, dtype=np.float32)
         self._src_len = 0
+        self._base = 0  # source sample held at _src[0] (> 0 once a live stream dropped its played part)
         self._cursor = 0
         self._end = 0
         self._loop: tuple[int, int] | None = None
@@ -198,6 +200,7 @@ class Player(QObject):
         self._stop_source()
         self._src = self._master(audio)
         self._src_len = len(self._src)
+        self._base = 0
         self._end = self._src_len if end is None else max(0, min(end, self._src_len))
         self._cursor = max(0, min(start, self._end))
         self._loop = loop if loop and loop[1] > loop[0] else None
@@ -208,7 +211,7 @@ class Player(QObject):
         """Begin a live stream: audio arrives through `append_live` and plays as it comes."""
         self._stop_source()
         self._src = np.zeros(int(LIVE_PREALLOC_S * self.sample_rate), dtype=np.float32)
-        self._src_len = self._cursor = self._end = 0
+        self._src_len = self._cursor = self._end = self._base = 0
         self._loop = None
         self._live = self._live_open = True
         self._live_master = LiveMaster(self.sample_rate, self.levels if self._backend is not None else OFF)
@@ -222,13 +225,22 @@ class Player(QObject):
         self._append_source(self._live_master.process(pcm))
 
     def _append_source(self, pcm: np.ndarray) -> None:
-        need = self._src_len + len(pcm)
+        """Live: append `pcm` to the source. Source positions stay absolute; what lies more than
+        `LIVE_KEEP_S` behind the feed cursor was handed to the device and is dropped, so a stream of
+        any length holds at most the keep window + the unplayed lead (+ the buffer's slack)."""
+        drop = self._cursor - self._base - int(LIVE_KEEP_S * self.sample_rate)
+        if drop > 0:  # shift the unplayed part down (cheap: a few seconds of samples)
+            kept = self._src_len - self._base - drop
+            self._src[:kept] = self._src[drop : drop + kept]
+            self._base += drop
+        held = self._src_len - self._base
+        need = held + len(pcm)
         if need > len(self._src):
             grown = np.zeros(max(need, 2 * len(self._src)), dtype=np.float32)
-            grown[: self._src_len] = self._src[: self._src_len]
+            grown[:held] = self._src[:held]
             self._src = grown
-        self._src[self._src_len:need] = pcm
-        self._src_len = self._end = need
+        self._src[held:need] = pcm
+        self._src_len = self._end = self._base + need
         self._feed()
 
     def end_live(self) -> None:
@@ -250,6 +262,11 @@ class Player(QObject):
         heard = self._ring.last_position + 1 if self.first_sound_time else 0
         self.stop()
         return max(0, min(heard, self.live_received))
+
+    @property
+    def held_samples(self) -> int:
+        """Source samples held in memory (live: the keep window + the unplayed lead)."""
+        return self._src_len - self._base
 
     @property
     def is_live(self) -> bool:
@@ -308,7 +325,7 @@ class Player(QObject):
         if self._state is State.STOPPED:
             return
         self._ring.flush()
-        self._cursor = max(0, min(position, self._end))
+        self._cursor = max(self._base, min(position, self._end))
         self._feed()
 
     def set_loop(self, loop: tuple[int, int] | None) -> None:
@@ -339,7 +356,7 @@ class Player(QObject):
             stop = self._loop[1] if self._loop is not None else self._end
             if self._cursor >= stop:
                 return
-            piece = self._src[self._cursor:stop]
+            piece = self._src[self._cursor - self._base : stop - self._base]
             written = self._ring.write(piece, self._cursor)
             if written == 0:
                 return

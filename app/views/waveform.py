@@ -26,6 +26,7 @@ MARKER_LABEL_CHARS = 24  # prompt characters shown on a marker (the tooltip has 
 SPEC_NFFT = 512
 SPEC_MAX_COLUMNS = 3000  # the spectrogram hop grows with the length to stay this wide at most
 SPEC_FLOOR_DB = -80.0
+LIVE_BINS_PER_S = 100  # envelope bins a second of the live stream's curve (10 ms: finer than a pixel)
 
 
 def spectrogram(audio: np.ndarray, n_fft: int = SPEC_NFFT,
@@ -39,6 +40,20 @@ def spectrogram(audio: np.ndarray, n_fft: int = SPEC_NFFT,
     frames = audio[idx] * np.hanning(n_fft).astype(np.float32)
     mag = np.abs(np.fft.rfft(frames, axis=1))  # (frames, bins)
     return np.maximum(20 * np.log10(mag + 1e-9), SPEC_FLOOR_DB), hop
+
+
+def live_envelope(pcm: np.ndarray, start: int, sample_rate: int,
+                  bins_per_s: int = LIVE_BINS_PER_S) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max envelope of `pcm` (n,) drawn from sample `start`: x (2 * bins,) seconds, y (2 * bins,)
+    with each bin's min at its start and its max half a bin later (a zig-zag that fills like the
+    waveform). The last bin may be shorter."""
+    size = max(1, sample_rate // bins_per_s)
+    n_bins = -(-len(pcm) // size)
+    padded = np.pad(pcm, (0, n_bins * size - len(pcm)), mode="edge").reshape(n_bins, size)  # (bins, size)
+    y = np.stack([padded.min(axis=1), padded.max(axis=1)], axis=1).reshape(-1)  # (2 * bins,)
+    first = start + np.arange(n_bins) * size  # first sample of each bin
+    x = np.stack([first, first + size / 2], axis=1).reshape(-1) / sample_rate  # (2 * bins,)
+    return x, y.astype(np.float32)
 
 
 class _TimelineBox(pg.ViewBox):
@@ -96,7 +111,11 @@ class ArrangementView(QWidget):
         self._labels: list[pg.TextItem] = []
         self._segments: list[Segment] = []
         self._selected: int | None = None
-        self._live_curves: list[pg.PlotDataItem] = []  # one per streamed chunk (no re-plotting)
+        self._live_curve: pg.PlotDataItem | None = None  # the stream being generated, as an envelope
+        self._live_x = np.zeros(0, np.float64)  # envelope points (seconds), 2 per LIVE_BINS_PER_S bin
+        self._live_y = np.zeros(0, np.float32)  # min, max of each bin
+        self._live_n = 0  # envelope points in use
+        self._live_samples = 0  # samples drawn
         self._live_items: list[pg.GraphicsObject] = []  # prompt markers of the live stream
         self.live_markers: list[tuple[int, str]] = []
         self.markers: list[tuple[int, str]] = []
@@ -170,18 +189,32 @@ class ArrangementView(QWidget):
             curve.setPen(pg.mkPen(self._color(i)))
 
     def add_live(self, pcm: np.ndarray, start: int) -> None:
-        """A chunk being generated (not saved yet), drawn from arrangement sample `start`."""
+        """A chunk being generated (not saved yet), drawn from arrangement sample `start`.
+
+        Drawn as a min/max envelope (`LIVE_BINS_PER_S` bins a second, two points each) on one
+        curve, not sample by sample: a "Keep playing" of any length then holds ~1.6 KB a second
+        here instead of every sample (x and y, and pyqtgraph's copies; issue 18's RSS growth)."""
         if len(pcm) == 0:
             return
-        curve = pg.PlotDataItem(pen=pg.mkPen(LIVE_COLOR))
-        self.plot.addItem(curve)
-        self._prep(curve)
-        x = (start + np.arange(len(pcm))) / self.sample_rate
-        curve.setData(x, pcm)
-        self._live_curves.append(curve)
+        if self._live_curve is None:
+            self._live_curve = pg.PlotDataItem(pen=pg.mkPen(LIVE_COLOR))
+            self.plot.addItem(self._live_curve)
+            self._prep(self._live_curve)
+        x, y = live_envelope(np.asarray(pcm, np.float32), start, self.sample_rate)
+        need = self._live_n + len(x)
+        if need > len(self._live_x):  # amortised growth (doubling)
+            grow = max(need, 2 * len(self._live_x), 1024) - self._live_n
+            self._live_x = np.concatenate([self._live_x[: self._live_n], np.zeros(grow)])
+            self._live_y = np.concatenate([self._live_y[: self._live_n], np.zeros(grow, np.float32)])
+        self._live_x[self._live_n : need] = x
+        self._live_y[self._live_n : need] = y
+        self._live_n = need
+        self._live_samples += len(pcm)
+        self._live_curve.setData(self._live_x[:need], self._live_y[:need])
+        end = (start + len(pcm)) / self.sample_rate
         lo, hi = self._box.viewRange()[0]
-        if x[-1] > hi:
-            self.plot.setXRange(lo, x[-1] + 1.0, padding=0)
+        if end > hi:
+            self.plot.setXRange(lo, end + 1.0, padding=0)
 
     def _add_marker_item(self, sample: int, prompt: str, into: list, record: list) -> None:
         """A prompt-change marker: a dotted line with the new prompt's first words."""
@@ -200,15 +233,22 @@ class ArrangementView(QWidget):
         self._add_marker_item(sample, prompt, self._live_items, self.live_markers)
 
     def clear_live(self) -> None:
-        for curve in self._live_curves:
-            self.plot.removeItem(curve)
-        self._live_curves = []
+        if self._live_curve is not None:
+            self.plot.removeItem(self._live_curve)
+        self._live_curve = None
+        self._live_x, self._live_y = np.zeros(0, np.float64), np.zeros(0, np.float32)
+        self._live_n = self._live_samples = 0
         for item in self._live_items:
             self.plot.removeItem(item)
         self._live_items, self.live_markers = [], []
 
     def live_samples(self) -> int:
-        return sum(len(c.getData()[1] if c.getData()[1] is not None else []) for c in self._live_curves)
+        """Samples of the live stream drawn so far."""
+        return self._live_samples
+
+    def live_points(self) -> int:
+        """Points the live stream's envelope holds (bounded by the stream's length, not its samples)."""
+        return self._live_n
 
     def set_playhead(self, sample: int) -> None:
         if sample < 0:

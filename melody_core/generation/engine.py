@@ -100,10 +100,14 @@ class Timeline:
     """Latents (DPD space, (1, frames, D)) and semantic tokens ((1, tokens) int64) of one job.
 
     `known[f]`: frame f holds final latents (given context or generated). Buffers grow on demand.
+    Frame indices are absolute; the buffers hold frames [base, base + capacity): `trim` drops frames
+    no longer needed (an endless stream keeps a bounded window, issue 18), so index them with
+    `local(frame)` (= frame - base) or the `zs` / `knowns` / `tokens_at` helpers.
     """
 
     def __init__(self, d_latent: int, device: torch.device, z: Tensor | None = None,
                  tokens: Tensor | None = None) -> None:
+        self.base = 0  # first frame held (a multiple of GRID)
         with torch.inference_mode():
             n = 0 if z is None else z.shape[1]
             self.z = torch.zeros(1, max(n, GRID), d_latent, device=device)
@@ -115,8 +119,45 @@ class Timeline:
             if tokens is not None:
                 self.tokens[:, : tokens.shape[1]] = tokens
 
+    def local(self, frame: int) -> int:
+        """Buffer index of absolute frame `frame` (>= base)."""
+        assert frame >= self.base, f"frame {frame} was trimmed (base {self.base})"
+        return frame - self.base
+
+    def zs(self, a: int, b: int) -> Tensor:
+        """Latents of frames [a, b): (1, b - a, D) view."""
+        return self.z[:, self.local(a) : self.local(b)]
+
+    def knowns(self, a: int, b: int) -> Tensor:
+        return self.known[self.local(a) : self.local(b)]
+
+    def tokens_at(self, a: int, b: int) -> Tensor:
+        """Tokens [a, b) (token indices, absolute): (1, b - a) view."""
+        t0 = self.base // GRID
+        assert a >= t0, f"token {a} was trimmed"
+        return self.tokens[:, a - t0 : b - t0]
+
+    def trim(self, keep_from: int) -> None:
+        """Drop frames before `keep_from` (rounded down to the token grid) once they are at least half
+        the buffer, by shifting the rest down in place (amortised: no reallocation, no growth)."""
+        keep_from = keep_from // GRID * GRID
+        drop = keep_from - self.base
+        if drop <= 0 or 2 * drop < self.z.shape[1]:
+            return
+        n, t = self.z.shape[1] - drop, drop // GRID
+        with torch.inference_mode():
+            self.z[:, :n] = self.z[:, drop:].clone()
+            self.z[:, n:] = 0
+            self.known[:n] = self.known[drop:].clone()
+            self.known[n:] = False
+            nt = self.tokens.shape[1] - t
+            self.tokens[:, :nt] = self.tokens[:, t:].clone()
+            self.tokens[:, nt:] = 0
+        self.base = keep_from
+
     def reserve(self, frames: int) -> None:
-        """Make room for `frames` frames and frames / GRID tokens."""
+        """Make room for frames up to `frames` (absolute) and their tokens."""
+        frames -= self.base
         cap = self.z.shape[1]
         if frames <= cap:
             return
@@ -152,7 +193,9 @@ class Engine:
     models: the loaded `ModelSet` (LM, DPD forward / prepare, threads); prefix: (1, n_prefix) MuLan
     tokens; on_update: called with `StreamControl.take_updates()` before each window after the first
     (prompt automation), returns the new prefix or None when the conditioning is unchanged;
-    stop_on_request: end after the window in progress once `control.stop_after_current()` was called.
+    stop_on_request: end after the window in progress once `control.stop_after_current()` was called;
+    history: frames kept behind the last final frame (None = the whole timeline); older frames are
+    trimmed once the consumer took the `FramesFinal` (it must not read further back than that).
     """
 
     def __init__(
@@ -169,12 +212,14 @@ class Engine:
         on_update: Callable[[dict[str, Any]], Tensor | None] | None = None,
         stop_on_request: bool = False,
         stats: Stats | None = None,
+        history: int | None = None,
     ) -> None:
         self.models, self.timeline, self.windows, self.lm_job = models, timeline, windows, lm_job
         self.prefix, self.noise_generator = prefix, noise_generator
         self.guidance, self.schedule, self.control = guidance, schedule, control
         self.on_update, self.stop_on_request = on_update, stop_on_request
         self.stats = stats or Stats()
+        self.history = history
         self._lm_state = None
         self._lm_stream: Iterator[Tensor] | None = None
 
@@ -193,6 +238,8 @@ class Engine:
             yield from self._sample_window(window)
             self.stats.windows += 1
             yield FramesFinal(window.end, window)
+            if self.history is not None:  # the consumer has used frames [0, window.end)
+                self.timeline.trim(window.end - self.history)
             if self.stop_on_request and self.control is not None and self.control.stop_requested:
                 return
 
@@ -206,7 +253,8 @@ class Engine:
 
     def _start_lm(self) -> None:
         lm, job = self.models.lm, self.lm_job
-        prompt = self.timeline.tokens[:, : job.pos] if job.pos > 0 else None
+        tl = self.timeline
+        prompt = tl.tokens_at(tl.base // GRID, job.pos) if job.pos > 0 else None
         with torch.inference_mode(), num_threads(self.models.lm_threads):
             self._lm_state = lm.start(self.prefix, prompt, job.guidance)
         self._lm_stream = lm.stream(self._lm_state, job.temperature, job.top_k, job.top_p, job.generator)
@@ -225,7 +273,7 @@ class Engine:
                 with torch.inference_mode(), num_threads(self.models.lm_threads):
                     for _ in range(n):
                         check_cancel(self.control)
-                        self.timeline.tokens[:, job.pos] = next(self._lm_stream)[:, 0]
+                        self.timeline.tokens_at(job.pos, job.pos + 1)[:, 0] = next(self._lm_stream)[:, 0]
                         job.pos += 1
             done += n
             self.stats.lm_tokens += n
@@ -237,13 +285,13 @@ class Engine:
         with self.stats.timed("dpd"), torch.inference_mode():
             shape = (1, w.length, tl.z.shape[2])
             noise = torch.randn(shape, generator=self.noise_generator).to(tl.z.device)  # CPU draw
-            keep = tl.known[w.start : w.end].unsqueeze(0)  # (1, L)
-            tokens = tl.tokens[:, w.start // GRID : w.end // GRID]  # (1, L / GRID)
+            keep = tl.knowns(w.start, w.end).unsqueeze(0)  # (1, L)
+            tokens = tl.tokens_at(w.start // GRID, w.end // GRID)  # (1, L / GRID)
             model = self.models
             v_fn = GuidedVelocity(model.dpd_forward, tokens, self.guidance, prepare=model.dpd_prepare)
             schedule = get_schedule(self.schedule, w.steps)
             if bool(keep.any()):
-                steps = inpaint_steps(v_fn, tl.z[:, w.start : w.end], keep, noise, schedule)
+                steps = inpaint_steps(v_fn, tl.zs(w.start, w.end), keep, noise, schedule)
             else:
                 steps = denoise_steps(v_fn, noise, None, schedule)
         z = noise
@@ -257,6 +305,6 @@ class Engine:
             self.stats.dpd_nfe += 1
             yield Progress("dpd", step.step, step.total, w.index)
         with torch.inference_mode():
-            tl.z[:, w.start : w.end] = z
-            tl.known[w.start : w.end] = True
+            tl.zs(w.start, w.end)[:] = z
+            tl.knowns(w.start, w.end)[:] = True
         self.stats.dpd_rows += v_fn.network_rows

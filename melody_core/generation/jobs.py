@@ -106,8 +106,18 @@ def _engine(models: ModelSet, s: GenerationSettings, timeline: Timeline,
     noise_gen = torch.Generator().manual_seed(sub_seed(s.seed, "noise"))
     lm_guidance = 1.0 if s.lm_guidance is None else s.lm_guidance
     lm_job = LMJob(lm_pos, lm_end, s.temperature, s.top_k, s.top_p, lm_gen, lm_guidance)
+    history = stream_history(models) if stoppable else None  # endless: a bounded timeline
     return Engine(models, timeline, windows, lm_job, prefix, noise_gen, s.guidance, s.schedule, control,
-                  on_update, stoppable, stats)
+                  on_update, stoppable, stats, history)
+
+
+def stream_history(models: ModelSet) -> int:
+    """Frames an endless stream keeps behind its last final frame: everything still read later -- the
+    next window's overlap (< one window), the streamed decoder's next piece with its left context
+    (2 x VAE context), the LM's prompt on a restart (its token window) -- with a window to spare."""
+    lm_frames = models.lm.config.window * FRAMES_PER_TOKEN
+    need = max(models.layout.length, 2 * models.vae.context_frames, lm_frames)
+    return need + models.layout.length
 
 
 def automation(models: ModelSet, s: GenerationSettings, style: Tensor | None,

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from melody_core import SAMPLE_RATE
-from melody_core.generation.decode import StreamDecoder, decode_range
+from melody_core.generation.decode import AudioSpool, StreamDecoder, decode_range
 from melody_core.generation.engine import FramesFinal, check_cancel
 from melody_core.generation.jobs import Job, continuation_job, generation_job, inpaint_job, mix_inpaint
 from melody_core.generation.models import ModelSet
@@ -274,7 +274,7 @@ class MelodyPipeline:
     def _stream(self, job: Job, control: StreamControl) -> Iterator[Event]:
         vae = self.models.vae
         decoder = StreamDecoder(vae, self.models.latent_scale, job.decode_first, job.decode_end)
-        pieces: list[np.ndarray] = []
+        pieces = AudioSpool(spill=job.out_samples is None)  # endless: on disk, not in RAM
         produced, final = 0, 0
         limit = 0 if job.out_samples is None else job.out_samples
         cancelled = False
@@ -293,20 +293,20 @@ class MelodyPipeline:
                 pcm = pcm[skip : skip + max(0, take)]
                 if len(pcm):
                     pieces.append(pcm)
-                    yield AudioChunk(len(pieces) - 1, produced, pcm)
+                    yield AudioChunk(pieces.count - 1, produced, pcm)
                     produced += len(pcm)
 
         try:
             for event in job.engine.run():
                 if isinstance(event, FramesFinal):
                     final = event.end
-                    yield from emit(decoder.ready(job.timeline.z, final))
+                    yield from emit(decoder.ready(job.timeline.z, final, job.timeline.base))
                 else:
                     yield event
-            yield from emit(decoder.finish(job.timeline.z, final))
+            yield from emit(decoder.finish(job.timeline.z, final, job.timeline.base))
         except GenerationCancelled:
             cancelled = True
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        audio = pieces.read()
         meta = self._metadata(job, len(audio), streamed=True)
         yield StreamFinished(GenerationResult(audio, SAMPLE_RATE, meta), cancelled=cancelled)
 
