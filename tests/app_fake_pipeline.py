@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_core.generation.decode import AudioSpool
 from melody_core.generation.types import (
     AudioChunk,
     GenerationCancelled,
@@ -86,7 +87,7 @@ class FakePipeline:
         total = int(round(settings.seconds * self.sample_rate))
         n_chunks = max(1, math.ceil(total / chunk_n))
         prompt = settings.prompt
-        pieces: list[np.ndarray] = []
+        pieces = AudioSpool(spill=endless)  # like the core: an endless stream's audio is on disk
         produced, index, nfe = 0, 0, 0
         phase0 = 0 if continue_from is None else len(continue_from)  # a continuation carries on the tone
         cancelled = False
@@ -111,7 +112,7 @@ class FakePipeline:
             index += 1
             if endless and control.stop_requested:
                 break
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        audio = pieces.read()
         result = GenerationResult(audio, self.sample_rate, self._metadata(settings, seed, nfe))
         yield StreamFinished(result, cancelled=cancelled)
 
