@@ -191,7 +191,8 @@ class Controller(QObject):
         if not self._ready(lambda: self.generate(settings)):
             return
         s = self._seeded(settings)
-        self._start("generate", s, lambda ctl: self._engine().stream(s, ctl), self.session.append, live=True)
+        self._start("generate", s, lambda ctl: self._engine().stream(s, ctl),
+                    lambda tid: self.session.append(tid, "Generate"), live=True)
 
     def keep_playing(self, settings: GenerationSettings) -> None:
         """Endless stream steered by `steer()` until `stop_live()`; saved as one segment."""
@@ -205,7 +206,8 @@ class Controller(QObject):
             events = self._engine().stream(s, ctl, endless=True)
             return gate.wrap(events, ctl)
 
-        self._start("stream", s, job, self.session.append, live=True, gate=gate)
+        self._start("stream", s, job, lambda tid: self.session.append(tid, "Keep playing"), live=True,
+                    gate=gate)
 
     def regenerate(self, index: int, settings: GenerationSettings, same_seed: bool) -> None:
         """Replace segment `index`: its own settings with a new seed, or `settings` with its seed."""
@@ -218,7 +220,7 @@ class Controller(QObject):
             known = {k: v for k, v in take.settings.items() if k in GenerationSettings.__dataclass_fields__}
             s = replace(GenerationSettings(**known), seed=random_seed())
         self._start("regenerate", s, lambda ctl: self._engine().stream(s, ctl),
-                    lambda tid: self.session.replace(index, tid), live=True, parent_id=take.id)
+                    lambda tid: self.session.replace(index, tid, "Regenerate"), live=True, parent_id=take.id)
 
     def extend(self, index: int, settings: GenerationSettings) -> None:
         """Continue segment `index` from its end; the continuation becomes a new segment after it."""
@@ -229,7 +231,7 @@ class Controller(QObject):
         s = self._seeded(settings)
         # streamed, so the continuation plays as it is generated; its chunks are the new part only
         self._start("extend", s, lambda ctl: self._engine().stream(s, ctl, continue_from=audio),
-                    lambda tid: self.session.insert(index + 1, tid), live=True, parent_id=take.id)
+                    lambda tid: self.session.insert(index + 1, tid, "Extend"), live=True, parent_id=take.id)
 
     def inpaint(self, index: int, start: int, end: int, settings: GenerationSettings) -> None:
         """Regenerate samples [start, end) of segment `index` only."""
@@ -245,7 +247,23 @@ class Controller(QObject):
         a, b = start / take.sample_rate, end / take.sample_rate
         # the core's inpainting as is (its one crossfade rule: generation.jobs.mix_inpaint, README)
         self._start("inpaint", s, lambda ctl: self._engine().stream_inpaint(audio, a, b, s, ctl),
-                    lambda tid: self.session.replace(index, tid), parent_id=take.id)
+                    lambda tid: self.session.replace(index, tid, "Inpaint"), parent_id=take.id)
+
+    def variation(self, settings: GenerationSettings) -> bool:
+        """One take of `settings` (its seed set) into the history only, not the arrangement and not
+        played: a batch of them is `app.variations.VariationBatch`. False when it cannot start now."""
+        if self.busy or self.engine is None:
+            self.message.emit("warning" if self.busy else "error",
+                              "A generation is running: cancel it first" if self.busy
+                              else self.engine_error or "No model is loaded")
+            return False
+        self._start("variation", settings, lambda ctl: self._engine().stream(settings, ctl),
+                    lambda _tid: None)
+        return True
+
+    def adopt_engine(self, engine: Engine) -> None:
+        """Use an engine another controller loaded (a project switch keeps the model)."""
+        self._on_engine(engine)
 
     def _engine(self) -> Engine:
         assert self.engine is not None

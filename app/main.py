@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="melody-studio", description="MeLoDy Studio desktop app")
     p.add_argument("--bundle", help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
-    p.add_argument("--data-dir", help="session folder (default: the per-user data folder)")
+    p.add_argument("--project", "--data-dir", dest="data_dir", metavar="FOLDER",
+                   help="project folder to open (default: the last project, else the per-user data folder)")
     p.add_argument("--theme", choices=("system", "light", "dark"), default="system")
     p.add_argument("--no-audio", action="store_true", help="run without audio output")
     p.add_argument("--smoke-test", action="store_true",
@@ -53,6 +54,20 @@ def _display_problem() -> str | None:
             "session, under xvfb-run, or with QT_QPA_PLATFORM=offscreen")
 
 
+def _another_project(app, reason: str) -> Path | None:  # noqa: ANN001 - QApplication
+    """The project asked for is open in another window: let the user pick another (None: quit)."""
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "MeLoDy Studio", reason[0].upper() + reason[1:])
+    open_other = box.addButton("Open Another Project…", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Close)
+    box.exec()
+    if box.clickedButton() is not open_other:
+        return None
+    path = QFileDialog.getExistingDirectory(None, "Open project folder (or an empty folder for a new one)")
+    return Path(path) if path else None
+
+
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()  # before torch is imported anywhere
     args = build_parser().parse_args(argv)
@@ -64,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --screenshot needs --smoke-test", file=sys.stderr)
         return 2
     from app.engine import EngineError, factory_from_spec, real_pipeline
+    from app.projects import RecentProjects
     from app.store import default_data_dir
 
     data_dir = Path(args.data_dir) if args.data_dir else (
-        Path(tempfile.mkdtemp(prefix="melody-smoke-")) if args.smoke_test else default_data_dir())
+        Path(tempfile.mkdtemp(prefix="melody-smoke-")) if args.smoke_test
+        else RecentProjects().last() or default_data_dir())
     _setup_logging(data_dir, args.verbose or args.smoke_test)
     try:
         factory = factory_from_spec(args.engine) if args.engine else real_pipeline
@@ -82,23 +99,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
+    from app.store import StoreLocked
     from app.studio import Studio
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("MeLoDy Studio")
     app.setOrganizationName("melody-studio")
-    try:
-        studio = Studio.create(data_dir, factory, None if args.no_audio else "auto", bundle=args.bundle,
-                               device=args.device, theme_mode=args.theme)
-    except Exception as exc:  # noqa: BLE001 - e.g. an unwritable data folder: one line, no traceback
-        logging.getLogger(__name__).exception("startup failed")
-        text = f"cannot start: {' '.join(str(exc).split())}"
-        print(f"error: {text}", file=sys.stderr)
-        if not args.smoke_test and app.platformName() not in ("offscreen", "minimal"):
-            from PySide6.QtWidgets import QMessageBox
+    interactive = not args.smoke_test and app.platformName() not in ("offscreen", "minimal")
+    while True:
+        try:
+            studio = Studio.create(data_dir, factory, None if args.no_audio else "auto", bundle=args.bundle,
+                                   device=args.device, theme_mode=args.theme)
+            break
+        except StoreLocked as exc:  # the project is open in another window: offer to open another
+            other = _another_project(app, str(exc)) if interactive else None
+            if other is None:
+                print(f"error: cannot start: {' '.join(str(exc).split())}", file=sys.stderr)
+                return 1
+            data_dir = other
+        except Exception as exc:  # noqa: BLE001 - e.g. an unwritable data folder: one line, no traceback
+            logging.getLogger(__name__).exception("startup failed")
+            text = f"cannot start: {' '.join(str(exc).split())}"
+            print(f"error: {text}", file=sys.stderr)
+            if interactive:
+                from PySide6.QtWidgets import QMessageBox
 
-            QMessageBox.critical(None, "MeLoDy Studio", text[0].upper() + text[1:])  # started from a menu
-        return 1
+                QMessageBox.critical(None, "MeLoDy Studio", text[0].upper() + text[1:])  # started from a menu
+            return 1
     studio.window.show()
     smoke = None
     if args.smoke_test:

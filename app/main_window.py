@@ -166,6 +166,7 @@ class MainWindow(QMainWindow):
     def _menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
+        self.file_menu = file_menu  # app.views.producer puts the project entries on top
         self._action(file_menu, "Export arrangement…", self.export_arrangement, "Ctrl+E")
         self._action(file_menu, "Export selected segment…", self.export_segment, "Ctrl+Shift+E")
         self._action(file_menu, "Export selection…", lambda: self.export_dialog(selection=True))
@@ -174,6 +175,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         edit = bar.addMenu("&Edit")
+        self.edit_menu = edit  # Redo: app.views.producer
         self.undo_action = self._action(edit, "Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.undo_action.setEnabled(False)
         view = bar.addMenu("&View")

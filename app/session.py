@@ -1,7 +1,9 @@
 """The session as the GUI sees it: an arrangement of takes laid end to end, ratings, undo, export.
 
 Every mutation goes straight to the `SessionStore` (one committed transaction each) and then emits a
-signal; undo records the previous arrangement / rating and writes it back the same way.
+signal; undo records the previous arrangement / rating and writes it back the same way, and redo
+reverts an undo. The undo/redo history is kept in the project's database (`app.undo_history`), so
+it survives a restart.
 
 When the store cannot write (a full disk, a read-only folder), nothing the user made is dropped: the
 edit is applied in memory, a `storage_message` says so, and a timer retries the writes until they
@@ -27,10 +29,10 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.store import SessionStore, StorageError, StoredAudio, Take
+from app.undo_history import REDO, UNDO, Entry, UndoHistory
 
 log = logging.getLogger(__name__)
 
-UNDO_LIMIT = 200
 RETRY_MS = 3000  # interval of the write retries after a storage failure
 PROMPT_TAG_CHARS = 200  # prompt length kept in the compact tags a WAV INFO chunk can hold
 
@@ -83,7 +85,8 @@ class SessionModel(QObject):
     arrangement_changed = Signal()
     takes_changed = Signal()  # a take was added or re-rated (history view)
     rating_changed = Signal(int, int)  # take id, rating (no audio changed: playback goes on)
-    undo_changed = Signal(bool)
+    undo_changed = Signal(bool)  # can undo
+    edits_changed = Signal()  # the undo or redo stack changed (menu texts, redo)
     storage_message = Signal(str, str)  # level (warning | info), text: unsaved work and its saving
 
     def __init__(self, store: SessionStore, session_id: int | None = None) -> None:
@@ -92,7 +95,7 @@ class SessionModel(QObject):
         self.session_id = store.current_session() if session_id is None else session_id
         self._takes: dict[int, Take] = {}
         self._ids: list[int] = [t for t in store.arrangement(self.session_id) if self._load(t) is not None]
-        self._undo: list[tuple[str, Any]] = []
+        self.edits = UndoHistory(store, self.session_id, self._take_exists)
         self._concat: np.ndarray | None = None
         self._unsaved: dict[int, _Unsaved] = {}  # temporary id (< 0) -> take waiting for the disk
         self._dirty_arrangement = False
@@ -118,6 +121,13 @@ class SessionModel(QObject):
                 take.audio = np.zeros(round(take.seconds * take.sample_rate), np.float32)
             self._takes[take_id] = take
         return self._takes[take_id]
+
+    def _take_exists(self, take_id: int) -> bool:
+        try:
+            self.store.take(take_id)
+        except KeyError:
+            return False
+        return True
 
     def startup_notices(self) -> list[str]:
         """What the user must be told at start: recovered data, takes whose audio is missing."""
@@ -202,7 +212,7 @@ class SessionModel(QObject):
         if take.rating == rating:
             return
         if undoable:
-            self._push(("rating", (take_id, take.rating)))
+            self._push("rating", "Rate", [take_id, take.rating])
         take.rating = rating
         if take_id > 0:  # an unsaved take (id < 0) gets its rating written with it
             try:
@@ -237,6 +247,7 @@ class SessionModel(QObject):
             for take_id, rating in list(self._dirty_ratings.items()):
                 self.store.set_rating(take_id, rating)
                 del self._dirty_ratings[take_id]
+            self.edits.flush()
         except (sqlite3.Error, StorageError) as exc:
             log.info("storage retry failed: %s", exc)
             return False
@@ -259,8 +270,7 @@ class SessionModel(QObject):
         self._takes[take.id] = take
         remap = {tid: take.id}
         self._ids = _remapped(self._ids, remap)
-        self._undo = [(k, _remapped(d, remap) if k == "arrangement" else (remap.get(d[0], d[0]), d[1]))
-                      for k, d in self._undo]
+        self.edits.remap(remap)
         self._dirty_arrangement = True
         self.takes_changed.emit()
         self.arrangement_changed.emit()
@@ -306,9 +316,9 @@ class SessionModel(QObject):
                                                  "it is kept in memory until it ends.")
 
     # ------------------------------------------------------------------ arrangement edits
-    def _set(self, ids: list[int], undoable: bool = True) -> None:
+    def _set(self, ids: list[int], undoable: bool = True, label: str = "Edit arrangement") -> None:
         if undoable:
-            self._push(("arrangement", list(self._ids)))
+            self._push("arrangement", label, list(self._ids))
         if any(i < 0 for i in ids) or self._unsaved:
             self._dirty_arrangement = True  # refers to takes not written yet: saved with them
         else:
@@ -322,49 +332,65 @@ class SessionModel(QObject):
         self._concat = None
         self.arrangement_changed.emit()
 
-    def append(self, take_id: int) -> None:
-        self._set([*self._ids, take_id])
+    def append(self, take_id: int, label: str = "Add segment") -> None:
+        self._set([*self._ids, take_id], label=label)
 
-    def insert(self, index: int, take_id: int) -> None:
+    def insert(self, index: int, take_id: int, label: str = "Insert segment") -> None:
         ids = list(self._ids)
         ids.insert(index, take_id)
-        self._set(ids)
+        self._set(ids, label=label)
 
-    def replace(self, index: int, take_id: int) -> None:
+    def replace(self, index: int, take_id: int, label: str = "Replace segment") -> None:
         ids = list(self._ids)
         ids[index] = take_id
-        self._set(ids)
+        self._set(ids, label=label)
 
     def remove(self, index: int) -> None:
         ids = list(self._ids)
         del ids[index]
-        self._set(ids)
+        self._set(ids, label="Delete segment")
 
     def move(self, index: int, new_index: int) -> None:
         ids = list(self._ids)
         ids.insert(new_index, ids.pop(index))
-        self._set(ids)
+        self._set(ids, label="Move segment")
 
     # ------------------------------------------------------------------ undo
-    def _push(self, entry: tuple[str, Any]) -> None:
-        self._undo.append(entry)
-        del self._undo[:-UNDO_LIMIT]
+    def _push(self, kind: str, label: str, data: Any) -> None:
+        self.edits.record(kind, label, data)
         self.undo_changed.emit(True)
+        self.edits_changed.emit()
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self.edits.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.edits.can_redo
 
     def undo(self) -> bool:
-        if not self._undo:
+        """Revert the last edit (also one made before a restart); False when there is none."""
+        return self._step(UNDO, REDO)
+
+    def redo(self) -> bool:
+        """Apply the last undone edit again; False when there is none (a new edit empties redo)."""
+        return self._step(REDO, UNDO)
+
+    def _step(self, source: str, target: str) -> bool:
+        entry = self.edits.pop(source)
+        if entry is None:
             return False
-        kind, data = self._undo.pop()
-        if kind == "arrangement":
-            self._set(data, undoable=False)
+        if entry.kind == "arrangement":
+            inverse = Entry(entry.kind, entry.label, list(self._ids))
+            self._set([i for i in entry.data if self._load(i) is not None], undoable=False)
         else:
-            take_id, rating = data
+            take_id, rating = int(entry.data[0]), int(entry.data[1])
+            inverse = Entry(entry.kind, entry.label, [take_id, self.take(take_id).rating])
             self.rate(take_id, rating, undoable=False)
-        self.undo_changed.emit(bool(self._undo))
+        self.edits.push_inverse(entry, target, inverse)
+        self.undo_changed.emit(self.edits.can_undo)
+        self.edits_changed.emit()
         return True
 
     # ------------------------------------------------------------------ export

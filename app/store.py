@@ -4,10 +4,15 @@ Layout of the data folder (platformdirs user data dir by default)::
 
     sessions.sqlite3        WAL journal; every change is its own committed transaction
     sessions.sqlite3.bak    copy taken with SQLite's backup API at every start (before any migration)
-    studio.lock             held (OS file lock) while a store is open: one app per data folder
+    studio.lock             held (OS file lock) while a store is open: one window per project
+    drag/                   files dragged out to a DAW (kept while the project exists; `app.exporter`)
     audio/take-<uuid>.flac  one FLAC (24-bit) per take, written atomically before its row exists
     live/<stream>-<n>.f32   chunks of a live stream as they are played (rows in live_chunks); the
                             finished take replaces them; after a crash they become a take at start
+
+The folder is a *project* (`app.projects`): New / Open / Save As switch between such folders; the
+per-user data folder is the default project. Schema 2 adds `undo_log` (the persisted undo/redo
+history, `app.undo_history`); an older database gets the table at its next start (after the backup).
 
 A take's FLAC also carries its kind/prompt/seed/settings/metadata/model hash as tags
 (`take_file_tags`), so audio files stay self-describing. After a crash or `kill -9`, SQLite's WAL
@@ -57,7 +62,7 @@ LIVE_DIR = "live"  # journal of live streams: live/<stream>-<seq>.f32, one per c
 LIVE_SUFFIX = ".f32"  # raw float32 mono samples
 LOCK_NAME = "studio.lock"
 PENDING_FILE = ""  # StoredAudio.file of audio that could not be written yet (kept in memory)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: undo_log
 FLAC_SUBTYPE = "PCM_24"
 MAX_RATING = 5
 
@@ -81,6 +86,9 @@ CREATE TABLE IF NOT EXISTS live_chunks (
     stream TEXT NOT NULL REFERENCES live_streams(stream) ON DELETE CASCADE, seq INTEGER NOT NULL,
     file TEXT NOT NULL, samples INTEGER NOT NULL, sample_rate INTEGER NOT NULL,
     PRIMARY KEY (stream, seq));
+CREATE TABLE IF NOT EXISTS undo_log (
+    id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, stack TEXT NOT NULL, kind TEXT NOT NULL,
+    label TEXT NOT NULL, data TEXT NOT NULL);
 """
 _TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 
@@ -130,6 +138,17 @@ def take_file_tags(kind: str, settings: dict[str, Any], model_hash: str, parent_
     return tags
 
 
+@dataclass(frozen=True)
+class UndoRow:
+    """One persisted undo/redo entry."""
+
+    id: int  # row id: the order of the stack
+    stack: str  # "undo" | "redo"
+    kind: str  # what `data` restores: "arrangement" | "rating"
+    label: str  # shown in Edit > Undo <label>
+    data: Any  # JSON: the state the entry restores
+
+
 @dataclass
 class Take:
     """One generation: settings in, audio out, plus the user's rating."""
@@ -168,8 +187,9 @@ class SessionStore:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            raise StoreLocked(f"{self.folder} is in use by another MeLoDy Studio window; close it, or "
-                              "open another session folder with --data-dir FOLDER") from None
+            raise StoreLocked(f"the project {self.folder} is open in another MeLoDy Studio window; switch "
+                              "to that window, or open another project (File > Open Project, or "
+                              "melody-studio --project FOLDER)") from None
         try:
             self._open()
         except BaseException:
@@ -216,7 +236,7 @@ class SessionStore:
         try:
             if not _TABLES <= self._tables():  # creating tables is a write: skipped when not needed
                 self._db.executescript(_SCHEMA)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                                  (str(SCHEMA_VERSION),))
         except sqlite3.OperationalError as exc:  # full disk on first start: nothing can be stored
             raise StorageError(f"cannot create the session database in {self.folder} "
@@ -422,6 +442,57 @@ class SessionStore:
                                  (f"pref.{key}", _jsonable(value)))
         except sqlite3.Error as exc:
             log.warning("cannot save preference %s: %s", key, exc)
+
+    # ------------------------------------------------------------ undo / redo history
+    def undo_rows(self, session_id: int) -> list[UndoRow]:
+        """The session's undo and redo entries, oldest first (`app.undo_history` owns their meaning)."""
+        rows = self._db.execute("SELECT * FROM undo_log WHERE session_id = ? ORDER BY id",
+                                (session_id,)).fetchall()
+        return [UndoRow(int(r["id"]), r["stack"], r["kind"], r["label"], json.loads(r["data"])) for r in rows]
+
+    def write_undo(self, session_id: int, add: Iterable[tuple[str, str, str, Any]] = (),
+                   delete: Iterable[int] = (), clear: Iterable[str] = ()) -> list[int]:
+        """One transaction: empty the stacks in `clear`, delete rows `delete`, append `add`
+        ((stack, kind, label, data) each); returns the new rows' ids. Raises sqlite3.Error."""
+        ids = []
+        with self._db:
+            self._db.execute("BEGIN")
+            for stack in clear:
+                self._db.execute("DELETE FROM undo_log WHERE session_id = ? AND stack = ?",
+                                 (session_id, stack))
+            self._db.executemany("DELETE FROM undo_log WHERE id = ?", [(i,) for i in delete])
+            for stack, kind, label, data in add:
+                cur = self._db.execute("INSERT INTO undo_log (session_id, stack, kind, label, data) "
+                                       "VALUES (?, ?, ?, ?, ?)",
+                                       (session_id, stack, kind, label, _jsonable(data)))
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    # ------------------------------------------------------------ copies (Save As)
+    def copy_to(self, dest: str | Path) -> Path:
+        """Copy the project into the new folder `dest` (absent or empty): the database through SQLite's
+        online backup API (consistent while open), then the take and drag-out files. Written into a
+        hidden sibling folder first and renamed at the end: a failed copy leaves nothing behind."""
+        import shutil
+
+        dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            (tmp / AUDIO_DIR).mkdir(parents=True)
+            backup_database(self._db, tmp / DB_NAME)
+            for sub in (AUDIO_DIR, "drag"):
+                src = self.folder / sub
+                if src.is_dir():
+                    (tmp / sub).mkdir(exist_ok=True)
+                    for f in src.iterdir():
+                        if f.is_file() and not f.name.startswith("."):
+                            shutil.copy2(f, tmp / sub / f.name)
+            os.replace(tmp, dest)  # onto an empty folder too (POSIX rename)
+        except (OSError, sqlite3.Error) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StorageError(f"cannot copy the project to {dest} ({_reason(exc, dest.parent)})") from None
+        return dest
 
     # ------------------------------------------------------------ live journal
     @property

@@ -111,7 +111,8 @@ def test_second_store_on_one_folder_is_refused_with_a_clear_message(tmp_path: Pa
     first = SessionStore(tmp_path / "data")
     with pytest.raises(StoreLocked) as info:
         SessionStore(tmp_path / "data")
-    assert "in use by another MeLoDy Studio window" in str(info.value) and "--data-dir" in str(info.value)
+    assert "open in another MeLoDy Studio window" in str(info.value) and "--project" in str(info.value)
+    assert "File > Open Project" in str(info.value)  # the way to open another project
     other = SessionStore(tmp_path / "other")  # another project opens fine
     other.close()
     first.close()
@@ -128,6 +129,6 @@ def test_second_app_instance_exits_with_the_reason(qtbot, make_studio, tmp_path:
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: cannot start:") and "in use by another MeLoDy Studio window" in last
+    assert last.startswith("error: cannot start:") and "open in another MeLoDy Studio window" in last
     assert [s.take.prompt for s in studio.session.segments()] == ["mine"]  # the first is untouched
     assert np.asarray(studio.session.arrangement_audio()).size == 24000
