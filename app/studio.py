@@ -66,7 +66,7 @@ class Studio:
     controller: Controller
     window: MainWindow
     options: _Options | None = None
-    _retired: list[MainWindow] = field(default_factory=list)  # closed windows until Qt deletes them
+    _retired: list[MainWindow] = field(default_factory=list, repr=False)  # closed windows until Qt deletes them
 
     @classmethod
     def create(cls, data_dir: str | Path | None = None, engine_factory: EngineFactory = real_pipeline,
@@ -81,6 +81,7 @@ class Studio:
         options = _Options(engine_factory, out, reason, threads, theme_mode,
                            None if config_dir is None else Path(config_dir))
         studio = cls._build(store, options)
+        studio._install()
         window = studio.window
         if bundle is not None:
             window.panel.bundle.setText(bundle)
@@ -117,10 +118,12 @@ class Studio:
         window.setWindowTitle(f"{project_name(store.folder)} — {TITLE}")
         window.setWindowFilePath(str(store.folder))
         RecentProjects(options.config_dir).add(store.folder)
+        return studio
+
+    def _install(self) -> None:
         from app.views.producer import install
 
-        install(studio)  # File > projects, Edit > Redo, Presets menu, Variations dock
-        return studio
+        install(self)  # File > projects, Edit > Redo, Presets menu, Variations dock
 
     # ------------------------------------------------------------------ projects
     @property
@@ -192,6 +195,7 @@ class Studio:
         self._retired.append(old)
         self.store, self.session, self.player = new.store, new.session, new.player
         self.playback, self.controller, self.window = new.playback, new.controller, new.window
+        self._install()
         log.info("switched to project %s", folder)
 
     def close(self) -> None:

@@ -104,7 +104,10 @@ class ProducerTools(QObject):
     # ------------------------------------------------------------------ undo / redo
     def _edit_actions(self) -> None:
         w = self.window
-        self.redo_action = self._act("Redo", self.redo, QKeySequence.StandardKey.Redo)
+        self.redo_action = self._act("Redo", self.redo)
+        keys = QKeySequence.keyBindings(QKeySequence.StandardKey.Redo)  # the platform's (Ctrl+Y here) ...
+        extra = QKeySequence("Ctrl+Shift+Z")  # ... and the one every DAW and editor also takes
+        self.redo_action.setShortcuts([*keys, extra] if extra not in keys else keys)
         w.edit_menu.addAction(self.redo_action)
         self.session.edits_changed.connect(self._update_edit)
         self._update_edit()
