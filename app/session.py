@@ -238,6 +238,7 @@ class SessionModel(QObject):
 
     def flush(self) -> bool:
         """Write everything kept in memory; True when nothing is left unsaved."""
+        had_work = self.unsaved  # takes, arrangement, ratings (not just the undo history)
         try:
             for tid in sorted(self._unsaved, reverse=True):  # oldest first (-1, -2, ...)
                 self._save_unsaved(tid)
@@ -253,7 +254,8 @@ class SessionModel(QObject):
             return False
         if self._retry.isActive():
             self._retry.stop()
-            self.storage_message.emit("info", "Saved: everything kept in memory is now on disk.")
+            if had_work:
+                self.storage_message.emit("info", "Saved: everything kept in memory is now on disk.")
         return True
 
     def _save_unsaved(self, tid: int) -> None:
@@ -358,8 +360,15 @@ class SessionModel(QObject):
     # ------------------------------------------------------------------ undo
     def _push(self, kind: str, label: str, data: Any) -> None:
         self.edits.record(kind, label, data)
+        self._retry_history()
         self.undo_changed.emit(True)
         self.edits_changed.emit()
+
+    def _retry_history(self) -> None:
+        """The undo history could not be written: the retry timer rewrites it (silently: it is no
+        audio, and the edit itself was saved or is reported on its own)."""
+        if self.edits.dirty and not self._retry.isActive():
+            self._retry.start()
 
     @property
     def can_undo(self) -> bool:
@@ -389,6 +398,7 @@ class SessionModel(QObject):
             inverse = Entry(entry.kind, entry.label, [take_id, self.take(take_id).rating])
             self.rate(take_id, rating, undoable=False)
         self.edits.push_inverse(entry, target, inverse)
+        self._retry_history()
         self.undo_changed.emit(self.edits.can_undo)
         self.edits_changed.emit()
         return True

@@ -66,7 +66,7 @@ class Studio:
     controller: Controller
     window: MainWindow
     options: _Options | None = None
-    _retired: list[MainWindow] = field(default_factory=list, repr=False)  # closed windows until Qt deletes them
+    _retired: list[MainWindow] = field(default_factory=list, repr=False)  # closed; Qt deletes them later
 
     @classmethod
     def create(cls, data_dir: str | Path | None = None, engine_factory: EngineFactory = real_pipeline,

@@ -10,20 +10,41 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QMenu
 
+from app.controller import Controller
+from app.playback import Playback
 from app.presets import Preset, PresetStore
 from app.projects import ProjectError
+from app.session import SessionModel
 from app.variations import PREF_KEY, VariationBatch
 from app.views.prompt_panel import ADHERENCE_DEFAULT
 from app.views.variations import VariationsPanel
 
-if TYPE_CHECKING:
-    from app.studio import Studio
+
+class Studio(Protocol):
+    """What the tools use of `app.studio.Studio` (not imported: the studio installs these tools)."""
+
+    window: Any
+    session: SessionModel
+    controller: Controller
+    playback: Playback
+    options: Any
+
+    @property
+    def project(self) -> Path: ...
+
+    def recent_projects(self) -> list[Path]: ...
+
+    def open_project(self, folder: str | Path) -> None: ...
+
+    def new_project(self, folder: str | Path) -> None: ...
+
+    def save_project_as(self, folder: str | Path) -> None: ...
 
 log = logging.getLogger(__name__)
 
