@@ -598,10 +598,15 @@ class SessionStore:
                                      st["model_hash"], st["parent_id"], live_stream=st["stream"])
                 with self._db:
                     self._db.execute("BEGIN")
-                    pos = self._db.execute("SELECT COUNT(*) FROM arrangement WHERE session_id = ?",
-                                           (st["session_id"],)).fetchone()[0]
+                    before = self.arrangement(st["session_id"])
                     self._db.execute("INSERT INTO arrangement VALUES (?, ?, ?)",
-                                     (st["session_id"], pos, take.id))
+                                     (st["session_id"], len(before), take.id))
+                    # an edit like any other: Edit > Undo takes the recovered take out again
+                    self._db.execute("DELETE FROM undo_log WHERE session_id = ? AND stack = 'redo'",
+                                     (st["session_id"],))
+                    self._db.execute("INSERT INTO undo_log (session_id, stack, kind, label, data) VALUES "
+                                     "(?, 'undo', 'arrangement', 'Recover interrupted take', ?)",
+                                     (st["session_id"], _jsonable(before)))
             except (StorageError, sqlite3.Error) as exc:  # full disk: the journal stays for a later start
                 log.warning("cannot recover live stream %s: %s", st["stream"], exc)
                 continue

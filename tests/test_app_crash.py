@@ -95,4 +95,9 @@ def test_kill_9_keeps_every_segment_and_rating(qtbot, make_studio, tmp_path):  #
     ext = [t for t in studio.store.takes() if t.kind == "extend"]
     assert len(ext) == 1 and len(studio.store.load_audio(ext[0])) == 48000  # still in the history
     assert len(studio.window.strip.cards) == 4 and studio.window.strip.cards[1].stars.rating == 5
-    assert studio.session.undo() is False  # undo history is per run; the state itself is intact
+    # the undo history survived the kill too: first the recovery, then the last edit before the kill
+    assert studio.window.undo_action.text() == "Undo Recover interrupted take"
+    assert studio.session.undo() and studio.session.take_ids == state["ids"]
+    assert studio.window.undo_action.text() == "Undo Delete segment"
+    assert studio.session.undo() and len(studio.session.take_ids) == 4  # the extension is back
+    assert studio.session.take_ids[2] == ext[0].id
