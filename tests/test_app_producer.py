@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 import numpy as np
+from app_fake_pipeline import FakePipeline
 from app_fixtures import WAIT_MS, fake_factory, generate, make_studio, tiny_bundle  # noqa: F401
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QTableWidgetSelectionRange
@@ -172,6 +173,26 @@ def test_variations_make_n_distinct_seed_takes_for_ab(qtbot, make_studio, tmp_pa
     again = make_studio(data_dir=data)  # the last batch is listed again after a restart
     assert again.window.producer.batch.take_ids() == [t.id for t in takes]
     assert again.window.producer.variations.table.rowCount() == 4
+
+
+def test_cancel_stops_the_batch(qtbot, make_studio):  # noqa: F811
+    class Slow(FakePipeline):
+        step_delay = 0.05  # 4 steps x 1 chunk: 0.2 s a take, time to cancel the second
+
+    studio = make_studio(factory=fake_factory(Slow))
+    w = studio.window
+    w.panel.prompt.setPlainText("slow")
+    w.panel.length.setValue(1.0)
+    w.panel.steps.setValue(4)
+    tools = w.producer
+    tools.generate_variations(4)
+    qtbot.waitUntil(lambda: tools.batch.batch.items[1].state == "generating", timeout=WAIT_MS)
+    with qtbot.waitSignal(tools.batch.finished, timeout=WAIT_MS) as done:
+        w.cancel()  # Esc
+    assert done.args == [False]
+    assert [v.state for v in tools.batch.batch.items] == ["done", "failed", "failed", "failed"]
+    assert len(tools.batch.take_ids()) == 1 and not tools.batch.running
+    assert tools.variations.go.isEnabled()
 
 
 def test_variation_seeds():

@@ -64,8 +64,12 @@ def test_extend_and_regenerate(qtbot, make_studio):  # noqa: F811
     same = run_job(qtbot, studio, lambda: studio.window.regenerate(0, True))
     assert studio.session.take(same).seed == regen.seed
     assert len(studio.store.takes()) == 4  # history keeps every take
+    labels = [e.label for e in studio.session.edits.entries("undo")]
+    assert labels == ["Generate", "Extend", "Regenerate", "Regenerate"]  # each job is one undoable edit
     studio.session.undo()
     assert studio.session.take_ids == [new, ext]
+    studio.session.redo()
+    assert studio.session.take_ids == [same, ext]
 
 
 def test_inpaint_changes_only_the_range(qtbot, make_studio):  # noqa: F811
@@ -83,6 +87,9 @@ def test_inpaint_changes_only_the_range(qtbot, make_studio):  # noqa: F811
     np.testing.assert_array_equal(after[b + fade :], before[b + fade :])
     assert np.abs(after[a:b] - before[a:b]).max() > 0.05
     assert studio.session.take_ids == [new]
+    assert studio.window.undo_action.text() == "Undo Inpaint"
+    studio.window.undo_action.trigger()
+    assert studio.session.take_ids == [tid]
 
 
 def test_bad_drops_show_errors(qtbot, make_studio, tmp_path):  # noqa: F811
