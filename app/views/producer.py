@@ -162,7 +162,8 @@ class ProducerTools(QObject):
         for group in ([p for p in self.presets.all() if p.builtin], user):
             for p in group:
                 m.addAction(self._act(p.name, lambda p=p: self.apply_preset(p)))
-            m.addSeparator()
+            if group:
+                m.addSeparator()
         delete = m.addMenu("Delete preset")
         for p in user:
             delete.addAction(self._act(p.name, lambda p=p: self.delete_preset(p.name)))

@@ -20,7 +20,8 @@ from app.store import Take
 from app.variations import DEFAULT_COUNT, MAX_COUNT, Variation
 from app.views.segments import StarRating
 
-COLUMNS = ("#", "Seed", "Rating", "Length", "State")
+COLUMNS = ("#", "Seed", "Length", "Rating")  # "Length" says the state until the take is ready
+RATING_COLUMN = 3
 STATE_TEXT = {"queued": "queued", "generating": "generating…", "done": "ready", "failed": "—"}
 BUTTONS_PER_ROW = 3
 
@@ -69,6 +70,7 @@ class VariationsPanel(QWidget):
         self.buttons["ab"].clicked.connect(self._compare)
         self.buttons["ab"].setToolTip("Select two takes and compare them at the same position (B switches)")
         self.buttons["switch"].clicked.connect(self.switch_ab)
+        self.buttons["switch"].setEnabled(False)
         self.buttons["keep"].clicked.connect(lambda: [self.keep.emit(t) for t in self.selected_ids()])
         self.buttons["keep"].setToolTip("Add the selected takes to the end of the arrangement (undoable)")
         grid = QGridLayout()
@@ -89,8 +91,8 @@ class VariationsPanel(QWidget):
         self.stars = {}
         for r, v in enumerate(items):
             take = takes.get(v.take_id) if v.take_id is not None else None
-            length = f"{take.seconds:.1f} s" if take else ""
-            values = (str(r + 1), str(v.seed), "", length, STATE_TEXT[v.state])
+            length = f"{take.seconds:.1f} s" if take else STATE_TEXT[v.state]
+            values = (str(r + 1), str(v.seed), length, "")
             for c, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, v.take_id)
@@ -98,12 +100,12 @@ class VariationsPanel(QWidget):
             if take is not None:
                 stars = StarRating(take.rating)
                 stars.rating_changed.connect(lambda n, t=take.id: self.rate.emit(t, n))
-                self.table.setCellWidget(r, 2, stars)
+                self.table.setCellWidget(r, RATING_COLUMN, stars)
                 self.stars[take.id] = stars
                 if take.id in selected:
                     self.table.selectRow(r)
             else:
-                self.table.removeCellWidget(r, 2)
+                self.table.removeCellWidget(r, RATING_COLUMN)
         self.table.resizeColumnsToContents()
         self.go.setEnabled(not running)
         self.stop.setEnabled(running)
