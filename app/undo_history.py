@@ -56,10 +56,18 @@ class UndoHistory:
         except sqlite3.Error as exc:  # a history is a convenience: start empty, say why in the log
             log.warning("cannot read the undo history: %s", exc)
             rows = []
-        dropped = []
+        dropped, known = [], {}  # known: take id -> has a row (asked once per id)
         for r in rows:
             entry = Entry(r.kind, r.label, r.data, r.id)
-            if r.stack in self._stacks and all(exists(t) for t in entry.take_ids()):
+            try:
+                ids = [int(t) for t in entry.take_ids()]
+            except (TypeError, ValueError, IndexError, KeyError):  # a row that makes no sense
+                dropped.append(r.id)
+                continue
+            for t in ids:
+                if t not in known:
+                    known[t] = exists(t)
+            if r.stack in self._stacks and all(known[t] for t in ids):
                 self._stacks[r.stack].append(entry)
             else:
                 dropped.append(r.id)

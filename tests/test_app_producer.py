@@ -258,3 +258,22 @@ def test_builtin_presets_come_from_the_corpus_genres():
     presets = builtin_presets()
     assert len(presets) >= 8 and len({p.name for p in presets}) == len(presets)
     assert all(p.bpm and 60 <= p.bpm <= 180 and p.prompt for p in presets)
+
+
+def test_undo_history_drops_entries_it_cannot_apply(tmp_path):
+    from app.undo_history import UndoHistory
+
+    store = SessionStore(tmp_path / "data")
+    sid = store.current_session()
+    take = store.add_take(sid, store.write_audio(np.zeros(2400, np.float32), SR), "generate",
+                          {"prompt": "x", "seed": 1}, {}, "h")
+    store.write_undo(sid, [("undo", "arrangement", "Good", [take.id]),
+                           ("undo", "arrangement", "Bad", "oops"),
+                           ("undo", "arrangement", "Gone", [take.id + 99]),
+                           ("redo", "rating", "Rate", [take.id, 3])])
+    history = UndoHistory(store, sid, lambda i: i == take.id)
+    assert [e.label for e in history.entries("undo")] == ["Good"] and history.label("redo") == "Rate"
+    assert [r.label for r in store.undo_rows(sid)] == ["Good", "Rate"]  # the others are deleted for good
+    history.record("rating", "Rate", [take.id, 0])  # a new edit empties redo, in the database too
+    assert [(r.stack, r.label) for r in store.undo_rows(sid)] == [("undo", "Good"), ("undo", "Rate")]
+    store.close()
