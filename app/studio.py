@@ -143,6 +143,7 @@ class Studio:
     def new_project(self, folder: str | Path) -> None:
         """Create an empty project in `folder` (absent or empty) and switch to it."""
         target = check_new(folder, self.store.folder)
+        self._check_idle()  # before the folder is made: a refusal leaves nothing behind
         try:
             target.mkdir(exist_ok=True)
         except OSError as exc:

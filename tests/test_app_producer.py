@@ -175,7 +175,7 @@ def test_variations_make_n_distinct_seed_takes_for_ab(qtbot, make_studio, tmp_pa
     assert again.window.producer.variations.table.rowCount() == 4
 
 
-def test_cancel_stops_the_batch(qtbot, make_studio):  # noqa: F811
+def test_cancel_stops_the_batch(qtbot, make_studio, tmp_path):  # noqa: F811
     class Slow(FakePipeline):
         step_delay = 0.05  # 4 steps x 1 chunk: 0.2 s a take, time to cancel the second
 
@@ -187,6 +187,10 @@ def test_cancel_stops_the_batch(qtbot, make_studio):  # noqa: F811
     tools = w.producer
     tools.generate_variations(4)
     qtbot.waitUntil(lambda: tools.batch.batch.items[1].state == "generating", timeout=WAIT_MS)
+    here = studio.project
+    assert not tools.switch("new", tmp_path / "elsewhere")  # no project switch while generating
+    assert "generation is running" in w.messages.text() and studio.project == here
+    assert not (tmp_path / "elsewhere").exists()
     with qtbot.waitSignal(tools.batch.finished, timeout=WAIT_MS) as done:
         w.cancel()  # Esc
     assert done.args == [False]
