@@ -124,8 +124,10 @@ def test_undo_redo_survive_a_restart(qtbot, make_studio, tmp_path):  # noqa: F81
     assert s.take_ids == [one]
     w.undo_action.trigger()
     assert s.take_ids == [one, two]
-    s.move(1, 0)  # a new edit empties the redo stack
+    w.select_segment(1)
+    w.producer.move_actions[0].trigger()  # Edit > Move segment left (Alt+Left): a new edit empties redo
     assert s.take_ids == [two, one] and not w.producer.redo_action.isEnabled()
+    assert w.selected == 0 and w.undo_action.text() == "Undo Move segment"
     w.undo_action.trigger()
     assert s.take_ids == [one, two]
     undo_labels = [e.label for e in s.edits.entries("undo")]

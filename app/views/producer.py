@@ -130,8 +130,21 @@ class ProducerTools(QObject):
         extra = QKeySequence("Ctrl+Shift+Z")  # ... and the one every DAW and editor also takes
         self.redo_action.setShortcuts([*keys, extra] if extra not in keys else keys)
         w.edit_menu.addAction(self.redo_action)
+        w.edit_menu.addSeparator()
+        self.move_actions = [self._act("Move segment left", lambda: self.move_selected(-1), "Alt+Left"),
+                             self._act("Move segment right", lambda: self.move_selected(1), "Alt+Right")]
+        for action in self.move_actions:
+            w.edit_menu.addAction(action)
         self.session.edits_changed.connect(self._update_edit)
         self._update_edit()
+
+    def move_selected(self, step: int) -> None:
+        """Move the selected segment one slot left/right in the arrangement (undoable)."""
+        index, n = self.window.selected, len(self.session.take_ids)
+        if index is None or not 0 <= index + step < n:
+            return
+        self.session.move(index, index + step)
+        self.window.select_segment(index + step)
 
     def redo(self) -> None:
         if not self.session.redo():

@@ -26,6 +26,7 @@ SHORTCUTS = (
     ("Delete", "Delete the selected segment"),
     ("Ctrl+Z", "Undo (also edits made before a restart)"),
     ("Ctrl+Shift+Z / Ctrl+Y", "Redo"),
+    ("Alt+Left / Alt+Right", "Move the selected segment left / right"),
     ("Ctrl+Shift+N / Ctrl+O", "New project / open a project"),
     ("Ctrl+Shift+S", "Save the project as a copy in a new folder"),
     ("B", "Switch A/B while comparing two takes"),
