@@ -48,6 +48,9 @@ def _common(p: argparse.ArgumentParser, prompt_option: bool) -> None:
     p.add_argument("--top-p", type=float, default=D.top_p, help="semantic LM nucleus threshold (1 = off)")
     p.add_argument("--lm-guidance", type=float, default=None, help="semantic LM guidance scale: how "
                    "closely the music follows the prompt (1 = off; default: the model's own)")
+    p.add_argument("--bpm", default=None, help="tempo in BPM (the LM's BPM control; overrides '120 bpm' in "
+                   "the prompt; a model without controls gets it as prompt text)")
+    p.add_argument("--key", default=None, help='key, e.g. "D minor", "F# major", "Bb min" (as --bpm)')
     p.add_argument("--start-mode", default=D.start, help="first window: window (paper) or progressive")
     p.add_argument("--bundle", metavar="DIR", help="model bundle folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda[:N] or mps")
@@ -84,12 +87,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace, prompt: str | None, seconds: float, need_prompt: bool) -> Any:
     from melody_core.generation.types import GenerationSettings, PipelineError
     from melody_core.generation.validation import validate_settings
+    from melody_core.models.controls import BPM_RANGE, parse_bpm
 
+    bpm = None
+    if args.bpm is not None:
+        bpm = parse_bpm(args.bpm)
+        if bpm is None:
+            lo, hi = BPM_RANGE
+            raise CLIError(f"--bpm must be a number between {lo:g} and {hi:g}, got {args.bpm!r}")
     s = GenerationSettings(
         prompt=prompt, style_audio_path=args.style_audio, style_weight=args.style_weight, seconds=seconds,
         seed=args.seed, steps=args.steps, guidance=args.guidance, schedule=args.schedule,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, lm_guidance=args.lm_guidance,
-        continuation_steps=args.continuation_steps, start=args.start_mode,
+        continuation_steps=args.continuation_steps, start=args.start_mode, bpm=bpm, key=args.key,
     )
     try:
         validate_settings(s, need_prompt=need_prompt)

@@ -190,9 +190,9 @@ class LMJob:
 class Engine:
     """Runs a window plan on a timeline; see the module docstring.
 
-    models: the loaded `ModelSet` (LM, DPD forward / prepare, threads); prefix: (1, n_prefix) MuLan
-    tokens; on_update: called with `StreamControl.take_updates()` before each window after the first
-    (prompt automation), returns the new prefix or None when the conditioning is unchanged;
+    models: the loaded `ModelSet` (LM, DPD forward / prepare, threads); prefix: (1, n_cond) MuLan
+    tokens + LM controls; on_update: called with `StreamControl.take_updates()` before each window
+    after the first (prompt automation), returns the new prefix or None when the conditioning is unchanged;
     stop_on_request: end after the window in progress once `control.stop_after_current()` was called;
     history: frames kept behind the last final frame (None = the whole timeline); older frames are
     trimmed once the consumer took the `FramesFinal` (it must not read further back than that).

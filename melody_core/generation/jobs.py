@@ -138,7 +138,7 @@ def automation(models: ModelSet, s: GenerationSettings, style: Tensor | None,
         if not (state["prompt"] or "").strip() and state["style"] is None:
             return None  # an empty prompt without style keeps the previous conditioning
         with stats.timed("condition"):
-            return models.condition(state["prompt"], state["style"], state["style_weight"])
+            return models.condition(state["prompt"], state["style"], state["style_weight"], s.bpm, s.key)
 
     return update
 
@@ -147,7 +147,7 @@ def generation_job(models: ModelSet, s: GenerationSettings, style: Tensor | None
                    control: StreamControl | None, endless: bool) -> Job:
     stats = Stats()
     with stats.timed("condition"):
-        prefix = models.condition(s.prompt, style, s.style_weight)
+        prefix = models.condition(s.prompt, style, s.style_weight, s.bpm, s.key)
     out_samples = None if endless else round(s.seconds * SAMPLE_RATE)
     n_frames = None if out_samples is None else frames_for_samples(out_samples, LATENT_HOP)
     chunk_steps = models.layout.chunk_steps(s.steps, s.continuation_steps)
@@ -170,10 +170,10 @@ def continuation_job(models: ModelSet, wav: np.ndarray, s: GenerationSettings,
                         tokens[:, :kept_tokens])
     with stats.timed("condition"):
         if s.prompt or style is not None:
-            prefix = models.condition(s.prompt, style, s.style_weight)
+            prefix = models.condition(s.prompt, style, s.style_weight, s.bpm, s.key)
         else:
             tail = wav[max(0, n_src - models.mulan_clip_samples) :]
-            prefix = models.condition(None, torch.from_numpy(tail), 1.0)
+            prefix = models.condition(None, torch.from_numpy(tail), 1.0, s.bpm, s.key)
     out_samples = None if endless else round(s.seconds * SAMPLE_RATE)
     n_frames = None if out_samples is None else frames_for_samples(n_src - origin + out_samples, LATENT_HOP)
     chunk_steps = models.layout.chunk_steps(s.steps, s.continuation_steps)
@@ -200,10 +200,10 @@ def inpaint_job(models: ModelSet, wav: np.ndarray, a: int, b: int, s: Generation
         timeline.known[first:last] = False
     with stats.timed("condition"):
         if s.prompt or style is not None:
-            prefix = models.condition(s.prompt, style, s.style_weight)
+            prefix = models.condition(s.prompt, style, s.style_weight, s.bpm, s.key)
         else:
             clip = wav[origin : min(seg_end, n_src)][: models.mulan_clip_samples]
-            prefix = models.condition(None, torch.from_numpy(np.ascontiguousarray(clip)), 1.0)
+            prefix = models.condition(None, torch.from_numpy(np.ascontiguousarray(clip)), 1.0, s.bpm, s.key)
     chunk_steps = models.layout.chunk_steps(s.steps, s.continuation_steps)
     windows = inpaint_windows(models.layout, first, last, n_frames, s.steps, chunk_steps)
     token_lo, token_hi = first // FRAMES_PER_TOKEN, ceil_grid(last) // FRAMES_PER_TOKEN

@@ -23,6 +23,7 @@ from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE
 from melody_core.generation.plan import Layout
 from melody_core.generation.types import PipelineError
 from melody_core.generation.validation import EMPTY_PROMPT, check, finite
+from melody_core.models.controls import Controls, prompt_with_controls, resolve_controls
 from melody_core.models.dpd import DualPathDiffusion
 from melody_core.models.kmeans import KMeansTokenizer
 from melody_core.models.mulan import MuLan
@@ -118,11 +119,29 @@ class ModelSet:
                 return prepare(tokens, uncond, rows, length, shared_input, **guidance)
 
     # ------------------------------------------------------------------ MuLan conditioning
-    def condition(self, prompt: str | None, style: Tensor | None, style_weight: float) -> Tensor:
-        """MuLan text and/or audio embedding, blended ((1 − w) text + w audio) -> RVQ -> (1, 12) tokens."""
+    def controls(self, prompt: str | None, bpm: float | None = None,
+                 key: str | None = None) -> Controls | None:
+        """The BPM / key the LM is given (explicit settings over the prompt's words); None when the
+        LM has no controls (semantic_lm: explicit controls)."""
+        if not self.lm.config.n_controls:
+            return None
+        return resolve_controls(prompt, bpm, key)
+
+    def condition(self, prompt: str | None, style: Tensor | None, style_weight: float,
+                  bpm: float | None = None, key: str | None = None) -> Tensor:
+        """MuLan text and/or audio embedding, blended ((1 − w) text + w audio) -> RVQ -> (1, 12) tokens,
+        then the LM's control tokens, (1, n_cond). Explicit `bpm` / `key` override the prompt's; an
+        LM without controls gets them as prompt text (`prompt_with_controls`), as the app did."""
+        ctl = self.controls(prompt, bpm, key)
+        if ctl is None and (bpm is not None or key):
+            prompt = prompt_with_controls(prompt, bpm, key)
         text = (prompt or "").strip() or None
         check(text is not None or style is not None, EMPTY_PROMPT)
         with torch.inference_mode():
             t = self.mulan.embed_text([text]) if text is not None else None
             a = None if style is None else self.mulan.embed_audio(style.to(self.device).unsqueeze(0))
-            return self.mulan.conditioning_tokens(self.mulan.blend(t, a, style_weight))  # (1, n_prefix)
+            prefix = self.mulan.conditioning_tokens(self.mulan.blend(t, a, style_weight))  # (1, n_prefix)
+            if ctl is None:
+                return prefix
+            tokens = self.lm.config.control_tokens(ctl.bpm, ctl.key)
+            return torch.cat([prefix, prefix.new_tensor([tokens])], dim=1)  # (1, n_cond)

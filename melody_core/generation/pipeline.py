@@ -5,7 +5,8 @@
 
 Public API (plain data in and out, see `generation.types`); settings enter one way, as a
 `GenerationSettings` (its `seed`, or a random one, is the seed of the job and of the metadata):
-- `MelodyPipeline.load(bundle=None, device="auto", threads=None, ...)`
+- `MelodyPipeline.load(bundle=None, device="auto", threads=None, ...)`; `controls`: the explicit
+  controls ("bpm", "key") its LM takes (`GenerationSettings.bpm` / `key`; models.controls)
 - `generate(settings, control=None, *, progress=None, style_audio=None) -> GenerationResult`
 - `continue_(audio, settings, control=None, *, progress=None, ...) -> GenerationResult`: the input
   followed by `settings.seconds` of continuation (input kept exactly)
@@ -334,8 +335,21 @@ class MelodyPipeline:
             "threads": self.threads,
             "streamed": streamed,
             "prompt_changes": st.prompt_changes,
+            **self._controls_meta(job.settings),
             **job.extra,
         }
+
+    def _controls_meta(self, s: GenerationSettings) -> dict[str, Any]:
+        """{"controls": {"bpm", "key"}} the LM was given (explicit or parsed; None = null), when it
+        has controls; nothing otherwise (the metadata of older bundles is unchanged)."""
+        ctl = self.models.controls(s.prompt, s.bpm, s.key)
+        return {} if ctl is None else {"controls": {"bpm": ctl.bpm, "key": ctl.key_name}}
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The explicit controls this bundle's LM takes ("bpm", "key"); () = none (write them into
+        the prompt text instead; `generate` does that itself for `GenerationSettings.bpm` / `key`)."""
+        return self.models.lm.config.controls
 
 
 __all__ = ["MelodyPipeline", "default_bundle_path", "DEFAULT_BUNDLE", "REQUIRED"]

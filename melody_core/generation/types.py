@@ -32,6 +32,9 @@ class GenerationSettings:
     continuation_steps: int | None = None  # steps per continuation chunk (None = ceil(T/M))
     start: str = "window"  # first window: "window" (paper: all L frames in T steps) or "progressive"
     # (chunk by chunk, each new chunk like a continuation: lower time to first sound)
+    bpm: float | None = None  # explicit tempo: the LM's BPM control (overrides "120 bpm" in the prompt);
+    # an LM without controls gets it as prompt text ("..., 120 bpm")
+    key: str | None = None  # explicit key, e.g. "D minor", "F# major", "Bb min" (same rules as bpm)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

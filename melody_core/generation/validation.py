@@ -15,6 +15,7 @@ from melody_core import SAMPLE_RATE
 from melody_core.diffusion import SCHEDULES
 from melody_core.generation.plan import START_MODES
 from melody_core.generation.types import GenerationSettings, PipelineError
+from melody_core.models.controls import BPM_RANGE, KEY_EXAMPLES, parse_bpm, parse_key
 
 MIN_SECONDS, MAX_SECONDS = 0.5, 600.0  # generated length limits (600 s = load_audio's limit)
 MIN_SOURCE_SECONDS = 0.1  # shortest clip accepted for continue / inpaint
@@ -60,6 +61,10 @@ def validate_settings(s: GenerationSettings, need_prompt: bool = True, check_len
     check(finite(s.top_p) and 0 < s.top_p <= 1, f"top-p must be in (0, 1], got {s.top_p}")
     check(s.seed is None or (isinstance(s.seed, int) and 0 <= s.seed < 2**63),
           f"seed must be an integer in [0, 2^63), got {s.seed}")
+    check(s.bpm is None or (finite(s.bpm) and parse_bpm(s.bpm) is not None),
+          f"BPM must be a number between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g}, got {s.bpm}")
+    check(s.key is None or (isinstance(s.key, str) and parse_key(s.key) is not None),
+          f"unknown key {s.key!r} ({KEY_EXAMPLES})")
     check(s.start in START_MODES, f"unknown start mode {s.start!r} (choose from {', '.join(START_MODES)})")
 
 

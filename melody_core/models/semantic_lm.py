@@ -33,6 +33,31 @@ Choices where the paper is silent *(our choice)*:
   training prefixes the RVQ codes of one of the clip's captions through MuLan's *text* tower (our
   choice: the tiny MuLan's text and audio embeddings are far apart, so an LM trained only on
   audio codes barely reacts to text codes at inference, train/lm.py).
+- Explicit controls *(beyond the paper, issue 16; our choice, as producers expect from ACE-Step and
+  Stable Audio's timing input)*: optional BPM and key condition tokens right after the MuLan
+  prefix. Layout of the condition ("prefix" tensor, (B, n_cond), n_cond = n_prefix + n_controls):
+      columns / RoPE positions 0 .. n_prefix-1   MuLan RVQ tokens (prefix_embed)
+      next, if bpm_buckets > 0                   BPM bucket (bpm_embed, bpm_buckets rows)
+      next, if key_tokens > 0                    key: tonic pitch class + 12 * minor (key_embed, 24 rows)
+      n_cond + j                                 semantic token u_j (0-based)
+  so every formula above holds with n_prefix replaced by n_cond: the output at position n_cond - 1
+  predicts u_1, the decoding cache holds n_cond + window positions, a rebuild re-embeds the whole
+  condition and moves the kept tokens back to n_cond, n_cond + 1, ...; `window` and `window_keep`
+  count semantic tokens only, so they do not change. A (B, n_prefix) prefix given to an LM with
+  controls means "no control given" (null columns appended). BPM buckets are log-spaced over
+  [bpm_min, bpm_max] = 40..200 BPM (the corpus' range: `data.variations` MIN_BPM / MAX_BPM for
+  rendered scores, 40..178 among arranger genres; corpus v2 spans 40..180, 1st percentile 47),
+  tempos outside clamp to the end buckets; with DEFAULT_BPM_BUCKETS = 40 each bucket is
+  (200/40)^(1/40) = 1.041x wide (4.1 %), so its geometric centre is within 2.1 % of every tempo in
+  it (the issue's tempo target is +-4 %). Null control: `NULL_CONTROL` (-1) embeds as a zero
+  vector, as the null prefix does, not a learned row: the guidance row is then the all-zero
+  condition, the same rule for every part of it, and "not given" needs no parameters. Off
+  (bpm_buckets = key_tokens = 0, the default): no tables, no extra positions, so existing bundles
+  load and run bit for bit as before. The tables are registered after every other parameter, so a
+  fresh model with controls draws the old parameters' init exactly as one without. The trainer
+  sets a clip's labels from its corpus attributes and drops each to null with `control_dropout`
+  (train/lm.py); `--init-from` an LM without controls loads every old weight and keeps the fresh
+  N(0, 0.02) init of the new tables (train/lm.py `LMStage.init_weights`).
 - Init: N(0, 0.02) for embeddings and linears, output projections of each residual branch
   scaled by 1/sqrt(2 * n_layers) (GPT-2), so the residual stream does not grow with depth.
 
@@ -62,6 +87,9 @@ from melody_core.modules import Attention, KVCache, RMSNorm, SwiGLU
 
 INIT_STD = 0.02  # N(0, 0.02) init of embeddings and linears (GPT-2 / LLaMA practice)
 NULL_PREFIX = -1  # prefix id of the null (unconditional) prefix: embeds as a zero vector
+NULL_CONTROL = -1  # control id of "not given" (BPM / key): embeds as a zero vector too
+KEY_VOCAB = 24  # key control: tonic pitch class (C = 0) + 12 for minor
+DEFAULT_BPM_BUCKETS = 40  # BPM buckets when the control is on: 4.1 % wide over 40..200 BPM
 
 
 @dataclass
@@ -98,6 +126,11 @@ class LMConfig(BaseConfig):
     norm_eps: float = 1e-6  # RMSNorm epsilon
     text_prefix_prob: float = 0.0  # trainer: share of crops whose prefix is a caption's text codes
     prefix_dropout: float = 0.0  # trainer: share of crops with the null prefix (enables LM guidance)
+    bpm_buckets: int = 0  # BPM control: log-spaced tempo buckets over [bpm_min, bpm_max] (0 = off)
+    bpm_min: float = 40.0  # lowest BPM bucket's lower edge (slower tempos clamp to bucket 0)
+    bpm_max: float = 200.0  # highest bucket's upper edge (faster tempos clamp to the last bucket)
+    key_tokens: int = 0  # key control: KEY_VOCAB (24 = 12 tonics x major/minor) or 0 = off
+    control_dropout: float = 0.0  # trainer: probability each control of a crop is replaced by null
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
@@ -111,6 +144,51 @@ class LMConfig(BaseConfig):
             raise ValueError(
                 f"text_prefix_prob ({p_text}) and prefix_dropout ({p_null}) must be in [0, 1], sum <= 1"
             )
+        if self.bpm_buckets < 0:
+            raise ValueError(f"bpm_buckets must be >= 0 (0 = no BPM control), got {self.bpm_buckets}")
+        if not 0 < self.bpm_min < self.bpm_max:
+            raise ValueError(f"need 0 < bpm_min < bpm_max, got {self.bpm_min}, {self.bpm_max}")
+        if self.key_tokens not in (0, KEY_VOCAB):
+            raise ValueError(f"key_tokens must be 0 (off) or {KEY_VOCAB}, got {self.key_tokens}")
+        if not 0.0 <= self.control_dropout <= 1.0:
+            raise ValueError(f"control_dropout must be in [0, 1], got {self.control_dropout}")
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """Names of the control columns after the MuLan prefix, in order ("bpm", "key")."""
+        return tuple(n for n, on in (("bpm", self.bpm_buckets > 0), ("key", self.key_tokens > 0)) if on)
+
+    @property
+    def n_controls(self) -> int:
+        return len(self.controls)
+
+    @property
+    def n_cond(self) -> int:
+        """Condition positions before the first semantic token: MuLan prefix + controls."""
+        return self.n_prefix + self.n_controls
+
+    def bpm_token(self, bpm: float) -> int:
+        """Tempo -> its log-spaced bucket in [0, bpm_buckets) (module docstring), clamped at the ends."""
+        if self.bpm_buckets <= 0:
+            raise ValueError("this LM has no BPM control")
+        x = math.log(bpm / self.bpm_min) / math.log(self.bpm_max / self.bpm_min)  # [0, 1) inside the range
+        return min(self.bpm_buckets - 1, max(0, math.floor(x * self.bpm_buckets)))
+
+    def bpm_of_token(self, token: int) -> float:
+        """Geometric centre of a BPM bucket."""
+        ratio = self.bpm_max / self.bpm_min
+        return self.bpm_min * ratio ** ((token + 0.5) / self.bpm_buckets)
+
+    def control_tokens(self, bpm: float | None, key: int | None) -> list[int]:
+        """The control columns for a tempo and a key index (tonic + 12 * minor; None = null)."""
+        out = []
+        if self.bpm_buckets > 0:
+            out.append(NULL_CONTROL if bpm is None else self.bpm_token(bpm))
+        if self.key_tokens > 0:
+            if key is not None and not 0 <= key < KEY_VOCAB:
+                raise ValueError(f"key index must be in [0, {KEY_VOCAB}), got {key}")
+            out.append(NULL_CONTROL if key is None else int(key))
+        return out
 
     @property
     def window(self) -> int:
@@ -232,8 +310,8 @@ class PackedLayer:
 class DecodeCache:
     """Preallocated keys/values of prefix + window and packed weights for batch-synchronous decoding.
 
-    keys_t[l]: (B*H, hd, n_prefix + window) RoPE-rotated keys, transposed for q @ K;
-    values[l]: (B*H, n_prefix + window, hd). rope: (positions, hd, hd) matrices M_p with
+    keys_t[l]: (B*H, hd, n_cond + window) RoPE-rotated keys, transposed for q @ K;
+    values[l]: (B*H, n_cond + window, hd). rope: (positions, hd, hd) matrices M_p with
     x @ M_p = x * cos_p + rotate_half(x) * sin_p (= apply_rope at position p).
     layers: `PackedLayer` per layer; head: sqrt(D) diag(g_final) W_head^T with a zero row (D + 1, V).
     Packed weights are copies taken at `start`: a state does not see later weight updates.
@@ -248,7 +326,7 @@ class DecodeCache:
     def __init__(self, model: SemanticLM, batch: int, device: torch.device, dtype: torch.dtype) -> None:
         cfg = model.config
         heads, hd = cfg.n_heads, cfg.d_model // cfg.n_heads
-        n_pos = cfg.n_prefix + cfg.window
+        n_pos = cfg.n_cond + cfg.window
         kw = {"device": device, "dtype": dtype}
         self.keys_t = [torch.zeros(batch * heads, hd, n_pos, **kw) for _ in range(cfg.n_layers)]
         self.values = [torch.zeros(batch * heads, n_pos, hd, **kw) for _ in range(cfg.n_layers)]
@@ -286,11 +364,11 @@ class DecodeCache:
 class LMState:
     """Incremental decoding state of a batch (all rows advance together).
 
-    prefix: (B', n_prefix) MuLan tokens (B' = B, or 2B with guidance: the null-prefix rows after
-    the conditional ones, fed the same tokens); tokens: (B', config.window) buffer whose first n_window
-    columns are the semantic tokens in context (`window`); cache: keys/values of prefix + window;
-    logits: (B, V) distribution of the next token; n_consumed: tokens fed since `start`;
-    n_rebuilds: sliding-window rebuilds.
+    prefix: (B', n_cond) MuLan tokens + controls (B' = B, or 2B with guidance: the null rows -- null
+    prefix and null controls -- after the conditional ones, fed the same tokens); tokens: (B',
+    config.window) buffer whose first n_window columns are the semantic tokens in context (`window`);
+    cache: keys/values of prefix + window; logits: (B, V) distribution of the next token;
+    n_consumed: tokens fed since `start`; n_rebuilds: sliding-window rebuilds.
     """
 
     prefix: torch.Tensor
@@ -330,7 +408,8 @@ class LMState:
 class SemanticLM(nn.Module):
     """LLaMA-style semantic LM, Eq. 1.
 
-    forward(prefix (B, n_prefix) int64, tokens (B, T) int64, 1 <= T <= max_len) -> logits (B, T, V):
+    forward(prefix (B, n_prefix) or (B, n_cond) int64: MuLan tokens [+ controls], tokens (B, T) int64,
+    1 <= T <= max_len) -> logits (B, T, V):
     logits[:, j] is the distribution of tokens[:, j] given the prefix and tokens[:, :j]
     (teacher forcing: the network consumes prefix + tokens[:, :-1]).
     loss(prefix, tokens) -> scalar mean cross-entropy.
@@ -350,6 +429,9 @@ class SemanticLM(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        # control tables last: the old parameters' init draws come first (module docstring)
+        self.bpm_embed = nn.Embedding(cfg.bpm_buckets, cfg.d_model) if cfg.bpm_buckets else None
+        self.key_embed = nn.Embedding(cfg.key_tokens, cfg.d_model) if cfg.key_tokens else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -362,22 +444,50 @@ class SemanticLM(nn.Module):
 
     # ---- full-sequence (training) path -------------------------------------------------------
 
-    def _check_prefix(self, prefix: torch.Tensor) -> None:
+    def _control_tables(self) -> list[nn.Embedding]:
+        return [t for t in (self.bpm_embed, self.key_embed) if t is not None]
+
+    def condition(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Check a (B, n_prefix) or (B, n_cond) condition and return it as (B, n_cond): missing
+        control columns are null (module docstring: explicit controls)."""
         cfg = self.config
-        if prefix.dim() != 2 or prefix.shape[1] != cfg.n_prefix:
-            raise ValueError(f"prefix must be (B, {cfg.n_prefix}), got {tuple(prefix.shape)}")
-        if prefix.numel() and (prefix.min() < NULL_PREFIX or prefix.max() >= cfg.prefix_codebook_size):
+        if prefix.dim() != 2 or prefix.shape[1] not in (cfg.n_prefix, cfg.n_cond):
+            want = f"{cfg.n_prefix}" + (f" or {cfg.n_cond}" if cfg.n_controls else "")
+            raise ValueError(f"prefix must be (B, {want}), got {tuple(prefix.shape)}")
+        codes = prefix[:, : cfg.n_prefix]
+        if codes.numel() and (codes.min() < NULL_PREFIX or codes.max() >= cfg.prefix_codebook_size):
             raise ValueError(f"prefix tokens must lie in [0, {cfg.prefix_codebook_size}) or be {NULL_PREFIX}")
+        for i, (name, table) in enumerate(zip(cfg.controls, self._control_tables())):
+            col = prefix[:, cfg.n_prefix + i :][:, :1]  # (B, 0 or 1)
+            if col.numel() and (col.min() < NULL_CONTROL or col.max() >= table.num_embeddings):
+                n = table.num_embeddings
+                raise ValueError(f"{name} control tokens must lie in [0, {n}) or be {NULL_CONTROL}")
+        if prefix.shape[1] < cfg.n_cond:
+            prefix = torch.cat([prefix, prefix.new_full((prefix.shape[0], cfg.n_controls), NULL_CONTROL)], 1)
+        return prefix
+
+    def _check_prefix(self, prefix: torch.Tensor) -> None:
+        self.condition(prefix)
 
     def embed_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
-        """(B, n_prefix) per-codebook ids -> (B, n_prefix, D); codebook c uses rows c*size + id.
+        """(B, n_cond) condition (`condition`) -> (B, n_cond, D): MuLan codebook c uses rows
+        c*size + id of `prefix_embed`, each control its own table.
 
-        `NULL_PREFIX` ids embed as zero vectors (module docstring: the null prefix)."""
+        `NULL_PREFIX` / `NULL_CONTROL` ids embed as zero vectors (module docstring)."""
         cfg = self.config
+        codes = prefix[:, : cfg.n_prefix]  # (B, n_prefix)
         offsets = torch.arange(cfg.n_prefix, device=prefix.device) * cfg.prefix_codebook_size
-        null = prefix < 0  # (B, n_prefix)
-        x = self.prefix_embed(prefix.clamp(min=0) + offsets)  # (B, n_prefix, D)
-        return x.masked_fill(null.unsqueeze(-1), 0.0) if bool(null.any()) else x
+        null = codes < 0  # (B, n_prefix)
+        x = self.prefix_embed(codes.clamp(min=0) + offsets)  # (B, n_prefix, D)
+        x = x.masked_fill(null.unsqueeze(-1), 0.0) if bool(null.any()) else x
+        if not cfg.n_controls:
+            return x
+        parts = [x]
+        for i, table in enumerate(self._control_tables()):
+            ids = prefix[:, cfg.n_prefix + i]  # (B,)
+            e = table(ids.clamp(min=0)).masked_fill((ids < 0).unsqueeze(-1), 0.0)  # (B, D)
+            parts.append(e.unsqueeze(1))  # (B, 1, D)
+        return torch.cat(parts, dim=1)  # (B, n_cond, D)
 
     def _run(self, x: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
         """x: (B, T, D) embeddings from position 0 -> (B, T, V) logits; fills empty `caches`."""
@@ -386,13 +496,13 @@ class SemanticLM(nn.Module):
         return self.head(self.norm(x))
 
     def forward(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        self._check_prefix(prefix)
+        prefix = self.condition(prefix)
         if tokens.dim() != 2 or not 1 <= tokens.shape[1] <= self.config.max_len:
             shape = tuple(tokens.shape)
             raise ValueError(f"tokens must be (B, T), 1 <= T <= {self.config.max_len}; got {shape}")
         x = torch.cat([self.embed_prefix(prefix), self.token_embed(tokens[:, :-1])], dim=1)  # (B, P+T-1, D)
-        logits = self._run(x)  # (B, P+T-1, V)
-        return logits[:, self.config.n_prefix - 1 :]  # (B, T, V): position P-1+j predicts u_j
+        logits = self._run(x)  # (B, P+T-1, V), P = n_cond
+        return logits[:, self.config.n_cond - 1 :]  # (B, T, V): position P-1+j predicts u_j
 
     def loss(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood of Eq. 1 over all B x T target tokens."""
@@ -410,11 +520,11 @@ class SemanticLM(nn.Module):
 
         A prompt longer than the window keeps only its most recent `config.window` tokens.
         """
-        self._check_prefix(prefix)
+        prefix = self.condition(prefix)  # (B, n_cond)
         if not math.isfinite(guidance) or guidance < 0:
             raise ValueError(f"LM guidance must be a finite number >= 0, got {guidance}")
         rows = prefix.shape[0]
-        if guidance != 1.0:  # (2B, n_prefix): conditional rows, then their null-prefix copies
+        if guidance != 1.0:  # (2B, n_cond): conditional rows, then null prefix + null controls
             prefix = torch.cat([prefix, torch.full_like(prefix, NULL_PREFIX)])
             if prompt_tokens is not None and prompt_tokens.dim() == 2 and prompt_tokens.shape[0] == rows:
                 prompt_tokens = prompt_tokens.repeat(2, 1)  # (2B, n)
@@ -461,7 +571,7 @@ class SemanticLM(nn.Module):
                 window = window[:, -min(cfg.window, max(cfg.window_keep, n)) :]
             self._rebuild(state, window)
             return state.next_logits()
-        state.logits = state.cache.decode(tokens[:, 0], pos=cfg.n_prefix + n_window)  # (B', V)
+        state.logits = state.cache.decode(tokens[:, 0], pos=cfg.n_cond + n_window)  # (B', V)
         state.tokens[:, n_window] = tokens[:, 0]
         state.n_window += 1
         return state.next_logits()

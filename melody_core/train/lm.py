@@ -17,6 +17,20 @@ with the tiny MuLan, generation from an audio-embedding prefix (style prompt) to
 from "string quartet" in 17 of 24 clips, from the text prompts in 12 of 24 (chance): the text
 codes sit off the audio-trained distribution. Validation also reports `loss_text` (first text's
 codes) and `loss_null` (null prefix): loss_null - loss is what the prefix tells the LM.
+
+Explicit controls (issue 16, `LMConfig.bpm_buckets` / `key_tokens`; off by default): each clip's
+labels come from its corpus attributes (`bpm`, `key` of `melody data build`'s captions.jsonl,
+`models.controls.clip_controls`), null where a clip has none (user folders). A crop whose prefix is
+the null prefix gets null controls too (the guidance row is the all-null condition); otherwise
+each control is replaced by null with probability `control_dropout`, independently, drawn from a
+generator seeded by (run seed, step, rank), so a resumed run draws the same. With controls on,
+validation also reports `loss_nullctl` (audio prefix, null controls): loss_nullctl - loss is
+what the controls tell the LM beyond the audio prefix.
+
+Adding controls to a trained LM: `melody train lm --init-from RUN_OR_BUNDLE --set bpm_buckets=40
+--set key_tokens=24 --set control_dropout=0.2 ...` (the config is the init's with the overrides):
+`init_weights` loads every weight of the old LM and keeps the fresh N(0, 0.02) init of the
+control tables, which the old LM has not; any other mismatch is an error.
 """
 
 from __future__ import annotations
@@ -25,10 +39,12 @@ import torch
 from torch import nn
 
 from melody_core import SEMANTIC_RATE
-from melody_core.models.semantic_lm import NULL_PREFIX, LMConfig, SemanticLM
+from melody_core.models.controls import clip_controls
+from melody_core.models.semantic_lm import NULL_CONTROL, NULL_PREFIX, LMConfig, SemanticLM
 from melody_core.train.cache import caption_codes, mulan_codes, semantic_tokens, window_index
 from melody_core.train.data import Item, batches, fixed_items
 from melody_core.train.stage import Hyper, LRSchedule, Stage, StageContext, adamw, crop_units, optimize
+from melody_core.train.upstream import TrainError
 
 LLAMA_BETAS = (0.9, 0.95)
 
@@ -90,6 +106,8 @@ class LMStage(Stage):
         cfg: LMConfig = ctx.config  # type: ignore[assignment]
         self.model = SemanticLM(cfg).to(ctx.device)
         self.init_weights(self.model)
+        if cfg.n_controls:
+            self.metrics = (*type(self).metrics, "loss_nullctl")
         self.net = ctx.prepare(_LMObjective(self.model))
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
@@ -103,6 +121,8 @@ class LMStage(Stage):
         mulan = up["mulan"].model.to(ctx.device)
         self.captions, self.valid_captions = (caption_codes(mulan, c, ctx.device) for c in sets)
         self.crop = cfg.max_len
+        # (n_clips, n_controls) control tokens of each split's clips
+        self.labels, self.valid_labels = (self._clip_labels(cfg, c.records) for c in sets)
         self.sampler = self.make_sampler([len(t) for t in self.tokens], self.crop)
         self.valid_items = fixed_items(
             [len(t) for t in self.valid_tokens],
@@ -113,6 +133,46 @@ class LMStage(Stage):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"lm": self.model}
+
+    def init_weights(self, model: nn.Module) -> None:
+        """--init-from: every weight of the init LM; control tables it lacks keep their fresh init."""
+        ctx = self.ctx
+        if ctx is None or ctx.init is None:
+            return
+        fresh = {"bpm_embed.weight", "key_embed.weight"}
+        try:
+            missing, unexpected = model.load_state_dict(ctx.init.model.state_dict(), strict=False)
+        except RuntimeError as exc:  # a shape mismatch (e.g. another bucket count)
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise TrainError(f"--init-from: the LM's weights do not match this config ({first})") from None
+        bad = [k for k in missing if k not in fresh] + list(unexpected)
+        if bad:
+            raise TrainError(f"--init-from: the LM's weights do not match this config ({', '.join(bad[:4])})")
+
+    @staticmethod
+    def _clip_labels(cfg: LMConfig, records) -> torch.Tensor:
+        """(n_clips, n_controls) control tokens of each clip (null where it has no label)."""
+        rows = []
+        for rec in records:
+            c = clip_controls(rec.attributes)
+            rows.append(cfg.control_tokens(c.bpm, c.key))
+        return torch.tensor(rows, dtype=torch.long).view(len(records), cfg.n_controls)
+
+    def _controls(self, items: list[Item], labels: torch.Tensor, prefixes: list[torch.Tensor],
+                  step: int | None) -> list[torch.Tensor]:
+        """Prefix + control columns per crop (module docstring); `step` None: no dropout."""
+        cfg: LMConfig = self.ctx.config  # type: ignore[assignment]
+        if not cfg.n_controls:
+            return prefixes
+        ctl = labels[[it.clip for it in items]].clone()  # (B, n_controls)
+        if step is not None and cfg.control_dropout > 0:
+            seed = (self.ctx.opts.seed * 1_000_003 + step) * 64 + self.ctx.dist.rank
+            drop = torch.rand(ctl.shape, generator=torch.Generator().manual_seed(seed)) < cfg.control_dropout
+            ctl[drop] = NULL_CONTROL
+        out = []
+        for p, c in zip(prefixes, ctl):
+            out.append(torch.cat([p, torch.full_like(c, NULL_CONTROL) if bool((p < 0).all()) else c.to(p)]))
+        return out  # (n_cond,) each
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": self.opt}
@@ -140,6 +200,7 @@ class LMStage(Stage):
     def train_step(self, step: int) -> dict[str, float]:
         items = self.sampler.next()
         prefixes = [self._prefix(it, self.codes, self.captions) for it in items]
+        prefixes = self._controls(items, self.labels, prefixes, step)
         prefix, toks = self._batch(items, self.tokens, prefixes)
         with self.ctx.autocast():
             loss = self.net(prefix, toks)
@@ -160,7 +221,11 @@ class LMStage(Stage):
                 caps = [self.valid_captions[it.clip] for it in items]
                 text = [c[0] if len(c) else a for c, a in zip(caps, audio)]  # first caption (clip_texts)
                 null = [torch.full_like(a, NULL_PREFIX) for a in audio]
-                for key, prefixes in (("loss", audio), ("loss_text", text), ("loss_null", null)):
+                runs = [("loss", audio), ("loss_text", text), ("loss_null", null)]
+                if self.model.config.n_controls:  # true labels, and the audio prefix without them
+                    runs = [(k, self._controls(items, self.valid_labels, p, None)) for k, p in runs]
+                    runs.append(("loss_nullctl", audio))
+                for key, prefixes in runs:
                     prefix, toks = self._batch(items, self.valid_tokens, prefixes)
                     logits = self.model(prefix, toks)  # (B, T, V)
                     totals[key] += float(ce(logits.flatten(0, 1), toks.flatten())) * len(items)
