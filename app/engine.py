@@ -34,6 +34,8 @@ class Engine(Protocol):
     model_hash: str
     device: str
     sample_rate: int
+    # optional `controls: tuple[str, ...]`: the LM's explicit controls ("bpm", "key";
+    # MelodyPipeline.controls); read with getattr, absent = none (BPM / key go into the prompt text)
 
     def stream(self, settings: GenerationSettings, control: StreamControl | None = None,
                endless: bool = False, continue_from: np.ndarray | None = None) -> Iterator[Event]: ...

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.views.dropzone import DropZone
+from melody_core.models.controls import prompt_with_controls
 from melody_core.pipeline_types import GenerationSettings
 
 EXAMPLE_PROMPTS = (
@@ -55,13 +56,9 @@ TAP_RESET_S = 2.0  # a pause this long starts a new tap sequence
 
 
 def musical_prompt(prompt: str | None, bpm: float | None, key: str | None) -> str | None:
-    """The prompt with the BPM and key appended as text ("..., 92 bpm, A minor"): the bundles have
-    no BPM/key condition tokens, so the text prompt is how they reach the model."""
-    extra = [f"{bpm:g} bpm" if bpm else "", key or ""]
-    extra = [e for e in extra if e and e.lower() not in (prompt or "").lower()]
-    if not extra:
-        return prompt
-    return ", ".join([p for p in [prompt or ""] if p] + extra)
+    """The prompt with the BPM and key appended as text ("..., 92 bpm, A minor"): how they reach a
+    model whose LM has no BPM/key condition tokens (core's `prompt_with_controls`)."""
+    return prompt_with_controls(prompt, bpm, key)
 
 
 class _CtrlEnterFilter(QObject):
@@ -91,6 +88,7 @@ class PromptPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.explicit_controls: tuple[str, ...] = ()  # the loaded LM's controls (set_explicit_controls)
         layout = QVBoxLayout(self)
         # prompt
         self.prompt = QPlainTextEdit()
@@ -149,8 +147,7 @@ class PromptPanel(QWidget):
         layout.addLayout(actions)
         layout.addStretch(1)
         self._steer_timer = QTimer(self, singleShot=True, interval=STEER_DEBOUNCE_MS)
-        self._steer_timer.timeout.connect(lambda: self.steer.emit(
-            musical_prompt(self.prompt_text(), *self.musical()) or "", self.style_weight()))
+        self._steer_timer.timeout.connect(lambda: self.steer.emit(self._prompt() or "", self.style_weight()))
         self.prompt.textChanged.connect(self._steer_timer.start)
         self.weight.valueChanged.connect(self._steer_timer.start)
 
@@ -224,6 +221,21 @@ class PromptPanel(QWidget):
             beat = (self._taps[-1] - self._taps[0]) / (len(self._taps) - 1)
             self.bpm.setValue(round(min(BPM_MAX, 60.0 / beat), 1))
 
+    def set_explicit_controls(self, controls: tuple[str, ...]) -> None:
+        """The loaded model's LM controls ("bpm", "key"): those fields then set the settings' `bpm` /
+        `key` instead of being written into the prompt text."""
+        self.explicit_controls = tuple(controls)
+        for field, name in ((self.bpm, "bpm"), (self.key, "key")):
+            how = "the model's tempo/key control" if name in controls else "added to the prompt text"
+            field.setToolTip(f"{name.upper() if name == 'bpm' else 'Key'}: {how}, tagged in exported files")
+
+    def _prompt(self) -> str | None:
+        """The prompt text sent to the model: with the BPM / key fields the LM has no control for."""
+        bpm, key = self.musical()
+        ctl = self.explicit_controls
+        return musical_prompt(self.prompt_text() or None, None if "bpm" in ctl else bpm,
+                              None if "key" in ctl else key)
+
     def musical(self) -> tuple[float | None, str | None]:
         """(BPM or None, key or None)."""
         return (self.bpm.value() or None), self.key.currentData()
@@ -278,7 +290,9 @@ class PromptPanel(QWidget):
 
     def settings(self) -> GenerationSettings:
         bpm, key = self.musical()
-        return GenerationSettings(prompt=musical_prompt(self.prompt_text() or None, bpm, key),
+        ctl = self.explicit_controls
+        return GenerationSettings(prompt=self._prompt(),
+                                  bpm=bpm if "bpm" in ctl else None, key=key if "key" in ctl else None,
                                   style_audio_path=self.drop.path,
                                   style_weight=self.style_weight(), seconds=self.length.value(),
                                   seed=self.seed.value() if self.seed_lock.isChecked() else None,
@@ -297,6 +311,12 @@ class PromptPanel(QWidget):
         self.guidance.setValue(float(settings.get("guidance", self.guidance.value())))
         lm_guidance = settings.get("lm_guidance")
         self.adherence.setValue(ADHERENCE_DEFAULT if lm_guidance is None else float(lm_guidance))
+        if settings.get("bpm"):
+            self.bpm.setValue(float(settings["bpm"]))
+        if settings.get("key"):
+            idx = self.key.findData(settings["key"])
+            if idx >= 0:
+                self.key.setCurrentIndex(idx)
         if settings.get("seed") is not None:
             self.seed.setValue(int(settings["seed"]))
             self.seed_lock.setChecked(True)
