@@ -10,7 +10,8 @@ from melody_core import __version__
 
 STRING_TAGS = ("prompt", "model_hash", "mode", "device", "software")  # file tags stored as plain text
 TAG_KEYS = ("prompt", "seed", "mode", "model_hash", "device", "nfe", "settings", "seconds",
-            "region_s", "crossfade_s", "continued_from_s", "prompt_changes")  # metadata keys written
+            "region_s", "crossfade_s", "continued_from_s", "prompt_changes",
+            "controls")  # metadata keys written (controls: the LM's BPM / key tokens, when it has them)
 
 
 def file_metadata(metadata: dict[str, Any]) -> dict[str, str]:

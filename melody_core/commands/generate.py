@@ -134,7 +134,7 @@ def _check_output(path: str) -> Path:
 # placeholders as long as the values the pipeline reports after generating (tags size check)
 _TAG_PLACEHOLDERS = {"model_hash": "f" * 64, "device": "cuda:0", "nfe": 10**6, "seed": 2**63 - 1,
                      "seconds": 600.0 / 7, "crossfade_s": 0.1 / 7, "continued_from_s": 600.0 / 7,
-                     "region_s": [600.0 / 7, 600.0 / 7]}
+                     "region_s": [600.0 / 7, 600.0 / 7], "controls": {"bpm": 600.0 / 7, "key": "C# minor"}}
 
 
 def _check_tags(out: Path, settings: Any, mode: str) -> None:

@@ -405,6 +405,11 @@ class LMState:
         return self.tokens[:, : self.n_window]
 
 
+def _uninit_embedding(n: int, d: int) -> nn.Embedding:
+    """An (n, d) table that draws no random numbers when built (`_init_weights` fills it)."""
+    return nn.Embedding(n, d, _weight=torch.empty(n, d))
+
+
 class SemanticLM(nn.Module):
     """LLaMA-style semantic LM, Eq. 1.
 
@@ -429,9 +434,10 @@ class SemanticLM(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        # control tables last: the old parameters' init draws come first (module docstring)
-        self.bpm_embed = nn.Embedding(cfg.bpm_buckets, cfg.d_model) if cfg.bpm_buckets else None
-        self.key_embed = nn.Embedding(cfg.key_tokens, cfg.d_model) if cfg.key_tokens else None
+        # control tables last and without nn.Embedding's own init draw (`_weight`), so the old
+        # parameters' draws in `_init_weights` are the same as without controls (module docstring)
+        self.bpm_embed = _uninit_embedding(cfg.bpm_buckets, cfg.d_model) if cfg.bpm_buckets else None
+        self.key_embed = _uninit_embedding(cfg.key_tokens, cfg.d_model) if cfg.key_tokens else None
         self._init_weights()
 
     def _init_weights(self) -> None:
