@@ -333,3 +333,27 @@ def test_clip_labels_and_control_dropout(runs: Path) -> None:
     assert torch.equal(out, again)  # same step: same draws (resumable)
     valid = torch.stack(stage._controls(items, labels, audio, step=None))  # noqa: SLF001
     assert (valid[:-1, 12:] == labels[3]).all()
+
+
+# ---- app -----------------------------------------------------------------------------------------
+
+
+def test_app_fields_set_settings_when_the_lm_has_controls(qtbot) -> None:
+    from app.views.prompt_panel import PromptPanel
+
+    panel = PromptPanel()
+    qtbot.addWidget(panel)
+    panel.prompt.setPlainText("warm piano")
+    panel.bpm.setValue(120)
+    panel.key.setCurrentIndex(panel.key.findData("D minor"))
+    s = panel.settings()  # no controls (today's bundles): written into the prompt, fields unset
+    assert s.prompt == "warm piano, 120 bpm, D minor" and s.bpm is None and s.key is None
+    panel.set_explicit_controls(("bpm", "key"))
+    s = panel.settings()
+    assert s.prompt == "warm piano" and s.bpm == 120.0 and s.key == "D minor"
+    panel.set_explicit_controls(("bpm",))  # an LM with only a BPM control: the key stays text
+    s = panel.settings()
+    assert s.prompt == "warm piano, D minor" and s.bpm == 120.0 and s.key is None
+    panel.bpm.setValue(0)
+    panel.apply_settings({"prompt": "x", "bpm": 90.0, "key": "F# major"})
+    assert panel.musical() == (90.0, "F# major")
