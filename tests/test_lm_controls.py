@@ -357,3 +357,22 @@ def test_app_fields_set_settings_when_the_lm_has_controls(qtbot) -> None:
     panel.bpm.setValue(0)
     panel.apply_settings({"prompt": "x", "bpm": 90.0, "key": "F# major"})
     assert panel.musical() == (90.0, "F# major")
+
+
+def test_a_run_saved_before_the_control_fields_resumes(runs: Path) -> None:
+    """The lead's LM run of this session was started by code without these config fields."""
+    import shutil
+
+    from melody_core.commands.train import main
+    from melody_core.commands.train_smoke import stage_argv
+
+    old = runs / "lm_old"
+    shutil.copytree(runs / "runs" / "lm", old)
+    run = json.loads((old / "run.json").read_text())
+    for k in ("bpm_buckets", "bpm_min", "bpm_max", "key_tokens", "control_dropout"):
+        del run["config"][k]
+    (old / "run.json").write_text(json.dumps(run))
+    assert main(stage_argv("lm", runs / "corpus", runs / "runs", "--steps", "6", out=old)) == 0
+    assert json.loads((old / "run.json").read_text())["config"]["bpm_buckets"] == 0
+    changed = stage_argv("lm", runs / "corpus", runs / "runs", "--steps", "7", "--set", "n_layers=2", out=old)
+    assert main(changed) == 2  # another config is still refused

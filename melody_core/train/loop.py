@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from melody_core.config import ConfigError
 from melody_core.data.corpus import CorpusError
 from melody_core.runtime import resolve_device
 from melody_core.train.data import ClipSet, corpus_summary, load_clips
@@ -125,7 +126,7 @@ class _Runner:
         init = load_component(opts.init_from, stage.component, dist.device) if opts.init_from else None
         config = stage.make_config(opts, hp, upstream, init)
         if resuming:
-            self._check_same_run(config.to_dict())
+            self._check_same_run(config.to_dict(), type(config))
         total = hp.steps if (opts.steps is not None or opts.minutes is None) else None
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else self.run_dir.parent / ".melody-cache"
         seed_all(opts.seed)
@@ -182,13 +183,22 @@ class _Runner:
         self.dist.barrier()
         return False
 
-    def _check_same_run(self, config: dict[str, Any]) -> None:
+    def _check_same_run(self, config: dict[str, Any], config_cls: type | None = None) -> None:
+        """Refuse to resume a run of another stage or config. The saved config is read through the
+        config class first, so a field added later with a default (e.g. `LMConfig.bpm_buckets`,
+        0 = off) does not stop a run saved before it from resuming."""
         if not is_run(self.run_dir):
             return
         run = read_run(self.run_dir)
         if run.get("stage") != self.stage.name:
             raise TrainError(f"{self.run_dir} holds a {run.get('stage')!r} run; use another --out")
-        if _jsonable(run.get("config")) != _jsonable(config):
+        saved = run.get("config")
+        if config_cls is not None and isinstance(saved, dict):
+            try:
+                saved = config_cls.from_dict(saved).to_dict()
+            except (ConfigError, TypeError, ValueError):
+                pass  # compared as saved: it differs
+        if _jsonable(saved) != _jsonable(config):
             raise TrainError(
                 f"{self.run_dir}: the model config differs from the run being resumed "
                 "(same --preset/--set/--upstream, or --no-resume to start over)"
