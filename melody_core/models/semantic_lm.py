@@ -46,16 +46,16 @@ Choices where the paper is silent *(our choice)*:
   count semantic tokens only, so they do not change. A (B, n_prefix) prefix given to an LM with
   controls means "no control given" (null columns appended). BPM buckets are log-spaced over
   [bpm_min, bpm_max] = 40..200 BPM (the corpus' range: `data.variations` MIN_BPM / MAX_BPM for
-  rendered scores, 40..178 among arranger genres; corpus v2 spans 40..180, 1st percentile 47),
-  tempos outside clamp to the end buckets; with DEFAULT_BPM_BUCKETS = 40 each bucket is
-  (200/40)^(1/40) = 1.041x wide (4.1 %), so its geometric centre is within 2.1 % of every tempo in
-  it (the issue's tempo target is +-4 %). Null control: `NULL_CONTROL` (-1) embeds as a zero
-  vector, as the null prefix does, not a learned row: the guidance row is then the all-zero
+  rendered scores, 40..178 among arranger genres; corpus v2 spans 40..180 with 5 % of its clips
+  below 59, so not 55..190), tempos outside clamp to the end buckets; with DEFAULT_BPM_BUCKETS = 40
+  each bucket is (200/40)^(1/40) = 1.041x wide (4.1 %), so its geometric centre is within 2.0 % of
+  every tempo in it (the issue's tempo target is +-4 %). Null control: `NULL_CONTROL` (-1) embeds as
+  a zero vector, as the null prefix does, not a learned row: the guidance row is then the all-zero
   condition, the same rule for every part of it, and "not given" needs no parameters. Off
   (bpm_buckets = key_tokens = 0, the default): no tables, no extra positions, so existing bundles
   load and run bit for bit as before. The tables are registered after every other parameter, so a
-  fresh model with controls draws the old parameters' init exactly as one without. The trainer
-  sets a clip's labels from its corpus attributes and drops each to null with `control_dropout`
+  fresh model with controls draws the old parameters' init exactly as one without. The trainer sets
+  a clip's labels from its corpus attributes and drops each to null with `control_dropout`
   (train/lm.py); `--init-from` an LM without controls loads every old weight and keeps the fresh
   N(0, 0.02) init of the new tables (train/lm.py `LMStage.init_weights`).
 - Init: N(0, 0.02) for embeddings and linears, output projections of each residual branch
