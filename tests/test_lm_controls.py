@@ -376,3 +376,21 @@ def test_a_run_saved_before_the_control_fields_resumes(runs: Path) -> None:
     assert json.loads((old / "run.json").read_text())["config"]["bpm_buckets"] == 0
     changed = stage_argv("lm", runs / "corpus", runs / "runs", "--steps", "7", "--set", "n_layers=2", out=old)
     assert main(changed) == 2  # another config is still refused
+
+
+def test_init_weights_from_the_committed_bundle_lm() -> None:
+    """The committed bundle's LM (no controls) into an LM with controls: every old weight loaded."""
+    from melody_core.generation.pipeline import DEFAULT_BUNDLE
+    from melody_core.train.lm import LMStage
+    from melody_core.train.upstream import load_component
+
+    init = load_component(DEFAULT_BUNDLE, "lm", torch.device("cpu"))
+    assert init.config.n_controls == 0
+    cfg = LMConfig.from_dict({**init.config.to_dict(), **CTL, "control_dropout": 0.2})
+    model = SemanticLM(cfg)
+    stage = LMStage()
+    stage.ctx = SimpleNamespace(init=init)
+    stage.init_weights(model)
+    new, old = model.state_dict(), init.model.state_dict()
+    assert set(new) - set(old) == {"bpm_embed.weight", "key_embed.weight"}
+    assert all(torch.equal(new[k], t) for k, t in old.items())
