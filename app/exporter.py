@@ -5,8 +5,9 @@
 resamples to the chosen rate (soxr), writes WAV 16/24-bit or FLAC, mono or dual-mono stereo, with
 tags DAWs read (`save_audio`: ID3 + BWF bext + ACID for WAV, Vorbis comments for FLAC) carrying the
 prompt, seed, steps, guidance, BPM/key when set, the model name and hash. A loop export gets a WAV
-`smpl` loop over the whole file and a crossfaded loop point (the tail is faded into the head).
-Only public names of the session are used.
+`smpl` loop over the whole file and a crossfaded loop point (`melody_core.audio.loops`: the rule is
+stated there once; a selection keeps its exact length, so bars stay bars), levelled and resampled
+as a periodic signal so that the wrap has no step. Only public names of the session are used.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import numpy as np
 
 from app.session import SessionModel
 from melody_core.audio.levels import OFF, LevelSettings, master
+from melody_core.audio.loops import fade_samples, periodic, seamless_loop
 
 FORMATS = {"wav": ".wav", "flac": ".flac"}  # format name -> extension
 SUBTYPES = {16: "PCM_16", 24: "PCM_24"}  # bit depth -> libsndfile subtype
 RATES = (24_000, 44_100, 48_000)
 OTHER_AUDIO = (".mp3", ".ogg", ".aif", ".aiff", ".m4a", ".opus", ".wma")  # kept, so save_audio refuses them
-LOOP_CROSSFADE_S = 0.02  # loop exports: the last 20 ms are crossfaded into the first 20 ms
 PROMPT_TAG_CHARS = 200  # prompt length kept when WAV INFO tags overflow
 
 
@@ -51,18 +52,6 @@ def with_extension(path: str | Path, options: ExportOptions) -> Path:
     if p.suffix.lower() in (*FORMATS.values(), *OTHER_AUDIO):
         return p
     return p.with_name(p.name + FORMATS[options.format])
-
-
-def loop_crossfade(audio: np.ndarray, fade: int) -> np.ndarray:
-    """A seamless loop of `audio`: its last `fade` samples are crossfaded (equal power) into its
-    first `fade` and removed, so that playing it end-to-start has no click."""
-    fade = min(fade, len(audio) // 2)
-    if fade <= 0:
-        return audio.copy()
-    t = np.linspace(0.0, np.pi / 2, fade, endpoint=False, dtype=np.float32)
-    out = audio[: len(audio) - fade].copy()
-    out[:fade] = audio[:fade] * np.sin(t) + audio[len(audio) - fade:] * np.cos(t)
-    return out
 
 
 def _tags(session: SessionModel, indices: list[int], options: ExportOptions) -> dict[str, str]:
@@ -109,6 +98,18 @@ def render(session: SessionModel, indices: list[int] | None = None,
     return np.asarray(audio, np.float32), indices, session.take(ids[indices[0]]).sample_rate
 
 
+def loop_audio(session: SessionModel, audio: np.ndarray, sample_range: tuple[int, int] | None,
+               sample_rate: int) -> np.ndarray:
+    """The seamless loop of a rendered selection: a range of the arrangement is crossfaded with the
+    arrangement audio around it (its length kept); anything else with itself."""
+    fade = fade_samples(sample_rate)
+    if sample_range is None:
+        return seamless_loop(audio, 0, len(audio), fade)
+    whole = session.arrangement_audio()
+    a = max(0, sample_range[0])
+    return seamless_loop(whole, a, a + len(audio), fade)
+
+
 def export_audio(session: SessionModel, path: str | Path, options: ExportOptions = ExportOptions(),
                  indices: list[int] | None = None, sample_range: tuple[int, int] | None = None) -> Path:
     """Write the audio; returns the path written (extension added when missing). Raises AudioError /
@@ -121,11 +122,17 @@ def export_audio(session: SessionModel, path: str | Path, options: ExportOptions
         raise ValueError(f"unsupported export: {options.bits}-bit {options.sample_rate} Hz "
                          f"{options.channels} channels")
     audio, indices, rate = render(session, indices, sample_range)
+
+    def process(x: np.ndarray) -> np.ndarray:  # resample, then level (mono: dual mono is a copy of it)
+        if options.sample_rate != rate:
+            x = resample(torch.from_numpy(x), rate, options.sample_rate).numpy()
+        return master(x, options.sample_rate, options.levels)
+
     if options.loop:
-        audio = loop_crossfade(audio, int(LOOP_CROSSFADE_S * rate))
-    if options.sample_rate != rate:
-        audio = resample(torch.from_numpy(audio), rate, options.sample_rate).numpy()
-    audio = master(audio, options.sample_rate, options.levels)  # mono: dual mono is a copy of it
+        audio = loop_audio(session, audio, sample_range, rate)
+        audio = periodic(process, audio, ratio=options.sample_rate / rate)
+    else:
+        audio = process(audio)
     out = with_extension(path, options)
     tags = _tags(session, indices, options)
     loop = (0, len(audio)) if options.loop else None
@@ -152,4 +159,4 @@ def drag_path(folder: Path, session: SessionModel, indices: list[int] | None,
     return folder / f"{stem or 'melody'}-{seed}-{kind}-{digest}{FORMATS[options.format]}"
 
 
-__all__ = ["OFF", "ExportOptions", "drag_path", "export_audio", "loop_crossfade", "render", "with_extension"]
+__all__ = ["OFF", "ExportOptions", "drag_path", "export_audio", "loop_audio", "render", "with_extension"]

@@ -36,6 +36,7 @@ from app.playback import Playback
 from app.session import SessionModel
 from app.views import theme
 from app.views.dragout import DragHandle
+from app.views.grid import GridControls
 from app.views.history import HistoryPanel
 from app.views.prompt_panel import PromptPanel
 from app.views.segments import SegmentStrip
@@ -126,6 +127,8 @@ class MainWindow(QMainWindow):
             h.failed.connect(lambda m: self.show_message("error", m))
             drags.addWidget(h)
         drags.addStretch(1)
+        self.grid_controls = GridControls()
+        drags.addWidget(self.grid_controls)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.arrangement)
         splitter.addWidget(self.strip)
@@ -170,8 +173,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Export arrangement…", self.export_arrangement, "Ctrl+E")
         self._action(file_menu, "Export selected segment…", self.export_segment, "Ctrl+Shift+E")
         self._action(file_menu, "Export selection…", lambda: self.export_dialog(selection=True))
-        self._action(file_menu, "Export selection as loop…",
-                     lambda: self.export_dialog(selection=True, loop=True))
+        self.export_loop_action = self._action(file_menu, "Export loop…",
+                                               lambda: self.export_dialog(selection=True, loop=True))
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         edit = bar.addMenu("&Edit")
@@ -289,6 +292,9 @@ class MainWindow(QMainWindow):
         t.play_pause.connect(self.playback.toggle)
         t.stop.connect(self.playback.stop)
         t.loop_toggled.connect(lambda _: self._update_loop())
+        self.grid_controls.snap_toggled.connect(self.arrangement.set_snap)  # musical grid: BPM -> bar lines
+        p.bpm.valueChanged.connect(lambda bpm: (self.arrangement.set_grid(bpm or None),
+                                                self.grid_controls.set_bpm(bpm or None)))
         t.device_chosen.connect(self._choose_device)
         t.volume_changed.connect(self._set_volume)
         self.playback.state_changed.connect(lambda st_: t.set_playing(st_ == State.PLAYING.value))
@@ -555,6 +561,7 @@ class MainWindow(QMainWindow):
         total = len(self.session.arrangement_audio()) + self.controller.live_samples
         if pos >= 0:
             self.transport.set_position(pos / self.sample_rate, total / self.sample_rate)
+            self.grid_controls.set_position(pos / self.sample_rate)
         elif self.playback.source_kind == "take":
             self.transport.set_position(max(self.playback.source_position(), 0) / self.sample_rate, 0)
 

@@ -1,5 +1,9 @@
 """Transport logic on top of the Player: what is playing, where that is in the arrangement, looping,
-live streams and A/B comparison of two takes. The GUI polls `position()` with a QTimer."""
+live streams and A/B comparison of two takes. The GUI polls `position()` with a QTimer.
+
+Looping a selection plays its seamless loop (`melody_core.audio.loops.seamless_loop`, the same loop
+"Export loop…" writes) three times end to end and loops over the middle copy: the player levels the
+whole buffer, so the limiter sees the loop as a periodic signal and its gain has no step at the wrap."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.audio.player import Player, State
 from app.session import SessionModel
+from melody_core.audio.loops import fade_samples, seamless_loop
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Playback(QObject):
         self._loop_enabled = False
         self._ab: tuple[int, int] | None = None  # take ids
         self._ab_current = 0
+        self.loop_audio: np.ndarray | None = None  # one pass of the loop being played (None: not looping)
         player.state_changed.connect(self._on_state)
         player.underrun.connect(self.underrun)
         player.device_error.connect(self.device_error)
@@ -89,10 +95,31 @@ class Playback(QObject):
         audio = self.session.arrangement_audio()
         if len(audio) == 0:
             return
-        self._source = _Source("arrangement", 0)
-        start = start if 0 <= start < len(audio) else 0
-        self.player.play(audio, start=start, loop=self._loop if self._loop_enabled else None)
+        if self.looping:
+            self._play_loop(audio, start)
+        else:
+            self.loop_audio = None
+            self._source = _Source("arrangement", 0)
+            start = start if 0 <= start < len(audio) else 0
+            self.player.play(audio, start=start)
         self.source_changed.emit("arrangement")
+
+    @property
+    def looping(self) -> bool:
+        """A selection is set and Loop is on."""
+        return self._loop_enabled and self._loop is not None
+
+    def _play_loop(self, audio: np.ndarray, start: int) -> None:
+        assert self._loop is not None
+        a, b = max(0, self._loop[0]), min(self._loop[1], len(audio))
+        if b - a < 2:
+            a, b = 0, len(audio)
+        loop = seamless_loop(audio, a, b, fade_samples(self.sample_rate))
+        n = len(loop)
+        self.loop_audio = loop
+        offset = start - a if a <= start < a + n else 0
+        self._source = _Source("arrangement", a - n)  # the middle copy starts at arrangement sample a
+        self.player.play(np.concatenate([loop, loop, loop]), start=n + offset, loop=(n, 2 * n))
 
     def play_segment(self, index: int) -> None:
         segs = self.session.segments()
@@ -122,17 +149,27 @@ class Playback(QObject):
         self.source_changed.emit("")
 
     def seek(self, arrangement_sample: int) -> None:
-        if self._source is not None and self._source.kind == "arrangement":
+        if self._source is not None and self._source.kind == "arrangement" and not self.looping:
             self.player.seek(arrangement_sample)
         else:
             self.play_arrangement(arrangement_sample)
 
     # ------------------------------------------------------------------ looping
     def set_loop(self, loop: tuple[int, int] | None, enabled: bool) -> None:
+        """Loop `loop` (arrangement samples) when `enabled`; the arrangement, if playing, goes on
+        from where it is (into the loop, or out of it)."""
+        before = (self._loop, self.looping)
         self._loop = loop
         self._loop_enabled = enabled and loop is not None
-        if self._source is not None and self._source.kind == "arrangement":
-            self.player.set_loop(self._loop if self._loop_enabled else None)
+        src = self._source
+        if (self._loop, self.looping) == before or src is None or src.kind != "arrangement":
+            return
+        if self.state is State.STOPPED:
+            return
+        paused = self.state is State.PAUSED
+        self.play_arrangement(max(self.position(), 0))
+        if paused:
+            self.player.toggle_pause()
 
     # ------------------------------------------------------------------ live
     def start_live(self, origin: int) -> None:

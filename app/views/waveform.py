@@ -3,7 +3,9 @@
 pyqtgraph does the heavy lifting: `setDownsampling(auto=True, method='peak')` keeps the envelope
 of long takes, `setClipToView(True)` only draws what is visible. Left-drag selects a time range
 (for inpainting, looping, exporting), a click selects the segment under it, the wheel zooms and
-right/middle drag pan as usual in pyqtgraph.
+right/middle drag pan as usual in pyqtgraph. With a tempo set (`set_grid`) a bar/beat grid is drawn
+(app/views/grid.py), and with snapping on (`set_snap`) selections snap to whole bars
+(`melody_core.audio.grid.snap_range`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from app.session import Segment
+from app.views.grid import BarGrid
+from melody_core.audio.grid import snap_range
 
 SEGMENT_COLORS = ("#4c9be8", "#3fb68b")  # alternate so neighbouring segments stay distinct
 SELECTED_COLOR = "#f0a030"
@@ -132,6 +136,9 @@ class ArrangementView(QWidget):
         self._spec.hide()
         self.plot.addItem(self._spec)
         self._spectrogram = False
+        self.grid = BarGrid(self.plot)
+        self.snap = False  # selections snap to bars (when a tempo is set)
+        self._snapping = False  # re-entrancy guard: setRegion emits sigRegionChangeFinished
         self._relay.dragged.connect(self._on_drag)
         self._relay.clicked.connect(self._on_click)
 
@@ -287,22 +294,77 @@ class ArrangementView(QWidget):
         return (float(a), float(b)) if b > a else None
 
     def set_selection(self, sel: tuple[float, float] | None) -> None:
+        """Select (start_s, end_s) -- snapped to bars when snapping is on -- or nothing."""
         if sel is None:
             self.region.hide()
         else:
-            self.region.setRegion(sel)
+            self._snapping = True
+            try:
+                self.region.setRegion(sel)
+            finally:
+                self._snapping = False
             self.region.show()
+            if self.snap and self.grid.bpm is not None:
+                self._snap_region()
+                return
+        self.selection_changed.emit(self.selection())
+
+    # ------------------------------------------------------------------ grid and snapping
+    def set_grid(self, bpm: float | None) -> None:
+        """Draw the bar/beat grid for `bpm` (None or 0: no grid, no snapping)."""
+        self.grid.set_bpm(bpm)
+        if self.snap:
+            self._snap_region()
+
+    def set_snap(self, on: bool) -> None:
+        self.snap = on
+        if on:
+            self._snap_region()
+
+    def _total_s(self) -> float:
+        return self._segments[-1].end / self.sample_rate if self._segments else 0.0
+
+    def _snapped(self, a: float, b: float) -> tuple[float, float] | None:
+        """(a, b) on bar lines when snapping (None: not a whole bar fits), else unchanged."""
+        if not self.snap or self.grid.bpm is None:
+            return (a, b)
+        return snap_range(a, b, self.grid.bpm, limit_s=self._total_s())
+
+    def _snap_region(self) -> None:
+        sel = self.selection()
+        if sel is None or self._snapping:
+            return
+        snapped = self._snapped(*sel)
+        self._snapping = True
+        try:
+            if snapped is None:
+                self.region.hide()
+            else:
+                self.region.setRegion(snapped)
+        finally:
+            self._snapping = False
         self.selection_changed.emit(self.selection())
 
     def _on_drag(self, a: float, b: float, finished: bool) -> None:
-        total = self._segments[-1].end / self.sample_rate if self._segments else 0.0
-        a, b = max(0.0, a), min(total, b)
-        self.region.setRegion((a, b))
-        self.region.setVisible(b > a)
+        a, b = max(0.0, a), min(self._total_s(), b)
+        snapped = self._snapped(a, b) if b > a else None
+        if snapped is not None:
+            a, b = snapped
+        self._snapping = True
+        try:
+            self.region.setRegion((a, b))
+        finally:
+            self._snapping = False
+        self.region.setVisible(snapped is not None and b > a)
         if finished:
             self.selection_changed.emit(self.selection())
 
     def _region_moved(self) -> None:
+        if self._snapping:
+            return
+        if self.snap and self.grid.bpm is not None:
+            self._snap_region()
+            return
         self.selection_changed.emit(self.selection())
 
     def _on_click(self, x: float, double: bool) -> None:
