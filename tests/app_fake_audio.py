@@ -37,12 +37,13 @@ class FakeStream:
         self._thread.start()
 
     def _loop(self) -> None:
-        out = np.zeros((BLOCK, 1), np.float32)
+        block = self._backend.block
+        out = np.zeros((block, 1), np.float32)
         t = time.perf_counter()
         while self._running and not self._backend.vanished:
-            self._callback(out, BLOCK, None, _Flags())
+            self._callback(out, block, None, _Flags())
             self._backend.played.append(out[:, 0].copy())
-            t += BLOCK / self._rate / self._backend.speed
+            t += block / self._rate / self._backend.speed
             time.sleep(max(0.0, t - time.perf_counter()))
 
     def stop(self) -> None:
@@ -55,8 +56,9 @@ class FakeStream:
 
 
 class FakeBackend:
-    def __init__(self, speed: float = 1.0) -> None:
+    def __init__(self, speed: float = 1.0, block: int = BLOCK) -> None:
         self.speed = speed  # >1 consumes audio faster than real time (shorter tests)
+        self.block = block  # frames per callback
         self.vanished = False
         self.played: list[np.ndarray] = []
         self.opened = 0
