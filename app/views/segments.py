@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.session import Segment
 from app.views.dragout import DragHandle
+from app.views.transport import ElidedLabel
 
 MAX_STARS = 5
 CARD_WIDTH = 230
@@ -89,8 +90,8 @@ class SegmentCard(QFrame):
         box = QVBoxLayout(self)
         box.setContentsMargins(6, 4, 6, 4)
         title = QLabel(f"<b>#{i + 1}</b> · {seg.length / sample_rate:.1f} s · {take.kind} · seed {take.seed}")
-        prompt = QLabel((take.prompt or "(style audio)").replace("\n", " "))
-        prompt.setToolTip(take.prompt or "")
+        title.setWordWrap(True)  # a 10-digit seed does not fit the card on one line: wrap, never clip
+        prompt = ElidedLabel((take.prompt or "(style audio)").replace("\n", " "))  # "…", full text: tooltip
         prompt.setMaximumWidth(CARD_WIDTH - 12)
         prompt.setTextInteractionFlags(Qt.TextInteractionFlag.NoTextInteraction)
         self.stars = StarRating(take.rating)
