@@ -4,8 +4,8 @@
 
 Writes main-idle.png, main-generating.png, main-rated.png (light theme) and main-rated-dark.png at
 1600x1000, then main-1366-light.png and main-1366-dark.png with the window fitted to a 1366x768
-screen, using a scratch session folder and a silent real-time output device (so the transport looks as on
-a desktop with a sound card).
+screen, with a tempo set (bar grid, a bar-snapped selection looping), using a scratch session folder
+and a silent real-time output device (so the transport looks as on a desktop with a sound card).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from app.audio.backend import OutputDevice
 from melody_core import SAMPLE_RATE
 from melody_core.runtime import prepare_environment
 
+BPM, KEY = 90.0, "A minor"  # the musical fields shown
 BLOCK = 480  # frames per callback of the silent device (20 ms)
 PROMPTS = (("Warm lo-fi piano loop with vinyl crackle", 5), ("Upbeat funk groove, slap bass and brass", 3),
            ("Solemn baroque organ chorale", 4), ("Ambient pad with slow evolving strings", 2))
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     w.panel.prompt.setPlainText(PROMPTS[0][0])
     w.panel.length.setValue(8.0)
+    w.panel.bpm.setValue(BPM)  # the musical grid: bar lines on the timeline, selections snap to bars
+    w.panel.key.setCurrentIndex(max(0, w.panel.key.findData(KEY)))
+    w.grid_controls.snap.setChecked(True)
     shot("main-idle.png")
     for i, (prompt, stars) in enumerate(PROMPTS):
         w.panel.prompt.setPlainText(prompt)
@@ -127,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     studio.playback.stop()
     w.messages.hide()
     w.select_segment(2)
-    w.arrangement.set_selection((15.0, 17.5))
-    studio.playback.play_segment(2)
+    w.arrangement.set_selection((15.0, 17.5))  # snapped to two bars
+    w.transport.loop.setChecked(True)
+    studio.playback.toggle()  # the seamless loop of the selection
     pump(lambda: studio.playback.position() > 0)
     settle(1.2)
     shot("main-rated.png")

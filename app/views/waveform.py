@@ -311,8 +311,10 @@ class ArrangementView(QWidget):
 
     # ------------------------------------------------------------------ grid and snapping
     def set_grid(self, bpm: float | None) -> None:
-        """Draw the bar/beat grid for `bpm` (None or 0: no grid, no snapping)."""
+        """Draw the bar/beat grid for `bpm` (None or 0: no grid, no snapping); the seconds grid of
+        the time axis is hidden while the bar grid shows (two grids at once are clutter)."""
         self.grid.set_bpm(bpm)
+        self.plot.showGrid(x=self.grid.bpm is None, y=False, alpha=0.2)
         if self.snap:
             self._snap_region()
 
