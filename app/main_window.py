@@ -294,7 +294,10 @@ class MainWindow(QMainWindow):
         t.loop_toggled.connect(lambda _: self._update_loop())
         self.grid_controls.snap_toggled.connect(self.arrangement.set_snap)  # musical grid: BPM -> bar lines
         p.bpm.valueChanged.connect(lambda bpm: (self.arrangement.set_grid(bpm or None),
-                                                self.grid_controls.set_bpm(bpm or None)))
+                                                self.grid_controls.set_bpm(bpm or None),
+                                                self.store.set_pref("bpm", bpm)))
+        p.key.currentIndexChanged.connect(lambda _: self.store.set_pref("key", p.key.currentData()))
+        self.grid_controls.snap_toggled.connect(lambda on: self.store.set_pref("snap", on))
         t.device_chosen.connect(self._choose_device)
         t.volume_changed.connect(self._set_volume)
         self.playback.state_changed.connect(lambda st_: t.set_playing(st_ == State.PLAYING.value))
@@ -321,6 +324,9 @@ class MainWindow(QMainWindow):
         last = st.pref("last_settings")
         if last:
             self.panel.apply_settings({**last, "seed": None})
+        self.panel.bpm.setValue(float(st.pref("bpm", 0.0) or 0.0))  # the musical grid survives a restart
+        self.panel.key.setCurrentIndex(max(0, self.panel.key.findData(st.pref("key"))))
+        self.grid_controls.snap.setChecked(bool(st.pref("snap", False)))
         volume = float(st.pref("volume", 1.0))
         self.transport.set_volume(volume)
         self.player.set_volume(volume)

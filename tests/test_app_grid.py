@@ -52,6 +52,14 @@ def test_bpm_typed_or_tapped_draws_the_bar_grid_and_selections_snap(qtbot, make_
     w.panel.bpm.setValue(0.0)
     assert len(view.grid.bar_times) == 0 and w.grid_controls.bar_beat.text() == ""
     assert not w.grid_controls.snap.isEnabled()
+    w.panel.bpm.setValue(97.0)
+    w.panel.key.setCurrentIndex(w.panel.key.findData("F# minor"))
+    data = studio.store.folder
+    studio.close()
+    again = make_studio(data_dir=data)  # tempo, key and snapping survive a restart
+    w2 = again.window
+    assert w2.panel.musical() == (97.0, "F# minor") and w2.grid_controls.snap.isChecked()
+    assert len(w2.arrangement.grid.bar_times) > 0 and w2.arrangement.snap
 
 
 def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
