@@ -26,6 +26,7 @@ LIVE_COLOR = "#d05ad0"
 PLAYHEAD_COLOR = "#e04040"
 BORDER_COLOR = "#888888"
 MARKER_COLOR = "#e0a000"
+LABEL_FILL_ALPHA = 190  # opacity of the segment labels' background
 MARKER_LABEL_CHARS = 24  # prompt characters shown on a marker (the tooltip has it all)
 SPEC_NFFT = 512
 SPEC_MAX_COLUMNS = 3000  # the spectrogram hop grows with the length to stay this wide at most
@@ -136,6 +137,7 @@ class ArrangementView(QWidget):
         self._spec.hide()
         self.plot.addItem(self._spec)
         self._spectrogram = False
+        self._label_fill = pg.mkBrush(255, 255, 255, LABEL_FILL_ALPHA)  # the theme's background, translucent
         self.grid = BarGrid(self.plot)
         self.snap = False  # selections snap to bars (when a tempo is set)
         self._snapping = False  # re-entrancy guard: setRegion emits sigRegionChangeFinished
@@ -159,7 +161,8 @@ class ArrangementView(QWidget):
             audio = seg.take.audio if seg.take.audio is not None else np.zeros(seg.length, np.float32)
             x = (seg.start + np.arange(seg.length)) / sr
             curve = pg.PlotDataItem(pen=pg.mkPen(self._color(seg.index)))
-            label = pg.TextItem(self._label(seg), anchor=(0, 0), color=self._color(seg.index))
+            label = pg.TextItem(self._label(seg), anchor=(0, 0), color=self._color(seg.index),
+                                fill=self._label_fill)  # readable over its own waveform
             label.setToolTip(seg.take.prompt or "(style audio)")
             label.setPos(seg.start / sr, 1.0)
             border = pg.InfiniteLine(pos=seg.start / sr, angle=90,
@@ -381,6 +384,12 @@ class ArrangementView(QWidget):
 
     def apply_theme(self, background: QColor, foreground: QColor) -> None:
         self.plot.setBackground(background)
+        fill = QColor(background)
+        fill.setAlpha(LABEL_FILL_ALPHA)
+        self._label_fill = pg.mkBrush(fill)
+        for label in self._labels:
+            label.fill = self._label_fill
+            label.update()
         for axis in ("bottom", "left"):
             self.plot.getAxis(axis).setPen(foreground)
             self.plot.getAxis(axis).setTextPen(foreground)
