@@ -1,15 +1,15 @@
 """Layout proof at 1366x768 and 1600x1000 (offscreen, real widgets): with the musical grid showing
 (a BPM set) and a take in the arrangement, every visible control of the whole window -- prompt
-panel, timeline rows, transport, history -- is at least as large as its minimum size hint (text
-not clipped), lies inside the window (and horizontally inside the prompt panel's scroll view), and
-no two controls overlap."""
+panel, timeline rows, transport, and each tab of the History/Variations dock in turn -- is at least
+as large as its minimum size hint (text not clipped), lies inside the window (and horizontally
+inside the prompt panel's scroll view), and no two controls overlap."""
 
 from __future__ import annotations
 
 import pytest
 from app_fixtures import generate, make_studio  # noqa: F401
 from PySide6.QtCore import QPoint, QRect
-from PySide6.QtWidgets import QAbstractScrollArea, QAbstractSpinBox, QLabel, QMessageBox, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QAbstractSpinBox, QDockWidget, QLabel, QMessageBox, QWidget
 from test_app_studio_v2 import _leaves, _overlaps
 
 from app.views.transport import ElidedLabel
@@ -35,10 +35,23 @@ def test_every_visible_control_fits_unclipped_without_overlap(qtbot, make_studio
     w.fit_to_screen(QRect(0, 0, *screen))
     qtbot.wait(150)
     assert w.frameGeometry().width() <= screen[0] and w.frameGeometry().height() <= screen[1]
+    docks = [d for d in w.findChildren(QDockWidget) if d.isVisible()]
+    tabs = [d for d in docks if w.tabifiedDockWidgets(d)]  # History / Variations share a place
+    for front in tabs or [None]:
+        if front is not None:
+            front.raise_()
+            qtbot.wait(100)
+        _check(w, front)
+    assert len(tabs) >= 2 or not tabs  # each tab of a shared dock place was in front once
+
+
+def _check(w: QWidget, front: QWidget | None) -> None:
+    """Every control on screen (a dock tab in the back is moved off screen by Qt: not on screen)."""
     leaves = [x for x in _leaves(w) if not isinstance(x.parentWidget(), QMessageBox)
-              and x.window() is w]
+              and x.window() is w and not x.visibleRegion().isEmpty()]
     assert len(leaves) > 40  # the whole window, not one panel
     assert w.grid_controls.snap in leaves and w.grid_controls.bar_beat in leaves
+    assert front is None or any(front.isAncestorOf(x) for x in leaves)  # the tab in front was checked
     clipped, outside = [], []
     for x in leaves:
         hint = x.minimumSizeHint()
