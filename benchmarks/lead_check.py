@@ -105,6 +105,9 @@ def main() -> int:
             stopped = True
             heard_at_stop = heard
             w.cancel()  # Stop
+    while c.busy:  # job_finished comes just before the job is cleared
+        app.processEvents()
+        time.sleep(0.005)
     take_id = done[0]
     take_n = len(studio.session.audio(take_id)) if take_id is not None else 0
     leads = [lead for lead, _ in gate.leads]
@@ -126,8 +129,8 @@ def main() -> int:
         "take_s": round(take_n / sr, 2),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    studio.close()
     print("summary:", json.dumps(summary), flush=True)
+    studio.close()
     return 0
 
 
