@@ -99,14 +99,27 @@ snapshot() {  # snapshot HOME: every path an install may touch (files with size 
     -o -type d -printf '%p/\n' -o -printf '%p %s %T@\n' | LC_ALL=C sort
 }
 
+downloads() {  # downloads PIP_LOG: what pip fetched from the network and what it took from local wheels
+  echo "pip downloaded (from its log):"
+  { grep -oE 'Downloading [^ ]+ \([0-9.]+ [kMG]B\)' "$1" || true; } | sed 's/^Downloading //' | sort -u | awk '
+    { v = $2; gsub(/[()]/, "", v); u = $3; gsub(/[()]/, "", u)
+      printf "%10.1f MB  %s\n", (u == "kB" ? v / 1000 : (u == "GB" ? v * 1000 : v)), $1 }' | sort -rn >"$1.sizes"
+  awk '{ n++; mb += $1 } END { printf "  %d files, %.1f MB; the largest:\n", n, mb }' "$1.sizes"
+  head -8 "$1.sizes"; rm -f "$1.sizes"
+  { grep -oE 'Processing /opt/local-wheels/[^ ]+' "$1" || true; } | sort -u | sed 's|^|  local: |'
+  { grep -oE '(Looking in indexes|Could not fetch URL|Retrying).{0,160}' "$1" || true; } | sort -u | head -5 | sed 's/^/  /'
+}
+
 run_user() {  # run_user USER HOME
   local user=$1 home=$2 t
   snapshot "$home" >"$WORK/$user.before"
   step "$user: bash packaging/setup.sh (the README's first command)"
   t=$SECONDS
-  in_root "$user" 'cd ~/melody && bash packaging/setup.sh 2>&1 | grep -v "^WARNING: Location"; exit ${PIPESTATUS[0]}' \
-    || { echo "FAIL: setup.sh failed for $user"; FAILED=1; return; }
+  # PIP_LOG (pip's own log, outside the compared paths) records what pip downloaded and from where
+  in_root "$user" 'cd ~/melody && PIP_LOG=/tmp/pip-setup.log bash packaging/setup.sh 2>&1 | grep -v "^WARNING: Location";
+    exit ${PIPESTATUS[0]}' || { echo "FAIL: setup.sh failed for $user"; FAILED=1; return; }
   echo "setup took $((SECONDS - t)) s; venv: $(du -sh "$ROOTFS$home/.local/share/melody-studio/venv" | cut -f1)"
+  downloads "$ROOTFS/tmp/pip-setup.log"; mv "$ROOTFS/tmp/pip-setup.log" "$WORK/$user.pip.log"
   step "$user: melody-studio --smoke-test (headless) and melody generate, through the launchers"
   in_root "$user" 'export QT_QPA_PLATFORM=offscreen; cd /tmp;
     ~/.local/bin/melody-studio --smoke-test --device cpu;
@@ -130,7 +143,9 @@ run_user() {  # run_user USER HOME
     echo "differences after --uninstall (< before, > after):"; head -40 "$WORK/$user.uninstall.diff"
     # ~/.cache and ~/.config are written by running the app (Qt, fontconfig), not by the install;
     # /usr/local/share/{ca-certificates,fonts}/ are made by the postinst of apt packages setup.sh installed
-    if grep '^[<>]' "$WORK/$user.uninstall.diff" | grep -vE "^> $home/\.(cache|config)(/| )" \
+    # pip's cache would be the install's trace (a user install runs pip with PIP_NO_CACHE_DIR)
+    if grep '^[<>]' "$WORK/$user.uninstall.diff" | grep -E "^> $home/\.cache/pip(/| )" \
+        || grep '^[<>]' "$WORK/$user.uninstall.diff" | grep -vE "^> $home/\.(cache|config)(/| )" \
         | grep -vE '^> /usr/local/share/(ca-certificates|fonts)/$'; then
       echo "FAIL: the install left a trace"; FAILED=1
     else
