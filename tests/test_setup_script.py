@@ -123,3 +123,70 @@ def test_setup_prefix_install_is_idempotent_and_uninstalls(tmp_path):
     assert r.returncode == 0, r.stderr
     left = sorted(str(p.relative_to(prefix)) for p in prefix.rglob("*"))
     assert left == ["bin", "bin/other-tool"], left
+
+
+TORCH_LIB = ROOT / "packaging" / "lib" / "torch.sh"
+CPU_INDEX = "https://cpu-index.invalid/whl/cpu"
+
+
+def _install_torch(*, torch_ok: bool = False, gpu: bool = False, reachable: bool = True,
+                   index_has_pin: bool = True) -> list[str]:
+    """setup.sh's torch choice (packaging/lib/torch.sh, install_torch) with fake probes and a fake pip:
+    returns what it printed and each pip call, in order. No network, no venv."""
+    driver = f"""
+set -euo pipefail
+VPY=/nonexistent/python TORCH_REQ=torch==2.13.0 TORCH_CPU_INDEX={CPU_INDEX}
+say() {{ echo "setup: $*"; }}
+source {TORCH_LIB}
+torch_ok() {{ return {0 if torch_ok else 1}; }}
+has_nvidia() {{ return {0 if gpu else 1}; }}
+reachable() {{ echo "probe $1"; return {0 if reachable else 1}; }}
+pip_install() {{ echo "pip $*"; if [[ $* == *--index-url* ]]; then return {0 if index_has_pin else 1}; fi; }}
+install_torch
+"""
+    r = subprocess.run(["bash", "-c", driver], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_torch_already_satisfied_installs_nothing():
+    assert _install_torch(torch_ok=True) == []
+
+
+def test_torch_with_an_nvidia_gpu_takes_the_pypi_build_without_probing_the_cpu_index():
+    out = _install_torch(gpu=True)
+    assert out == ["setup: NVIDIA GPU found: installing torch==2.13.0 from PyPI (CUDA build)",
+                   "pip torch==2.13.0"]
+
+
+def test_torch_without_gpu_prefers_the_cpu_index_when_reachable():
+    out = _install_torch()
+    assert out == [f"probe {CPU_INDEX}", f"pip --index-url {CPU_INDEX} torch==2.13.0",
+                   f"setup: installed torch==2.13.0 from PyTorch's CPU-only index ({CPU_INDEX})"]
+
+
+def test_torch_without_gpu_falls_back_when_the_cpu_index_is_unreachable():
+    out = _install_torch(reachable=False)
+    assert out[0] == f"probe {CPU_INDEX}"
+    assert "not reachable or lacks torch==2.13.0" in out[1]
+    assert out[2:] == ["setup: installing torch==2.13.0 from the configured package index (pip's choice)",
+                       "pip torch==2.13.0"]
+    assert not any("--index-url" in line for line in out)
+
+
+def test_torch_without_gpu_falls_back_when_the_cpu_index_lacks_the_pin():
+    out = _install_torch(index_has_pin=False)
+    pips = [line for line in out if line.startswith("pip ")]
+    assert pips == [f"pip --index-url {CPU_INDEX} torch==2.13.0", "pip torch==2.13.0"]
+    assert any("not reachable or lacks" in line for line in out)
+
+
+@pytest.mark.parametrize("smi_rc", [0, 9])
+def test_has_nvidia_asks_nvidia_smi(tmp_path, smi_rc):
+    """The real GPU probe with a fake nvidia-smi (rc 9: installed, but no driver/GPU)."""
+    (tmp_path / "nvidia-smi").write_text(f"#!/bin/bash\nexit {smi_rc}\n")
+    (tmp_path / "nvidia-smi").chmod(0o755)
+    r = subprocess.run(["bash", "-c", f"source {TORCH_LIB}; has_nvidia"], capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}, timeout=30)
+    expected = smi_rc == 0 or Path("/proc/driver/nvidia/version").exists()
+    assert (r.returncode == 0) == expected, r.stderr
