@@ -86,8 +86,10 @@ if [[ $ACTION == uninstall ]]; then
 fi
 
 # ---- system packages -------------------------------------------------------------------------------
-# Runtime: PortAudio (sound output), the libraries Qt's xcb window plugin loads, python3 + venv + TLS roots.
-APT_PKGS=(ca-certificates libportaudio2 libglib2.0-0 libfontconfig1 libfreetype6 libdbus-1-3 libegl1 libgl1
+# Runtime: PortAudio (sound output), the libraries Qt's xcb window plugin loads, python3 + venv + TLS roots,
+# libatomic1 (pedalboard's native module links it; missing from a minimal Debian 12: "libatomic.so.1: cannot
+# open shared object file" at the studio's start).
+APT_PKGS=(ca-certificates libatomic1 libportaudio2 libglib2.0-0 libfontconfig1 libfreetype6 libdbus-1-3 libegl1 libgl1
           libopengl0 libxkbcommon0 libxkbcommon-x11-0 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0
           libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1)
 command -v "$PYTHON" >/dev/null || APT_PKGS+=(python3)
