@@ -49,7 +49,7 @@ def test_spec_names_existing_files():
     assert '"packaging" / "frozen_main.py"' in text and ENTRY.is_file()
     assert '"resources" / "models" / "melody-tiny"' in text
     assert (ROOT / "resources" / "models" / "melody-tiny" / "config.json").is_file()
-    # the model goes where melody_core.pipeline looks for it outside a checkout
+    # the model goes where melody_core.generation.pipeline looks for it outside a checkout
     assert '"melody_core/bundled/melody-tiny"' in text
     import melody_core
     from melody_core.generation import pipeline
