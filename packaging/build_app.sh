@@ -6,7 +6,7 @@
 # Needs a Python with this project and PyInstaller (default .venv/bin/python from `setup.sh --dev`;
 # `.venv/bin/python -m pip install -e ".[freeze]"`); PYTHON=... picks another. Writes:
 #   dist/melody-studio/                 the app: `melody-studio` (studio), `melody` (CLI), _internal/
-#   dist/melody-studio_VERSION_ARCH.deb  /opt/melody-studio + /usr/bin launchers + menu entry + icon
+#   dist/melody-studio_VERSION_ARCH.deb  /usr/lib/melody-studio + /usr/bin launchers + menu entry + icon
 # The smoke test (headless): `melody-studio --smoke-test` (real window offscreen, generates 4 s with the
 # bundled model, plays it to whatever audio output there is) and `melody generate` 4 s exported to FLAC.
 # Prints the folder size, the .deb size and start-up times. Linux only (the spec itself is portable).
@@ -59,11 +59,13 @@ if ((DEB)); then
   ARCH=$(dpkg --print-architecture)
   pkg=build/deb/melody-studio
   rm -rf "$pkg"
-  mkdir -p "$pkg/DEBIAN" "$pkg/opt" "$pkg/usr/bin" "$pkg/usr/share/applications" \
+  # the app in /usr/lib, not /opt: no package owns /opt (base-files' postinst makes it), so removing a
+  # package that ships /opt/... deletes /opt itself on a stock Debian (packaging/deb_test.sh saw it)
+  mkdir -p "$pkg/DEBIAN" "$pkg/usr/lib" "$pkg/usr/bin" "$pkg/usr/share/applications" \
     "$pkg/usr/share/icons/hicolor/scalable/apps" "$pkg/usr/share/icons/hicolor/256x256/apps"
-  cp -a "$APP" "$pkg/opt/melody-studio"
-  ln -s /opt/melody-studio/melody-studio "$pkg/usr/bin/melody-studio"
-  ln -s /opt/melody-studio/melody "$pkg/usr/bin/melody"
+  cp -a "$APP" "$pkg/usr/lib/melody-studio"
+  ln -s ../lib/melody-studio/melody-studio "$pkg/usr/bin/melody-studio"
+  ln -s ../lib/melody-studio/melody "$pkg/usr/bin/melody"
   sed 's|@EXEC@|melody-studio|' packaging/linux/melody-studio.desktop >"$pkg/usr/share/applications/melody-studio.desktop"
   install -m 644 packaging/linux/melody-studio.svg "$pkg/usr/share/icons/hicolor/scalable/apps/"
   install -m 644 packaging/linux/melody-studio.png "$pkg/usr/share/icons/hicolor/256x256/apps/"
@@ -81,7 +83,7 @@ Priority: optional
 Homepage: https://github.com/
 Description: offline text/audio-prompted music generation studio
  MeLoDy Studio generates music from a text or audio prompt on the CPU (LM-guided
- dual-path diffusion), with a desktop studio and the `melody` command line.
+ dual-path diffusion), with a desktop studio and the "melody" command line.
  Frozen with PyInstaller; includes the bundled melody-tiny model.
 EOF
   out=dist/melody-studio_${VERSION}_${ARCH}.deb

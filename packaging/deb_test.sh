@@ -39,16 +39,18 @@ snapshot() { in_root 'find / -xdev \( -path /proc -o -path /sys -o -path /dev -o
 cp "$DEB" "$ROOTFS/tmp/melody-studio.deb"
 snapshot >/tmp/deb-before.$$
 step "apt-get install ./$(basename "$DEB") ($(du -h "$DEB" | cut -f1))"
-in_root 'apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends /tmp/melody-studio.deb | tail -3'
-in_root 'ls -l /usr/bin/melody /usr/bin/melody-studio; du -sh /opt/melody-studio; ls /usr/share/applications/melody-studio.desktop'
+in_root 'apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends /tmp/melody-studio.deb |
+  grep -E "newly installed|^Need to get|^After this operation|^Setting up melody-studio"'
+in_root 'ls -l /usr/bin/melody /usr/bin/melody-studio; du -sh /usr/lib/melody-studio; ls /usr/share/applications/melody-studio.desktop'
 step "smoke test through /usr/bin (headless)"
 in_root 'cd /tmp && s=$(date +%s.%N) && melody --help >/dev/null && e=$(date +%s.%N) &&
   awk -v a="$s" -v b="$e" "BEGIN { printf \"melody --help: %.2f s\\n\", b - a }" &&
   melody-studio --smoke-test --device cpu --data-dir /tmp/smoke-data &&
   melody generate "calm piano" -o /tmp/deb.flac --seconds 4 --seed 1 --device cpu -q && melody info --audio /tmp/deb.flac &&
   rm -rf /tmp/deb.flac /tmp/smoke-data'
-step "apt-get purge melody-studio"
-in_root 'apt-get purge -y -q melody-studio | tail -2'
+# --autoremove: the libraries apt installed for its Depends go too (as `apt autoremove` would)
+step "apt-get purge --autoremove melody-studio"
+in_root 'apt-get purge -y -q --autoremove melody-studio | grep -E "^Removing|^Purging|to remove"'
 snapshot >/tmp/deb-after.$$
 if diff /tmp/deb-before.$$ /tmp/deb-after.$$; then
   echo "removed cleanly: the file system outside /root, /home, /tmp and apt/dpkg's own state is as before"

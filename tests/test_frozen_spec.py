@@ -71,7 +71,7 @@ def test_spec_collects_the_modules_imported_by_name():
 
 def test_frozen_entry_runs_the_cli_without_the_excluded_modules(tmp_path, tiny_bundle):  # noqa: F811
     out = tmp_path / "clip.flac"
-    r = _run_frozen_entry("/opt/melody-studio/melody", ["generate", "calm piano", "-o", str(out),
+    r = _run_frozen_entry("/usr/lib/melody-studio/melody", ["generate", "calm piano", "-o", str(out),
                           "--seconds", "1", "--steps", "2", "--bundle", str(tiny_bundle), "--device", "cpu"],
                           tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -92,6 +92,6 @@ def test_frozen_entry_answers_the_audio_probe(tmp_path):
     """The studio probes PortAudio by running the frozen app with PROBE_FLAG (app/audio/backend.py)."""
     from app.audio.backend import PROBE_FLAG, PROBE_OK
 
-    r = _run_frozen_entry("/opt/melody-studio/melody-studio", [PROBE_FLAG], tmp_path)
+    r = _run_frozen_entry("/usr/lib/melody-studio/melody-studio", [PROBE_FLAG], tmp_path)
     assert "usage:" not in r.stderr, r.stderr
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == PROBE_OK, r.stdout + r.stderr
