@@ -22,7 +22,7 @@ from app.lead import LeadGate
 from app.model_info import ModelInfo, model_info
 from app.playback import Playback
 from app.session import SessionModel
-from app.store import StorageError, StoredAudio, take_file_tags
+from app.store import StorageError, StoredAudio, pcm_blocks, take_file_tags
 from app.worker import GenerationWorker, Job, TaskWorker
 from melody_core.pipeline_types import (
     AudioChunk,
@@ -288,12 +288,14 @@ class Controller(QObject):
             if model_name:
                 tags["model_name"] = model_name
             heard = cut.get("heard")
-            if heard is None:  # full disk: kept in memory
-                return result, store.write_audio_or_keep(audio, result.sample_rate, tags), None
+            # written block by block (a 30-minute stream: no whole-take copies; full disk: kept in memory)
+            if heard is None:
+                return result, store.write_audio_or_keep(pcm_blocks(audio), result.sample_rate, tags), None
             head, tail = audio[:heard], audio[heard:]
             tail_tags = take_file_tags("unheard", used, model_hash, parent_file, result.metadata)
-            return (result, store.write_audio_or_keep(head, result.sample_rate, tags) if len(head) else None,
-                    store.write_audio_or_keep(tail, result.sample_rate, tail_tags) if len(tail) else None)
+            sr = result.sample_rate
+            return (result, store.write_audio_or_keep(pcm_blocks(head), sr, tags) if len(head) else None,
+                    store.write_audio_or_keep(pcm_blocks(tail), sr, tail_tags) if len(tail) else None)
 
         worker = GenerationWorker(job, StreamControl(), finalize)
         worker.progress.connect(self._on_progress)

@@ -35,7 +35,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from app.store_recovery import (
     restore_backup,
     set_aside,
 )
+from melody_core.audio.levels import BLOCK, BlockSource
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,29 @@ class StoredAudio:
     @property
     def pending(self) -> bool:
         return self.file == PENDING_FILE
+
+
+def pcm_blocks(audio: np.ndarray, block: int = BLOCK) -> BlockSource:
+    """A `BlockSource` over mono samples: (block,) views, no copy of the whole."""
+    pcm = np.asarray(audio, dtype=np.float32).reshape(-1)
+    return lambda: (pcm[i : i + block] for i in range(0, len(pcm), block))
+
+
+def file_blocks(paths: list[Path], limit: int | None = None) -> BlockSource:
+    """A `BlockSource` over raw float32 chunk files (a live journal), read one file at a time;
+    `limit`: only the first `limit` samples."""
+
+    def blocks() -> Iterator[np.ndarray]:
+        left = limit
+        for path in paths:
+            if left is not None and left <= 0:
+                return
+            part = np.fromfile(path, dtype=np.float32)
+            yield part if left is None else part[:left]
+            if left is not None:
+                left -= len(part)
+
+    return blocks
 
 
 def take_file_tags(kind: str, settings: dict[str, Any], model_hash: str, parent_file: str | None = None,
@@ -318,32 +342,33 @@ class SessionStore:
         self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (time.time(), session_id))
 
     # ------------------------------------------------------------ audio files
-    def write_audio(self, audio: np.ndarray, sample_rate: int,
+    def write_audio(self, audio: np.ndarray | BlockSource, sample_rate: int,
                     tags: dict[str, str] | None = None) -> StoredAudio:
-        """Write a FLAC (atomically) and read it back; safe to call from a worker thread.
+        """Write a FLAC (atomically) and read it back; safe to call from a worker thread. `audio`:
+        the samples, or a `BlockSource` (a callable yielding them again in blocks: a long take is
+        checked, limited and written block by block, `save_audio_blocks`, in bounded memory).
         Raises StorageError when the file cannot be written (nothing is left behind)."""
-        import torch
-
-        from melody_core.audio import AudioError, save_audio  # torch-backed; imported lazily
+        from melody_core.audio import AudioError, save_audio_blocks  # imported lazily
 
         name = f"take-{uuid.uuid4().hex}.flac"
         path = self.audio_dir / name
-        pcm = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+        source = audio if callable(audio) else pcm_blocks(audio)
         try:
-            save_audio(path, torch.from_numpy(pcm), sample_rate, metadata=tags, subtype=FLAC_SUBTYPE)
+            save_audio_blocks(path, source, sample_rate, metadata=tags, subtype=FLAC_SUBTYPE)
             return StoredAudio(name, self._read(path), sample_rate)
         except (AudioError, OSError, RuntimeError) as exc:  # sf.LibsndfileError is a RuntimeError
             path.unlink(missing_ok=True)
             raise StorageError(f"cannot write the take ({_reason(exc, self.folder)})") from None
 
-    def write_audio_or_keep(self, audio: np.ndarray, sample_rate: int,
+    def write_audio_or_keep(self, audio: np.ndarray | BlockSource, sample_rate: int,
                             tags: dict[str, str] | None = None) -> StoredAudio:
         """`write_audio`, or -- when the disk refuses it -- the samples kept in memory
         (`StoredAudio.pending`) for `SessionModel` to write later. Never raises for a full disk."""
         try:
             return self.write_audio(audio, sample_rate, tags)
         except StorageError as exc:
-            pcm = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+            blocks = audio() if callable(audio) else [audio]
+            pcm = np.concatenate([np.asarray(b, np.float32).reshape(-1) for b in blocks])  # (T,)
             return StoredAudio(PENDING_FILE, pcm, sample_rate, dict(tags or {}), str(exc))
 
     @staticmethod
@@ -574,26 +599,27 @@ class SessionStore:
         for st in streams:
             rows = self._db.execute("SELECT * FROM live_chunks WHERE stream = ? ORDER BY seq",
                                     (st["stream"],)).fetchall()
-            parts, rate = [], 0
-            for r in rows:
+            files, rate = [], 0
+            for r in rows:  # readable chunks only (each checked from its size); read back block-wise below
+                path = self.live_dir / r["file"]
                 try:
-                    part = np.fromfile(self.live_dir / r["file"], dtype=np.float32)
-                    if len(part) != r["samples"]:
-                        raise OSError(f"{len(part)} of {r['samples']} samples")
-                    parts.append(part)
+                    size = path.stat().st_size
+                    if size != 4 * r["samples"]:
+                        raise OSError(f"{size // 4} of {r['samples']} samples")
+                    files.append(path)
                     rate = int(r["sample_rate"])
                 except (OSError, ValueError) as exc:
                     log.warning("live chunk %s unreadable: %s", r["file"], exc)
-            if not parts:
+            if not files:
                 with self._db:
                     self._db.execute("BEGIN")
                     files = self._close_live(st["stream"])
                 self._remove_files(files)
                 continue
-            audio = np.concatenate(parts)
             settings = json.loads(st["settings"])
             try:
-                stored = self.write_audio(audio, rate, take_file_tags(st["kind"], settings, st["model_hash"]))
+                stored = self.write_audio(file_blocks(files), rate,  # a long stream: in bounded memory
+                                          take_file_tags(st["kind"], settings, st["model_hash"]))
                 take = self.add_take(st["session_id"], stored, st["kind"], settings, {"recovered": "live"},
                                      st["model_hash"], st["parent_id"], live_stream=st["stream"])
                 with self._db:

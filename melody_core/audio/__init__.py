@@ -25,6 +25,7 @@ from melody_core.audio.io import (
     read_metadata,
     resample,
     save_audio,
+    save_audio_blocks,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "read_metadata",
     "resample",
     "save_audio",
+    "save_audio_blocks",
     "si_sdr",
     "stft_magnitude",
 ]

@@ -4,7 +4,8 @@
   any rate and channel count -> mono float32 (T,) at 24 kHz.
 - `audio_info`: header facts (duration, rate, channels, ...) without decoding the samples.
 - `save_audio`: WAV or FLAC, written atomically, with a flat ``dict[str, str]`` of metadata that
-  `read_metadata` returns unchanged.
+  `read_metadata` returns unchanged; `save_audio_blocks` the same from audio given in blocks
+  (bounded memory for long takes; `save_audio` is it over the array's blocks).
 - `resample`: soxr high-quality resampling of (T,) or (B, T) tensors.
 
 Every bad input raises a subclass of `AudioError`; ``str(err)`` is one line that names the file.
@@ -31,6 +32,7 @@ import json
 import os
 import struct
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,7 +308,34 @@ def save_audio(
     added (`daw_tags`: ID3 + BWF bext + ACID when it has a BPM for WAV, Vorbis comments for FLAC);
     `loop` [start, end) adds a WAV `smpl` loop. Integer subtypes never clip: audio beyond full scale
     goes through the true-peak limiter (`levels.limit`, ceiling `FULL_SCALE_GUARD_DBTP`) first.
-    Returns the path."""
+    Returns the path. (`save_audio_blocks` over the array's blocks: one implementation.)"""
+    if wav.dim() == 2 and wav.shape[0] == 1:
+        wav = wav[0]  # (1, T) -> (T,)
+    if wav.dim() != 1:
+        raise ValueError(f"save_audio expects mono (T,) or (1, T), got shape {tuple(wav.shape)}")
+    x = wav.detach().cpu().to(torch.float32).numpy()
+    from melody_core.audio.levels import BLOCK
+
+    return save_audio_blocks(path, lambda: (x[i : i + BLOCK] for i in range(0, len(x), BLOCK)), sample_rate,
+                             metadata, subtype, channels, loop)
+
+
+def save_audio_blocks(
+    path: str | os.PathLike,
+    source: Callable[[], Iterable[np.ndarray]],
+    sample_rate: int = SAMPLE_RATE,
+    metadata: dict[str, str] | None = None,
+    subtype: str = "PCM_16",
+    channels: int = 1,
+    loop: tuple[int, int] | None = None,
+) -> Path:
+    """`save_audio` for audio too long to hold twice: `source()` yields the mono samples again in
+    (n,) blocks each time it is called (e.g. a live journal's chunk files read one at a time). Peak
+    memory is a few blocks: the NaN/Inf check, the full-scale check, the true-peak limiter
+    (`levels.plan_limit` + `levels.limited_blocks`, which read the source again per pass) and the
+    write all go block by block."""
+    from melody_core.audio.levels import LevelSettings, limited_blocks, plan_limit
+
     p = Path(path)
     fmt = SAVE_FORMATS.get(p.suffix.lower())
     if fmt is None:
@@ -315,21 +344,30 @@ def save_audio(
         raise UnsupportedFormatError(p, f"{fmt} cannot store subtype {subtype}")
     if sample_rate <= 0:
         raise InvalidSampleRateError(p, f"cannot save at a sample rate of {sample_rate} Hz")
-    if wav.dim() == 2 and wav.shape[0] == 1:
-        wav = wav[0]  # (1, T) -> (T,)
-    if wav.dim() != 1:
-        raise ValueError(f"save_audio expects mono (T,) or (1, T), got shape {tuple(wav.shape)}")
-    x = wav.detach().cpu().to(torch.float32).numpy()
-    if not np.isfinite(x).all():
-        raise NonFiniteAudioError(p, "refusing to save NaN or infinite samples")
     if channels not in (1, 2):
         raise ValueError(f"save_audio writes 1 or 2 channels, got {channels}")
-    if subtype not in FLOAT_SUBTYPES and x.size and np.abs(x).max() > 1.0:
-        from melody_core.audio.levels import LevelSettings, limit  # no hard clipping, ever
 
-        x = limit(x, sample_rate, LevelSettings(ceiling_dbtp=FULL_SCALE_GUARD_DBTP))
+    def mono() -> Iterator[np.ndarray]:
+        for b in source():
+            b = np.asarray(b, dtype=np.float32)
+            if b.ndim != 1:
+                raise ValueError(f"save_audio expects mono blocks (n,), got shape {b.shape}")
+            yield b
+
+    frames, peak = 0, 0.0
+    for b in mono():  # first pass: every sample finite? beyond full scale?
+        if not np.isfinite(b).all():
+            raise NonFiniteAudioError(p, "refusing to save NaN or infinite samples")
+        frames += len(b)
+        peak = max(peak, float(np.abs(b).max()) if b.size else 0.0)
+    blocks: Callable[[], Iterable[np.ndarray]] = mono
+    if subtype not in FLOAT_SUBTYPES and peak > 1.0:  # no hard clipping, ever
+        guard = LevelSettings(ceiling_dbtp=FULL_SCALE_GUARD_DBTP)
+        plan = plan_limit(mono, sample_rate, guard)
+
+        def blocks() -> Iterator[np.ndarray]:
+            return (b[0] for b in limited_blocks(mono(), sample_rate, plan, guard))  # (1, n) -> (n,)
     tags = _metadata_tags(metadata) if metadata is not None else {}
-    frames = np.repeat(x[:, None], channels, axis=1) if channels > 1 else x  # (T,) or (T, C) dual mono
 
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -337,11 +375,12 @@ def save_audio(
         with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype=subtype, format=fmt) as f:
             for key, value in tags.items():  # before any data: FLAC only takes tags up front
                 setattr(f, key, value)
-            f.write(frames)
+            for b in blocks():
+                f.write(np.repeat(b[:, None], channels, axis=1) if channels > 1 else b)  # (n,) or (n, C)
         if metadata is not None and read_metadata(tmp) != metadata:
             raise MetadataError(p, f"metadata too long for {fmt} tags; shorten it or save as .flac")
         if metadata is not None:
-            _add_daw_tags(tmp, fmt, metadata, len(x), sample_rate, loop)
+            _add_daw_tags(tmp, fmt, metadata, frames, sample_rate, loop)
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
