@@ -106,8 +106,10 @@ def true_peak_blocks(blocks: Iterable[np.ndarray], sample_rate: int) -> float:
             channels = a.shape[0]
             stream = soxr.ResampleStream(sample_rate, sample_rate * factor, a.shape[0], dtype="float64",
                                          quality="HQ")
-        up = stream.resample_chunk(a.T.astype(np.float64))  # (T, C) -> (T * factor, C)
-        peak = max(peak, float(np.abs(a).max()), float(np.abs(up).max()) if up.size else -1.0)
+        peak = max(peak, float(np.abs(a).max()))
+        for i in range(0, a.shape[1], BLOCK):  # at most BLOCK samples oversampled at a time
+            up = stream.resample_chunk(a[:, i : i + BLOCK].T.astype(np.float64))  # (T, C) -> (T * factor, C)
+            peak = max(peak, float(np.abs(up).max()) if up.size else -1.0)
     if stream is None:
         return -math.inf
     rest = stream.resample_chunk(np.zeros((0, channels), np.float64), last=True)
