@@ -118,7 +118,7 @@ def main() -> int:
 
     prepare_environment()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.engine import factory_from_spec, real_pipeline
@@ -177,9 +177,12 @@ def main() -> int:
     studio.controller.keep_playing(GenerationSettings(prompt=args.prompt, seconds=10.0, steps=args.steps))
     sample()
     timer.start()
-    while not done:
-        app.processEvents()
-        time.sleep(0.005)
+    # the app's own event loop until the take is saved (as `app.exec()` runs it: no polling here, which
+    # woke the GUI thread 200 times a second and took the GIL from the generator thread)
+    loop = QEventLoop()
+    studio.controller.busy_changed.connect(lambda busy, _kind: None if busy else loop.quit())  # job over
+    if studio.controller.busy:
+        loop.exec()
     timer.stop()
     save_s = time.monotonic() - state["stop"] if state["stop"] else float("nan")
     rss_peak_save = rss_mb("VmHWM") if state["hwm_reset"] else float("nan")
