@@ -147,3 +147,12 @@ class FakePipeline:
             self.last_inpaint = out
             meta = {**event.result.metadata, "region_s": [start_s, end_s]}
             yield StreamFinished(GenerationResult(out, self.sample_rate, meta), event.cancelled)
+
+
+class SoakPipeline(FakePipeline):
+    """The stand-in of CI's 2-minute soak (packaging/ci_soak.sh): 10 steps x 30 ms slept per 1 s chunk,
+    i.e. ~3x real time like a model with headroom, so the lead gate keeps ~0.7 s queued (1.5 x 0.3 s
+    + 0.25 s) and a gap needs the GUI thread to stall that long; sleeping costs no CPU, so the soak
+    measures the app (memory, refcounts, feeding the device), not the machine's speed."""
+
+    step_delay = 0.03
