@@ -24,7 +24,7 @@ from app.playback import Playback
 from app.session import SessionModel
 from app.store import StorageError, StoredAudio, take_file_tags
 from app.worker import GenerationWorker, Job, TaskWorker
-from melody_core.pipeline_types import (
+from melody_core.generation import (
     AudioChunk,
     GenerationResult,
     GenerationSettings,
@@ -148,14 +148,12 @@ class Controller(QObject):
     @property
     def model_name(self) -> str:
         """The loaded bundle's folder name ("" when unknown)."""
-        info = getattr(getattr(self.engine, "bundle", None), "info", None)
-        path = getattr(info, "path", None)
+        path = self.engine.bundle_path if self.engine is not None else None
         return path.name if path is not None else ""
 
     def model_info(self) -> ModelInfo | None:
         """Name, size and card line of the loaded bundle (None for engines without a bundle folder)."""
-        info = getattr(getattr(self.engine, "bundle", None), "info", None)
-        path = getattr(info, "path", None)
+        path = self.engine.bundle_path if self.engine is not None else None
         return model_info(path) if path is not None else None
 
     def _on_engine(self, engine: Engine) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from melody_core.pipeline_types import AudioChunk, StreamControl
+from melody_core.generation import AudioChunk, StreamControl
 
 SAFETY = 1.5  # allowance = this x the last chunk's generation time (in samples of playback)
 MIN_ALLOWANCE_S = 0.25  # and at least this much audio stays queued (device and GUI latency)

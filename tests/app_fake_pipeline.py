@@ -1,6 +1,6 @@
-"""A stand-in for `melody_core.pipeline.MelodyPipeline` used by the app tests.
+"""A stand-in for `melody_core.generation.pipeline.MelodyPipeline` used by the app tests.
 
-Same API and event types as the real pipeline (`pipeline_types`), no torch: every chunk is a sine
+Same API and event types as the real pipeline (`melody_core.generation`), no torch: every chunk is a sine
 whose pitch follows the prompt and the seed, so tests can tell takes apart and check steering.
 Honours `StreamControl` (cancel between steps, prompt/style updates between chunks, stop after the
 current chunk for endless streams). Class attributes tune speed and failures for a test.
@@ -45,6 +45,7 @@ class FakePipeline:
         self.bundle = bundle
         self.device = "cpu" if device == "auto" else device
         self.model_hash = "fake0123abcd"
+        self.bundle_path = None  # no bundle folder (the studio then shows no model card)
         self.last_inpaint: np.ndarray | None = None  # the last stream_inpaint result
 
     @classmethod

@@ -93,8 +93,8 @@ def default_bundle_path() -> Path:
 
 class MelodyPipeline:
     """A loaded bundle ready to generate. Attributes the app relies on: `model_hash` (str, full
-    content hash), `device` (str), `sample_rate` (24000). `models` is the loaded `ModelSet`,
-    `bundle` the `checkpoint.LoadedBundle` (paths, meta)."""
+    content hash), `device` (str), `sample_rate` (24000), `bundle_path` (the bundle folder). `models`
+    is the loaded `ModelSet`, `bundle` the `checkpoint.LoadedBundle` (paths, meta)."""
 
     sample_rate = SAMPLE_RATE
 
@@ -103,6 +103,11 @@ class MelodyPipeline:
         self.device = str(models.device)
         self.model_hash: str = bundle.model_hash
         self.short_hash: str = bundle.hash
+
+    @property
+    def bundle_path(self) -> Path:
+        """The loaded bundle's folder."""
+        return Path(self.bundle.info.path)
 
     # ------------------------------------------------------------------ loading
     @classmethod
