@@ -198,7 +198,7 @@ class Controller(QObject):
             return
         s = self._seeded(settings)
         # bounded lead; without an output device the playhead is a clock started by the first chunk
-        gate = LeadGate(self.playback.player.sample_rate)
+        gate = LeadGate(self.playback.sample_rate)
 
         def job(ctl: StreamControl):  # noqa: ANN202 - an event iterator
             events = self._engine().stream(s, ctl, endless=True)
@@ -342,11 +342,11 @@ class Controller(QObject):
         if job is None or job.gate is None:
             self._lead_timer.stop()
             return
-        player = self.playback.player
-        if player.available and self.playback.source_kind == "live":
-            job.gate.set_heard(player.position() + 1)
-        elif not player.available and job.first_chunk:
-            job.gate.set_heard(int((time.perf_counter() - job.first_chunk) * player.sample_rate))
+        playback = self.playback
+        if playback.available and playback.source_kind == "live":
+            job.gate.set_heard(playback.source_position() + 1)
+        elif not playback.available and job.first_chunk:
+            job.gate.set_heard(int((time.perf_counter() - job.first_chunk) * playback.sample_rate))
         for marker in job.gate.markers[job.markers_seen:]:
             self.marker_added.emit(marker.sample, marker.prompt)
         job.markers_seen = len(job.gate.markers)
@@ -384,7 +384,7 @@ class Controller(QObject):
                 self.playback.start_live(len(self.session.arrangement_audio()))
                 self._fs_timer.start()
         journalled = job.live and self.session.append_live_chunk(job.stream, chunk.pcm,
-                                                                 self.playback.player.sample_rate)
+                                                                 self.playback.sample_rate)
         self._live.append(len(chunk.pcm) if journalled else chunk.pcm)
         if job.live:
             self.playback.append_live(chunk.pcm)
@@ -484,7 +484,7 @@ class Controller(QObject):
         audio = self.live_audio()
         if job is None or len(audio) == 0:
             return None
-        sr = self.playback.player.sample_rate
+        sr = self.playback.sample_rate
         settings = job.settings.to_dict()
         model_hash = self._engine().model_hash
         tags = take_file_tags(job.kind, settings, model_hash, None, {"partial": True}, job.stream)

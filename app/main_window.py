@@ -88,11 +88,11 @@ class MessageBar(QWidget):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, session: SessionModel, controller: Controller, playback: Playback,
+    def __init__(self, session: SessionModel, controller: Controller, playback: Playback, player: Player,
                  theme_mode: str = "system") -> None:
         super().__init__()
         self.session, self.controller, self.playback = session, controller, playback
-        self.player: Player = playback.player
+        self.player = player  # devices, volume and levels (the transport goes through `playback`)
         self.store = session.store
         self.sample_rate = self.player.sample_rate
         self.selected: int | None = None

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_core import SAMPLE_RATE
 from melody_core.generation.decode import AudioSpool
+from melody_core.generation.jobs import INPAINT_CROSSFADE_S
 from melody_core.generation.types import (
     AudioChunk,
     GenerationCancelled,
@@ -34,12 +36,12 @@ Event = Progress | AudioChunk | StreamFinished
 class FakePipeline:
     """Sine-wave "model" with the MelodyPipeline API."""
 
-    sample_rate = 24000
+    sample_rate = SAMPLE_RATE
     chunk_seconds = 1.0  # audio per streamed chunk
     step_delay = 0.002  # seconds slept per diffusion step (simulates work; releases the GIL)
     fail_prompt = "FAIL"  # a prompt containing this raises RuntimeError mid-stream
     inpaint_leak = 1e-3  # change of the samples in the crossfades just outside an inpainted region
-    crossfade_s = 0.05  # their length on each side (the core's INPAINT_CROSSFADE_S)
+    crossfade_s = INPAINT_CROSSFADE_S  # their length on each side, as the core's
 
     def __init__(self, bundle: str | None, device: str) -> None:
         self.bundle = bundle

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from app_fixtures import make_studio  # noqa: F401
 
+from melody_core import SAMPLE_RATE
+
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 PLAYED_SECONDS = 4.0  # heard before the kill
-SR = 24000
+SR = SAMPLE_RATE
 
 SCRIPT = """
 import sys

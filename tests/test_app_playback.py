@@ -18,8 +18,9 @@ from app_fixtures import WAIT_MS, generate, make_studio  # noqa: F401
 
 from app.audio.player import Player, State
 from app.audio.ring import RingBuffer
+from melody_core import SAMPLE_RATE
 
-SR = 24000
+SR = SAMPLE_RATE
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 

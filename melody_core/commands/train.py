@@ -2,7 +2,7 @@
 
 Stages (dependency order): vae, ssl, kmeans, mulan, lm, dpd (+ unet1d, the ablation network).
 Every stage resumes from RUN_DIR/checkpoints/last.pt by default; run it under
-`torchrun --nproc_per_node=N -m melody_core.train STAGE ...` for DDP (same options).
+`torchrun --nproc_per_node=N -m melody_core.cli train STAGE ...` for DDP (same options).
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m melody_core.train STAGE ...` (torchrun entry point): the `train` command alone."""
+    """The `train` command alone (`main(["vae", "--data", ...])`; the smoke runner and tests use it)."""
     parser = argparse.ArgumentParser(prog="melody")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
