@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +74,6 @@ def test_kill_9_during_keep_playing_keeps_everything_heard(qtbot, make_studio, t
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "PLAYED", proc.stderr.read()[-3000:]
-        time.sleep(0.3)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
