@@ -206,16 +206,20 @@ def test_freeze_encoder_needs_init_from(smoke: Path, capsys: pytest.CaptureFixtu
     assert "--freeze-encoder needs --init-from" in out.err
 
 
-def test_vae_training_flags_are_the_trainer_options() -> None:
+def test_training_flags_are_the_trainer_options() -> None:
+    """Each stage's trainer-option flags are its options dataclass, the fields its model config gave up."""
     from dataclasses import fields
 
     from melody_core.commands.train import TRAINING_ARGS
-    from melody_core.models.vae_gan import VAEConfig
-    from melody_core.train.vae import VAETraining
+    from melody_core.config import component_classes
+    from melody_core.train import make_stage
 
-    names = tuple(f.name for f in fields(VAETraining))
-    assert TRAINING_ARGS["vae"] == names == VAEConfig.MOVED_TO_TRAINER
-    assert not set(names) & {f.name for f in fields(VAEConfig)}
+    assert set(TRAINING_ARGS) == {"vae", "lm"}
+    for name, flags in TRAINING_ARGS.items():
+        stage, (cfg_cls, _) = make_stage(name), component_classes(name)
+        names = tuple(f.name for f in fields(stage.training_options))
+        assert flags == names == cfg_cls.MOVED_TO_TRAINER
+        assert not set(names) & {f.name for f in fields(cfg_cls)}
 
 
 def test_resume_of_a_run_written_before_the_options_moved(smoke: Path, capsys: pytest.CaptureFixture) -> None:

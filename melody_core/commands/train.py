@@ -135,6 +135,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             _distill_args(p)
         if name == "vae":
             _vae_training_args(p)
+        if name == "lm":
+            p.add_argument_group("trainer options (not part of the model config or its hash)").add_argument(
+                "--text-prefix-prob", type=float, metavar="P",
+                help="share of crops whose prefix is a caption's text codes (tiny preset: 0.4)")
         p.set_defaults(func=run_stage)
     exp = stages.add_parser(
         "export",
@@ -162,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 STAGE_ARGS = ("size", "phase", "rho", "teacher_steps", "rounds")  # options of dpd / dpd-distill only
 # trainer options (`Stage.training_options`, e.g. train.vae.VAETraining) per stage: given only when
 # typed, so the preset, a resumed run or an old --init-from config fills the rest
-TRAINING_ARGS = {"vae": ("adversarial_start_step", "freeze_encoder", "latent_noise", "calibrate_gain")}
+TRAINING_ARGS = {"vae": ("adversarial_start_step", "freeze_encoder", "latent_noise", "calibrate_gain"),
+                 "lm": ("text_prefix_prob",)}
 
 
 def _vae_training_args(p: argparse.ArgumentParser) -> None:
