@@ -25,7 +25,7 @@ limiter (pedalboard's `BrickwallLimiter`), for everything the app plays and ever
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -197,5 +197,3 @@ def preload() -> None:
     import soxr  # noqa: F401
 
 
-def with_ceiling(settings: LevelSettings, ceiling_dbtp: float) -> LevelSettings:
-    return replace(settings, ceiling_dbtp=ceiling_dbtp)
