@@ -209,6 +209,13 @@ class Playback(QObject):
         self._ab_current = 0
         self.play_take(take_a)
 
+    @property
+    def ab_current(self) -> int | None:
+        """Take id now heard in an A/B comparison (None when not comparing)."""
+        if self._ab is None or self._source is None or self._source.kind != "take":
+            return None
+        return self._ab[self._ab_current]
+
     def switch_ab(self) -> int | None:
         """Jump to the other take at the same position; returns the take now playing."""
         if self._ab is None:
