@@ -34,8 +34,8 @@ class Engine(Protocol):
     model_hash: str
     device: str
     sample_rate: int
-    # optional `controls: tuple[str, ...]`: the LM's explicit controls ("bpm", "key";
-    # MelodyPipeline.controls); read with getattr, absent = none (BPM / key go into the prompt text)
+    controls: tuple[str, ...]  # the LM's explicit controls ("bpm", "key"); () = none (BPM / key go
+    # into the prompt text)
     bundle_path: Path | None  # the loaded bundle's folder (None: the engine has none)
 
     def stream(self, settings: GenerationSettings, control: StreamControl | None = None,

@@ -48,6 +48,7 @@ class FakePipeline:
         self.device = "cpu" if device == "auto" else device
         self.model_hash = "fake0123abcd"
         self.bundle_path = None  # no bundle folder (the studio then shows no model card)
+        self.controls: tuple[str, ...] = ()  # no explicit BPM / key controls (they go into the prompt)
         self.last_inpaint: np.ndarray | None = None  # the last stream_inpaint result
 
     @classmethod
