@@ -37,6 +37,7 @@ class FakePipeline:
     """Sine-wave "model" with the MelodyPipeline API."""
 
     sample_rate = SAMPLE_RATE
+    controls: tuple[str, ...] = ()  # no explicit BPM / key controls (they go into the prompt text)
     chunk_seconds = 1.0  # audio per streamed chunk
     step_delay = 0.002  # seconds slept per diffusion step (simulates work; releases the GIL)
     fail_prompt = "FAIL"  # a prompt containing this raises RuntimeError mid-stream
@@ -48,7 +49,6 @@ class FakePipeline:
         self.device = "cpu" if device == "auto" else device
         self.model_hash = "fake0123abcd"
         self.bundle_path = None  # no bundle folder (the studio then shows no model card)
-        self.controls: tuple[str, ...] = ()  # no explicit BPM / key controls (they go into the prompt)
         self.last_inpaint: np.ndarray | None = None  # the last stream_inpaint result
 
     @classmethod
