@@ -1,8 +1,8 @@
 """Build hook: wheels and sdists carry the bundled default model.
 
 `resources/models/melody-tiny/` (the repo's copy, used by checkouts and editable installs) is copied into
-the built package as `melody_core/bundled/melody-tiny/`, where `melody_core.pipeline` finds it when there
-is no checkout (a wheel in a venv, the frozen app). Everything else is declared in pyproject.toml.
+the built package as `melody_core/bundled/melody-tiny/`, where `melody_core.generation.pipeline` finds it
+when there is no checkout (a wheel in a venv, the frozen app). Everything else is declared in pyproject.toml.
 """
 
 import shutil

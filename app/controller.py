@@ -24,7 +24,7 @@ from app.playback import Playback
 from app.session import SessionModel
 from app.store import StorageError, StoredAudio, pcm_blocks, take_file_tags
 from app.worker import GenerationWorker, Job, TaskWorker
-from melody_core.pipeline_types import (
+from melody_core.generation import (
     AudioChunk,
     GenerationResult,
     GenerationSettings,
@@ -148,14 +148,12 @@ class Controller(QObject):
     @property
     def model_name(self) -> str:
         """The loaded bundle's folder name ("" when unknown)."""
-        info = getattr(getattr(self.engine, "bundle", None), "info", None)
-        path = getattr(info, "path", None)
+        path = self.engine.bundle_path if self.engine is not None else None
         return path.name if path is not None else ""
 
     def model_info(self) -> ModelInfo | None:
         """Name, size and card line of the loaded bundle (None for engines without a bundle folder)."""
-        info = getattr(getattr(self.engine, "bundle", None), "info", None)
-        path = getattr(info, "path", None)
+        path = self.engine.bundle_path if self.engine is not None else None
         return model_info(path) if path is not None else None
 
     def _on_engine(self, engine: Engine) -> None:
@@ -200,7 +198,7 @@ class Controller(QObject):
             return
         s = self._seeded(settings)
         # bounded lead; without an output device the playhead is a clock started by the first chunk
-        gate = LeadGate(self.playback.player.sample_rate)
+        gate = LeadGate(self.playback.sample_rate)
 
         def job(ctl: StreamControl):  # noqa: ANN202 - an event iterator
             events = self._engine().stream(s, ctl, endless=True)
@@ -346,11 +344,11 @@ class Controller(QObject):
         if job is None or job.gate is None:
             self._lead_timer.stop()
             return
-        player = self.playback.player
-        if player.available and self.playback.source_kind == "live":
-            job.gate.set_heard(player.position() + 1)
-        elif not player.available and job.first_chunk:
-            job.gate.set_heard(int((time.perf_counter() - job.first_chunk) * player.sample_rate))
+        playback = self.playback
+        if playback.available and playback.source_kind == "live":
+            job.gate.set_heard(playback.source_position() + 1)
+        elif not playback.available and job.first_chunk:
+            job.gate.set_heard(int((time.perf_counter() - job.first_chunk) * playback.sample_rate))
         for marker in job.gate.markers[job.markers_seen:]:
             self.marker_added.emit(marker.sample, marker.prompt)
         job.markers_seen = len(job.gate.markers)
@@ -388,7 +386,7 @@ class Controller(QObject):
                 self.playback.start_live(len(self.session.arrangement_audio()))
                 self._fs_timer.start()
         journalled = job.live and self.session.append_live_chunk(job.stream, chunk.pcm,
-                                                                 self.playback.player.sample_rate)
+                                                                 self.playback.sample_rate)
         self._live.append(len(chunk.pcm) if journalled else chunk.pcm)
         if job.live:
             self.playback.append_live(chunk.pcm)
@@ -488,7 +486,7 @@ class Controller(QObject):
         audio = self.live_audio()
         if job is None or len(audio) == 0:
             return None
-        sr = self.playback.player.sample_rate
+        sr = self.playback.sample_rate
         settings = job.settings.to_dict()
         model_hash = self._engine().model_hash
         tags = take_file_tags(job.kind, settings, model_hash, None, {"partial": True}, job.stream)

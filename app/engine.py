@@ -1,4 +1,4 @@
-"""The app's only door to the model: `melody_core.pipeline.MelodyPipeline` behind a small protocol.
+"""The app's only door to the model: `melody_core.generation.pipeline.MelodyPipeline` behind a small protocol.
 
 Everything else in `app/` talks to an `Engine`; `load_engine` builds one from a factory (the real
 pipeline by default; tests and `--engine module:attr` pass another with the same API) and turns
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from melody_core.pipeline_types import (
+from melody_core.generation import (
     AudioChunk,
     GenerationSettings,
     Progress,
@@ -34,8 +34,9 @@ class Engine(Protocol):
     model_hash: str
     device: str
     sample_rate: int
-    # optional `controls: tuple[str, ...]`: the LM's explicit controls ("bpm", "key";
-    # MelodyPipeline.controls); read with getattr, absent = none (BPM / key go into the prompt text)
+    controls: tuple[str, ...]  # the LM's explicit controls ("bpm", "key"); () = none (BPM / key go
+    # into the prompt text)
+    bundle_path: Path | None  # the loaded bundle's folder (None: the engine has none)
 
     def stream(self, settings: GenerationSettings, control: StreamControl | None = None,
                endless: bool = False, continue_from: np.ndarray | None = None) -> Iterator[Event]: ...
@@ -55,7 +56,7 @@ class EngineError(Exception):
 
 def real_pipeline(bundle: str | None, device: str, threads: int | None) -> Engine:
     """The real MeLoDy pipeline (the one line to change to swap engines)."""
-    from melody_core.pipeline import MelodyPipeline
+    from melody_core.generation.pipeline import MelodyPipeline
 
     return MelodyPipeline.load(bundle, device=device, threads=threads)
 

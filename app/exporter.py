@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from app.session import SessionModel
+from melody_core import SAMPLE_RATE
 from melody_core.audio.levels import OFF, LevelSettings, master
 from melody_core.audio.loops import fade_samples, periodic, seamless_loop
 
 FORMATS = {"wav": ".wav", "flac": ".flac"}  # format name -> extension
 SUBTYPES = {16: "PCM_16", 24: "PCM_24"}  # bit depth -> libsndfile subtype
-RATES = (24_000, 44_100, 48_000)
+RATES = (SAMPLE_RATE, 44_100, 48_000)  # the model's rate, then the DAW rates
 OTHER_AUDIO = (".mp3", ".ogg", ".aif", ".aiff", ".m4a", ".opus", ".wma")  # kept, so save_audio refuses them
 PROMPT_TAG_CHARS = 200  # prompt length kept when WAV INFO tags overflow
 
@@ -37,7 +38,7 @@ class ExportOptions:
 
     format: str = "wav"  # wav | flac (used when the path has no extension)
     bits: int = 24  # 16 | 24
-    sample_rate: int = 48_000  # 24000 | 44100 | 48000
+    sample_rate: int = 48_000  # one of RATES
     channels: int = 2  # 1 = mono, 2 = dual-mono stereo
     levels: LevelSettings = LevelSettings()  # loudness + true-peak limiter (OFF: as generated)
     loop: bool = False  # seamless loop: crossfaded loop point + WAV smpl loop

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from melody_core.pipeline_types import AudioChunk, StreamControl
+from melody_core.generation import AudioChunk, StreamControl
 
 SAFETY = 1.5  # allowance = this x the slowest recent chunk's generation time (in samples of playback)
 RECENT_CHUNKS = 8  # chunks whose generation times the allowance looks back over

@@ -88,11 +88,11 @@ class MessageBar(QWidget):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, session: SessionModel, controller: Controller, playback: Playback,
+    def __init__(self, session: SessionModel, controller: Controller, playback: Playback, player: Player,
                  theme_mode: str = "system") -> None:
         super().__init__()
         self.session, self.controller, self.playback = session, controller, playback
-        self.player: Player = playback.player
+        self.player = player  # devices, volume and levels (the transport goes through `playback`)
         self.store = session.store
         self.sample_rate = self.player.sample_rate
         self.selected: int | None = None
@@ -349,8 +349,8 @@ class MainWindow(QMainWindow):
         label = self.panel.engine_label
         label.setWordWrap(True)
         info = self.controller.model_info() if desc else None
-        controls = getattr(self.controller.engine, "controls", ()) if desc else ()
-        self.panel.set_explicit_controls(tuple(controls))  # fake engines in tests have none
+        engine = self.controller.engine
+        self.panel.set_explicit_controls(tuple(engine.controls) if desc and engine is not None else ())
         text = desc or self.controller.engine_error or "no model"
         if info is not None:
             text += "\n" + " — ".join(x for x in (f"{info.size_mb:.1f} MB", info.card_line) if x)

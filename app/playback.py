@@ -55,6 +55,11 @@ class Playback(QObject):
         return self.player.sample_rate
 
     @property
+    def available(self) -> bool:
+        """An output device is open (False: playback is simulated, nothing is heard)."""
+        return self.player.available
+
+    @property
     def first_sound_time(self) -> float:
         """perf_counter time the current live stream was first heard (0: not yet)."""
         return self.player.first_sound_time

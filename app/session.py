@@ -163,12 +163,6 @@ class SessionModel(QObject):
             start += n
         return out
 
-    def segment_at(self, sample: int) -> Segment | None:
-        for seg in self.segments():
-            if seg.start <= sample < seg.end:
-                return seg
-        return None
-
     def arrangement_audio(self) -> np.ndarray:
         if self._concat is None:
             parts = [self.audio(t) for t in self._ids]

@@ -335,9 +335,6 @@ class SessionStore:
                                    (name, now, now))
         return int(cur.lastrowid or 0)
 
-    def session_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
-
     def _touch(self, session_id: int) -> None:
         self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (time.time(), session_id))
 

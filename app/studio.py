@@ -109,7 +109,7 @@ class Studio:
         playback = Playback(player, session)
         controller = Controller(session, playback, options.engine_factory,
                                 options.threads or pipeline_threads())
-        window = MainWindow(session, controller, playback, options.theme_mode)
+        window = MainWindow(session, controller, playback, player, options.theme_mode)
         session.storage_message.connect(window.show_message)
         notices = session.startup_notices()  # recovered data, takes whose audio is missing
         if notices:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from PySide6.QtCore import QObject, Signal
 
 from app.controller import SEED_RANGE, Controller
-from melody_core.pipeline_types import GenerationSettings
+from melody_core.generation import GenerationSettings
 
 DEFAULT_COUNT = 4
 MAX_COUNT = 16

@@ -27,7 +27,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from app.engine import Event, one_line
-from melody_core.pipeline_types import (
+from melody_core.generation import (
     AudioChunk,
     GenerationCancelled,
     GenerationResult,

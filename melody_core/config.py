@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 PRESETS = ("tiny", "paper")
 
@@ -27,6 +27,11 @@ class ConfigError(ValueError):
 class BaseConfig:
     """Base for model configs: dict round-trip with validation, and presets."""
 
+    # Former fields that are trainer options now (they steer a training run, not the model, so they
+    # stay out of the model hash): a dict that still holds them (bundles and run folders written
+    # before the move) loads, they are dropped, and `moved_to_trainer(data)` returns them.
+    MOVED_TO_TRAINER: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -35,17 +40,23 @@ class BaseConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names - set(cls.MOVED_TO_TRAINER))
         if unknown:
             raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
-            kwargs[name] = _coerce(cls.__name__, name, hints.get(name), value)
+            if name in names:
+                kwargs[name] = _coerce(cls.__name__, name, hints.get(name), value)
         try:
             return cls(**kwargs)
         except TypeError as exc:  # missing required fields
             raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+    @classmethod
+    def moved_to_trainer(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The `MOVED_TO_TRAINER` entries of a config dict written before they moved."""
+        return {k: data[k] for k in cls.MOVED_TO_TRAINER if k in data}
 
     @classmethod
     def preset(cls: type[C], name: str) -> C:

@@ -5,7 +5,7 @@ k-diffusion style: short pure functions; schedules are separate functions return
 schedule ω_1..ω_T; every sampler shares the signature `(v_fn, z, schedule, ..., callback=None)`
 where `v_fn(z (B, L, D), delta (B, L)) -> v (B, L, D)` predicts the velocity (Eq. 5) for a
 per-frame angle vector (Eq. 10). A network with the DPD contract is adapted to a `v_fn` by
-`guided_velocity` (CFG), not inside the samplers. Latents are channel-last (B, L, D).
+`GuidedVelocity` (CFG), not inside the samplers. Latents are channel-last (B, L, D).
 
 Ordering. A schedule is a 1-D tensor `omegas` with omegas[t-1] = ω_t. Sampling runs t = T…1 and the
 step at t takes z_{δ_t} to z_{δ_t − ω_t} = z_{δ_{t−1}} with ω_t (Eq. 12). `step_angles` returns the
@@ -314,10 +314,6 @@ class GuidedVelocity:
         else:
             v = self.model(z, delta, tokens, uncond, **self._kw)
         return cfg_mix(v[:b], v[b:], self.scale) if twins else v
-
-
-def guided_velocity(model: DPDNetwork, tokens: Tensor | None, scale: float = CFG_SCALE) -> GuidedVelocity:
-    return GuidedVelocity(model, tokens, scale)
 
 
 # ---------------------------------------------------------------- the denoising loop (§4.2.4, Eq. 12)

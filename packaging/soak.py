@@ -123,7 +123,7 @@ def main() -> int:
 
     from app.engine import factory_from_spec, real_pipeline
     from app.studio import Studio
-    from melody_core.pipeline_types import GenerationSettings
+    from melody_core.generation import GenerationSettings
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """An in-process output backend for app tests: a thread calls the player's callback in real time and
-records what it was given; `vanish()` makes the device disappear like an unplugged USB card."""
+records what it was given; `vanish()` makes the device disappear like an unplugged USB card.
+`paced=True`: the device plays only the samples the test `allow`s (then at `speed`), so a test that
+feeds a live stream cannot underrun however slowly the machine runs it."""
 
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ class FakeStream:
         out = np.zeros((block, 1), np.float32)
         t = time.perf_counter()
         while self._running and not self._backend.vanished:
+            if not self._backend.take(block):
+                time.sleep(0.001)
+                t = time.perf_counter()
+                continue
             self._callback(out, block, None, _Flags())
             self._backend.played.append(out[:, 0].copy())
             t += block / self._rate / self._backend.speed
@@ -56,12 +62,33 @@ class FakeStream:
 
 
 class FakeBackend:
-    def __init__(self, speed: float = 1.0, block: int = BLOCK) -> None:
+    def __init__(self, speed: float = 1.0, block: int = BLOCK, paced: bool = False) -> None:
         self.speed = speed  # >1 consumes audio faster than real time (shorter tests)
         self.block = block  # frames per callback
+        self.paced = paced  # play only what `allow` granted
         self.vanished = False
         self.played: list[np.ndarray] = []
         self.opened = 0
+        self._allowed = 0  # samples the paced device may still play
+        self._lock = threading.Lock()
+
+    def allow(self, samples: int | None) -> None:
+        """Paced: let the device play `samples` more (None: everything from now on)."""
+        with self._lock:
+            if samples is None:
+                self.paced = False
+            else:
+                self._allowed += samples
+
+    def take(self, frames: int) -> bool:
+        """Whether the device may play the next `frames` (stream thread)."""
+        with self._lock:
+            if not self.paced:
+                return True
+            if self._allowed < frames:
+                return False
+            self._allowed -= frames
+            return True
 
     def devices(self) -> list[OutputDevice]:
         return [] if self.vanished else [OutputDevice(0, "fake output", True)]

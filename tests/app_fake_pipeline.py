@@ -1,6 +1,6 @@
-"""A stand-in for `melody_core.pipeline.MelodyPipeline` used by the app tests.
+"""A stand-in for `melody_core.generation.pipeline.MelodyPipeline` used by the app tests.
 
-Same API and event types as the real pipeline (`pipeline_types`), no torch: every chunk is a sine
+Same API and event types as the real pipeline (`melody_core.generation`), no torch: every chunk is a sine
 whose pitch follows the prompt and the seed, so tests can tell takes apart and check steering.
 Honours `StreamControl` (cancel between steps, prompt/style updates between chunks, stop after the
 current chunk for endless streams). Class attributes tune speed and failures for a test.
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from melody_core import SAMPLE_RATE
 from melody_core.generation.decode import AudioSpool
+from melody_core.generation.jobs import INPAINT_CROSSFADE_S
 from melody_core.generation.types import (
     AudioChunk,
     GenerationCancelled,
@@ -34,17 +36,19 @@ Event = Progress | AudioChunk | StreamFinished
 class FakePipeline:
     """Sine-wave "model" with the MelodyPipeline API."""
 
-    sample_rate = 24000
+    sample_rate = SAMPLE_RATE
+    controls: tuple[str, ...] = ()  # no explicit BPM / key controls (they go into the prompt text)
     chunk_seconds = 1.0  # audio per streamed chunk
     step_delay = 0.002  # seconds slept per diffusion step (simulates work; releases the GIL)
     fail_prompt = "FAIL"  # a prompt containing this raises RuntimeError mid-stream
     inpaint_leak = 1e-3  # change of the samples in the crossfades just outside an inpainted region
-    crossfade_s = 0.05  # their length on each side (the core's INPAINT_CROSSFADE_S)
+    crossfade_s = INPAINT_CROSSFADE_S  # their length on each side, as the core's
 
     def __init__(self, bundle: str | None, device: str) -> None:
         self.bundle = bundle
         self.device = "cpu" if device == "auto" else device
         self.model_hash = "fake0123abcd"
+        self.bundle_path = None  # no bundle folder (the studio then shows no model card)
         self.last_inpaint: np.ndarray | None = None  # the last stream_inpaint result
 
     @classmethod

@@ -18,8 +18,9 @@ from app_fixtures import WAIT_MS, generate, make_studio  # noqa: F401
 
 from app.audio.player import Player, State
 from app.audio.ring import RingBuffer
+from melody_core import SAMPLE_RATE
 
-SR = 24000
+SR = SAMPLE_RATE
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 
@@ -210,9 +211,10 @@ def test_positions_follow_the_source_across_switches(qtbot, make_studio):  # noq
 
 def test_live_stream_drops_what_was_played(qtbot):  # noqa: ANN001
     """Issue 18: a live stream of any length holds the keep window + the lead, not every sample;
-    what is played is still exactly what arrived."""
+    what is played is still exactly what arrived. The device is paced by the test (it plays a chunk
+    only once the next one is in), so the check holds on a machine of any speed."""
     from app.audio.player import LIVE_KEEP_S
-    backend = FakeBackend(speed=20.0)
+    backend = FakeBackend(speed=20.0, paced=True)
     player = Player(backend, SR)
     rng = np.random.default_rng(5)
     n_chunks = int(4 * LIVE_KEEP_S * 2)  # 0.5 s each: 4x the keep window
@@ -222,8 +224,11 @@ def test_live_stream_drops_what_was_played(qtbot):  # noqa: ANN001
     for i, chunk in enumerate(chunks):
         player.append_live(chunk)
         held.append(player.held_samples)
-        played_to = i * len(chunk)  # keep a lead of one chunk, like the app's bounded lead
-        qtbot.waitUntil(lambda at=played_to: player.position() >= at, timeout=WAIT_MS)
+        if i:  # keep a lead of one chunk, like the app's bounded lead: play the chunk before this one
+            backend.allow(len(chunk))
+            played_to = i * len(chunk) - 1  # the last sample of the chunk before
+            qtbot.waitUntil(lambda at=played_to: player.position() >= at, timeout=WAIT_MS)
+    backend.allow(None)
     player.end_live()
     qtbot.waitSignal(player.finished, timeout=WAIT_MS).wait()
     total = sum(len(c) for c in chunks)

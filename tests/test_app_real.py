@@ -19,9 +19,10 @@ from app_fixtures import (  # noqa: F401, E501
 )
 
 from app.engine import real_pipeline
+from melody_core import SAMPLE_RATE
 from melody_core.generation.jobs import INPAINT_CROSSFADE_S
 
-SR = 24000
+SR = SAMPLE_RATE
 
 
 def test_real_pipeline_generate_extend_inpaint(qtbot, make_studio, tiny_bundle):  # noqa: ANN001, F811

@@ -14,7 +14,9 @@ from app_fixtures import WAIT_MS, fake_factory, generate, make_studio, run_job  
 from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-SR = 24000
+from melody_core import SAMPLE_RATE
+
+SR = SAMPLE_RATE
 
 
 class HalfSecond(FakePipeline):

@@ -8,9 +8,10 @@ from app_fixtures import WAIT_MS, fake_factory, generate, make_studio, run_job  
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
+from melody_core import SAMPLE_RATE
 from melody_core.audio import read_metadata
 
-SR = 24000
+SR = SAMPLE_RATE
 
 
 def test_generate_adds_segment_with_waveform(qtbot, make_studio):  # noqa: F811

@@ -128,7 +128,7 @@ def test_written_audio_is_levelled_unless_no_levels(bundle: str, tmp_path, capsy
     """Default: -14 LUFS target, true peak <= -1 dBTP, never clipped; --no-levels: the decoder's level.
     The decoder is made to overshoot (x 8) so that the limiter has work to do."""
     from melody_core.audio.levels import integrated_lufs, true_peak_dbtp
-    from melody_core.pipeline import MelodyPipeline
+    from melody_core.generation.pipeline import MelodyPipeline
 
     real = MelodyPipeline.generate
 

@@ -202,7 +202,7 @@ def test_cfg_mix_formula() -> None:
 
 def test_guided_velocity_one_batched_call_per_step() -> None:
     model, tokens = FakeDPD(), torch.randint(0, 8, (B, 5))
-    v_fn = dm.guided_velocity(model, tokens, 2.5)
+    v_fn = dm.GuidedVelocity(model, tokens, 2.5)
     z = torch.randn(B, L, D)
     v = v_fn(z, torch.full((B, L), 0.5))
     torch.testing.assert_close(v, 2.5 * (z + 1) - 1.5 * (z - 1))
@@ -213,7 +213,7 @@ def test_guided_velocity_one_batched_call_per_step() -> None:
     assert v_fn.network_rows == 7 * 2 * B
     for scale, rows, flag in [(1.0, B, None), (0.0, B, [True] * B)]:
         model = FakeDPD()
-        v = dm.guided_velocity(model, tokens, scale)(z, torch.zeros(B, L))
+        v = dm.GuidedVelocity(model, tokens, scale)(z, torch.zeros(B, L))
         assert model.calls[0][0] == rows
         assert (model.calls[0][1] is None) if flag is None else model.calls[0][1].tolist() == flag
         torch.testing.assert_close(v, z + 1 if scale == 1 else z - 1)

@@ -34,7 +34,6 @@ LAYERS = (
     ("melody_core.train",),
     ("melody_core.generation",),
     ("melody_core.eval",),
-    ("melody_core.pipeline", "melody_core.pipeline_types"),  # stable re-export paths of generation
     ("melody_core.commands",),
     ("melody_core.cli",),
     ("app",),

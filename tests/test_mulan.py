@@ -10,10 +10,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from melody_core import SAMPLE_RATE
 from melody_core.models import text_encoder
 from melody_core.models.mulan import MuLan, MuLanConfig, contrastive_loss, mulan_parameter_count
 
-SR = 24_000
+SR = SAMPLE_RATE
 CLIP_SECONDS = 2.0
 CAPTIONS = ["calm solo piano", "fast drum and bass", "string quartet, slow", "distorted guitar riff"]
 

@@ -260,7 +260,7 @@ def test_lm_guidance_default_and_bundles_without_null_prefix(pipe: MelodyPipelin
     np.testing.assert_array_equal(same.audio, default.audio)
     assert plain.metadata["settings"]["lm_guidance"] == 1.0 and not np.array_equal(plain.audio, strong.audio)
     old = tmp_path / "old"
-    lm = {**OVERRIDES["lm"], "prefix_dropout": 0.0, "text_prefix_prob": 0.0}
+    lm = {**OVERRIDES["lm"], "prefix_dropout": 0.0}
     random_bundle(old, "tiny", overrides={**OVERRIDES, "lm": lm})
     old_pipe = MelodyPipeline.load(old, device="cpu", threads=1)
     old_default = old_pipe.generate(GenerationSettings(prompt="x", seconds=1.0, **FAST))

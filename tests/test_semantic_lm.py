@@ -248,12 +248,16 @@ def test_guided_decoding_is_cfg_of_the_two_full_forwards() -> None:
 
 
 def test_prefix_mix_settings_are_validated() -> None:
-    assert LMConfig.tiny().prefix_dropout > 0
-    assert LMConfig.paper().prefix_dropout == 0 and LMConfig.paper().text_prefix_prob == 0
-    with pytest.raises(ValueError):
-        small_config(text_prefix_prob=0.95, prefix_dropout=0.1)
+    from melody_core.train.lm import LMTraining
+
     with pytest.raises(ValueError):
         small_config(prefix_dropout=-0.1)
+    with pytest.raises(ValueError):
+        LMTraining(text_prefix_prob=1.5)
+    # an LM config written before text_prefix_prob became a trainer option still loads
+    old = {**LMConfig.tiny().to_dict(), "text_prefix_prob": 0.4}
+    assert LMConfig.from_dict(old) == LMConfig.tiny()
+    assert LMConfig.moved_to_trainer(old) == {"text_prefix_prob": 0.4}
 
 
 def test_meta_construction_and_paper_parameter_count() -> None:

@@ -103,7 +103,7 @@ def test_setup_prefix_install_is_idempotent_and_uninstalls(tmp_path):
     assert (prefix / "share/icons/hicolor/scalable/apps/melody-studio.svg").is_file()
     assert (prefix / "share/icons/hicolor/256x256/apps/melody-studio.png").is_file()
     # the venv runs the installed package (not this checkout) with the packaged model
-    code = "import melody_core.pipeline as p; print(p.__file__); print(p.default_bundle_path())"
+    code = "import melody_core.generation.pipeline as p; print(p.__file__); print(p.default_bundle_path())"
     probe = subprocess.run([str(venv / "bin" / "python"), "-c", code], env={**env, "MELODY_BUNDLE": ""},
                            cwd=tmp_path, capture_output=True, text=True)
     module, bundle = probe.stdout.split()

@@ -36,11 +36,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def _fill(folder: Path) -> Path:
     filler = folder / "filler.bin"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing left to flush (and fail) at close
         try:
             while True:
                 f.write(b"\0" * FILLER_CHUNK)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler

@@ -53,7 +53,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_matches_single_process(tmp_pa
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "melody_core.train", *argv],
+                [sys.executable, "-m", "melody_core.cli", "train", *argv],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.PIPE,

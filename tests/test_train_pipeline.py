@@ -176,8 +176,11 @@ def test_decoder_only_vae_finetune_keeps_latents_and_exports(smoke: Path) -> Non
     runs, out = smoke / "runs", smoke / "vae_decoder_only"
     base = load_bundle(smoke / "bundle").models["vae"]
     argv = stage_argv("vae", smoke / "corpus", runs, "--init-from", str(smoke / "bundle"), "--steps", "2",
-                      "--set", "freeze_encoder=true", "--set", "adversarial_start_step=0", out=out)
+                      "--freeze-encoder", "--adversarial-start-step", "0", out=out)
     assert main(argv) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["training"]["freeze_encoder"] is True and run["training"]["adversarial_start_step"] == 0
+    assert "freeze_encoder" not in run["config"]  # trainer options stay out of the model config
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["models"]["vae"]
     enc = {k: v for k, v in state.items() if k.startswith("encoder.")}
     dec = {k: v for k, v in state.items() if k.startswith("decoder.")}
@@ -188,13 +191,65 @@ def test_decoder_only_vae_finetune_keeps_latents_and_exports(smoke: Path) -> Non
     parts = [str(out), *(str(runs / s) for s in SMOKE_RUN if s != "vae")]
     assert main(["export", *parts, "--out", str(smoke / "decoder_only")]) == 0
     assert "mismatches" not in load_bundle(smoke / "decoder_only").meta
+    # same model config as the plain run's VAE: the trainer options do not enter the model hash
+    vae_cfg = lambda b: json.loads((b / "config.json").read_text())["components"]["vae"]["config"]  # noqa: E731
+    assert vae_cfg(smoke / "decoder_only") == vae_cfg(smoke / "bundle")
 
 
 def test_freeze_encoder_needs_init_from(smoke: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The old spelling `--set freeze_encoder=true` still reaches the trainer option, with a note."""
     argv = stage_argv("vae", smoke / "corpus", smoke / "runs", "--set", "freeze_encoder=true",
                       out=smoke / "vae_frozen_scratch")
     assert main(argv) == 2
-    assert "freeze_encoder=true needs --init-from" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "--set freeze_encoder=... is deprecated" in out.out and "use --freeze-encoder" in out.out
+    assert "--freeze-encoder needs --init-from" in out.err
+
+
+def test_training_flags_are_the_trainer_options() -> None:
+    """Each stage's trainer-option flags are its options dataclass, the fields its model config gave up."""
+    from dataclasses import fields
+
+    from melody_core.commands.train import TRAINING_ARGS
+    from melody_core.config import component_classes
+    from melody_core.train import make_stage
+
+    assert set(TRAINING_ARGS) == {"vae", "lm"}
+    for name, flags in TRAINING_ARGS.items():
+        stage, (cfg_cls, _) = make_stage(name), component_classes(name)
+        names = tuple(f.name for f in fields(stage.training_options))
+        assert flags == names == cfg_cls.MOVED_TO_TRAINER
+        assert not set(names) & {f.name for f in fields(cfg_cls)}
+
+
+def test_resume_of_a_run_written_before_the_options_moved(smoke: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run folder whose run.json holds the trainer options in its model config (as runs made before
+    the move do) resumes with those options, also under the old `--set` spelling; a different
+    explicit value is a one-line error."""
+    import shutil
+
+    runs, out = smoke / "runs", smoke / "vae_legacy_run"
+    base = stage_argv("vae", smoke / "corpus", runs, "--init-from", str(smoke / "bundle"), out=out)
+    at = base.index("--adversarial-start-step")
+    base = base[:at] + base[at + 2 :]  # no explicit warm-up: it must come from the resumed run
+    assert main([*base, "--steps", "1", "--freeze-encoder", "--adversarial-start-step", "0"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    legacy = dict(run, config={**run["config"], **run.pop("training")})  # the old layout
+    (out / "run.json").write_text(json.dumps(legacy))
+    frozen = load_bundle(smoke / "bundle").models["vae"].state_dict()
+    assert main([*base, "--steps", "2", "--set", "freeze_encoder=true"]) == 0  # the lead's old command line
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    encoder = {k: v for k, v in state["models"]["vae"].items() if k.startswith("encoder.")}
+    assert encoder and all(torch.equal(v, frozen[k]) for k, v in encoder.items())
+    resumed = json.loads((out / "run.json").read_text())["training"]
+    assert resumed["freeze_encoder"] is True
+    assert resumed["adversarial_start_step"] == 0  # the run's, not the preset's 4000
+    capsys.readouterr()
+    assert main([*base, "--steps", "3", "--no-freeze-encoder"]) == 2
+    err = capsys.readouterr().err
+    assert "freeze_encoder differ from the run being resumed" in err and len(err.strip().splitlines()) == 1
+    shutil.rmtree(out)
 
 
 def test_kmeans_on_first_iteration_mel_features(smoke: Path) -> None:
@@ -235,7 +290,7 @@ def test_vae_output_gain_calibration(smoke: Path) -> None:
 
     runs, out = smoke / "runs", smoke / "vae_gain"
     argv = stage_argv("vae", smoke / "corpus", runs, "--init-from", str(smoke / "bundle"), "--steps", "1",
-                      "--set", "freeze_encoder=true", "--set", "calibrate_gain=true", out=out)
+                      "--freeze-encoder", "--calibrate-gain", out=out)
     assert main(argv) == 0
     cal = json.loads((out / "run.json").read_text())["export_meta"]["output_gain_calibration"]
     assert cal["output_gain_db"] in GAIN_GRID_DB and cal["mel_after"] <= cal["mel_before"]

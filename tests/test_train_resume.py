@@ -34,7 +34,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _launch(argv: list[str]) -> subprocess.Popen:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        [sys.executable, "-m", "melody_core.train", *argv],
+        [sys.executable, "-m", "melody_core.cli", "train", *argv],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -76,7 +76,7 @@ def test_wheel_carries_the_model_and_runs_from_a_fresh_venv(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MELODY_BUNDLE", "PYTHONPATH")}
     env.update(OMP_WAIT_POLICY="PASSIVE", QT_QPA_PLATFORM="offscreen",
                ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{TESTS / 'asound_null.conf'}")
-    probe = subprocess.run([str(vpy), "-c", "import melody_core.pipeline as p; print(p.__file__); "
+    probe = subprocess.run([str(vpy), "-c", "import melody_core.generation.pipeline as p; print(p.__file__); "
                             "print(p.default_bundle_path())"], env=env, cwd=run_dir, capture_output=True,
                            text=True, timeout=300)
     module, bundle = probe.stdout.split()

@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.views.dropzone import DropZone
+from melody_core.generation import GenerationSettings
 from melody_core.models.controls import prompt_with_controls
-from melody_core.pipeline_types import GenerationSettings
 
 EXAMPLE_PROMPTS = (
     "A calm piano ballad with soft strings, slow tempo",

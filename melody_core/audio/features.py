@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from melody_core import SAMPLE_RATE
+
 # (n_fft, hop, win) triples. DESIGN §3b measures mel distance on three resolutions.
 DEFAULT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = (
     (512, 128, 512),
@@ -77,7 +79,7 @@ class MelSpectrogram(nn.Module):
 
     def __init__(
         self,
-        sample_rate: int = 24_000,
+        sample_rate: int = SAMPLE_RATE,
         n_fft: int = 1024,
         hop: int = 240,
         n_mels: int = 64,
@@ -118,7 +120,7 @@ def multi_resolution_stft_loss(
 def mel_distance(
     pred: torch.Tensor,
     target: torch.Tensor,
-    sample_rate: int = 24_000,
+    sample_rate: int = SAMPLE_RATE,
     resolutions: Sequence[tuple[int, int, int]] = DEFAULT_RESOLUTIONS,
     n_mels: int = 80,
     floor: float = 1e-5,

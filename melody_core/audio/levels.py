@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -313,5 +313,3 @@ def preload() -> None:
     import soxr  # noqa: F401
 
 
-def with_ceiling(settings: LevelSettings, ceiling_dbtp: float) -> LevelSettings:
-    return replace(settings, ceiling_dbtp=ceiling_dbtp)

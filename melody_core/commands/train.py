@@ -2,7 +2,7 @@
 
 Stages (dependency order): vae, ssl, kmeans, mulan, lm, dpd (+ unet1d, the ablation network).
 Every stage resumes from RUN_DIR/checkpoints/last.pt by default; run it under
-`torchrun --nproc_per_node=N -m melody_core.train STAGE ...` for DDP (same options).
+`torchrun --nproc_per_node=N -m melody_core.cli train STAGE ...` for DDP (same options).
 """
 
 from __future__ import annotations
@@ -133,6 +133,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "position; DPDConfig.tiny_v2)")
         if name == "dpd-distill":
             _distill_args(p)
+        if name == "vae":
+            _vae_training_args(p)
+        if name == "lm":
+            p.add_argument_group("trainer options (not part of the model config or its hash)").add_argument(
+                "--text-prefix-prob", type=float, metavar="P",
+                help="share of crops whose prefix is a caption's text codes (tiny preset: 0.4)")
         p.set_defaults(func=run_stage)
     exp = stages.add_parser(
         "export",
@@ -158,6 +164,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 STAGE_ARGS = ("size", "phase", "rho", "teacher_steps", "rounds")  # options of dpd / dpd-distill only
+# trainer options (`Stage.training_options`, e.g. train.vae.VAETraining) per stage: given only when
+# typed, so the preset, a resumed run or an old --init-from config fills the rest
+TRAINING_ARGS = {"vae": ("adversarial_start_step", "freeze_encoder", "latent_noise", "calibrate_gain"),
+                 "lm": ("text_prefix_prob",)}
+
+
+def _vae_training_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("trainer options (not part of the model config or its hash)")
+    g.add_argument("--adversarial-start-step", type=int, metavar="STEP",
+                   help="reconstruction-only warm-up: GAN terms from this step on (tiny preset: 4000)")
+    g.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="train only the decoder and discriminators (needs --init-from; latents unchanged)")
+    g.add_argument("--latent-noise", type=float, metavar="STD",
+                   help="Gaussian noise of std up to STD on the decoder's input latents")
+    g.add_argument("--calibrate-gain", action=argparse.BooleanOptionalAction, default=None,
+                   help="at the start, rescale the iSTFT decoder output by the gain minimising the mel loss")
 
 
 def _distill_args(p: argparse.ArgumentParser) -> None:
@@ -197,6 +219,8 @@ def options_from_args(args: argparse.Namespace):
         init_from=args.init_from,
         upstream=list(args.upstream),
         overrides=dict(args.overrides),
+        training={k: getattr(args, k) for k in TRAINING_ARGS.get(args.stage, ())
+                  if getattr(args, k) is not None},
         cache_dir=args.cache_dir,
         device=args.device,
         amp=args.amp,
@@ -243,7 +267,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m melody_core.train STAGE ...` (torchrun entry point): the `train` command alone."""
+    """The `train` command alone (`main(["vae", "--data", ...])`; the smoke runner and tests use it)."""
     parser = argparse.ArgumentParser(prog="melody")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)

@@ -18,7 +18,6 @@ SMOKE_OVERRIDES: dict[str, dict[str, object]] = {
         "encoder_latent_blocks": 1,
         "mpd_periods": [2, 3],
         "mrsd_resolutions": [[256, 64, 256]],
-        "adversarial_start_step": 2,
     },
     "ssl": {
         "d_model": 32,
@@ -49,6 +48,8 @@ SMOKE_OVERRIDES: dict[str, dict[str, object]] = {
     "lm": {"d_model": 32, "n_layers": 1, "n_heads": 2, "ffn_hidden": 64},
     "dpd": {"d_hid": 32, "n_blocks": 1, "n_heads": 2, "segment_size": 16, "sru_hidden": 16, "angle_dim": 32},
 }
+# trainer options (flags, not model config: `Stage.training_options`)
+SMOKE_TRAINING: dict[str, list[str]] = {"vae": ["--adversarial-start-step", "2"]}
 # per-stage options: (steps, batch size, crop seconds)
 SMOKE_RUN: dict[str, tuple[int, int, float]] = {
     "vae": (4, 2, 0.1),
@@ -92,6 +93,7 @@ def stage_argv(
     ]
     for key, value in SMOKE_OVERRIDES[stage].items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
+    argv += SMOKE_TRAINING.get(stage, [])
     for up in UPSTREAM.get(stage, ()):
         argv += ["--upstream", str(runs / up)]
     return argv + list(extra)

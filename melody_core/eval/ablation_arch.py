@@ -341,7 +341,6 @@ def evaluate_arms(runs: dict[str, Path], corpus: Path, upstream: Path, opts: Arc
     """Score each run's network on the same held-out crops, noise and angles (module docstring).
     Returns {"arms": {arm: {...}}, "clips": [...ids], "crop_frames": L, "chunks": M}."""
     from melody_core.runtime import resolve_device
-    from melody_core.train.dpd import DEFAULT_CHUNKS
     from melody_core.train.stage import crop_units
     from melody_core.train.upstream import read_run
 
@@ -357,7 +356,7 @@ def evaluate_arms(runs: dict[str, Path], corpus: Path, upstream: Path, opts: Arc
     with _threads(opts.threads), torch.no_grad():
         comps = {arm: _load_arm(Path(run), device, opts.weights) for arm, run in runs.items()}
         ref = comps.get("dpd", next(iter(comps.values())))[0].config  # M of the DPD arm for both
-        chunks = getattr(ref, "train_chunks", DEFAULT_CHUNKS)
+        chunks = ref.train_chunks
         crops = _held_out_crops(corpus, _upstream(upstream, device), cache, length, opts.valid_clips, device)
         if not crops:
             raise AblationError(f"{corpus}: no held-out clip holds a {length / LATENT_RATE:g} s window")

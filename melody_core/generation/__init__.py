@@ -11,7 +11,7 @@ Modules, each importing only those listed before it (tests/test_import_graph.py 
 - `pipeline`: `MelodyPipeline`, the façade (load, generate, continue_, inpaint, stream, stream_inpaint).
 
 Only `types` is imported here, so the app can use the data types without loading torch; import
-`MelodyPipeline` from `melody_core.generation.pipeline` (or `melody_core.pipeline`).
+`MelodyPipeline` from `melody_core.generation.pipeline`.
 """
 
 from melody_core.generation.types import (

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from melody_core import FRAMES_PER_TOKEN, SAMPLE_RATE
+from melody_core.checkpoint import Bundle
 from melody_core.generation.plan import Layout
 from melody_core.generation.types import PipelineError
 from melody_core.generation.validation import EMPTY_PROMPT, check, finite
@@ -61,9 +62,9 @@ class ModelSet:
             self.dpd_net = self.dpd
 
     @classmethod
-    def from_bundle(cls, bundle: Any, lm_threads: int | None, precision: str = "auto",
+    def from_bundle(cls, bundle: Bundle, lm_threads: int | None, precision: str = "auto",
                     compile: bool = False) -> ModelSet:
-        """A `checkpoint.LoadedBundle` -> ModelSet (raises PipelineError for an unusable bundle)."""
+        """A `checkpoint.Bundle` -> ModelSet (raises PipelineError for an unusable bundle)."""
         m = bundle.models
         cfg = m["dpd"].config
         try:

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from melody_core import SAMPLE_RATE
+from melody_core.checkpoint import Bundle, BundleError, load_bundle
 from melody_core.generation.decode import AudioSpool, StreamDecoder, decode_range
 from melody_core.generation.engine import FramesFinal, check_cancel
 from melody_core.generation.jobs import Job, continuation_job, generation_job, inpaint_job, mix_inpaint
@@ -93,16 +94,21 @@ def default_bundle_path() -> Path:
 
 class MelodyPipeline:
     """A loaded bundle ready to generate. Attributes the app relies on: `model_hash` (str, full
-    content hash), `device` (str), `sample_rate` (24000). `models` is the loaded `ModelSet`,
-    `bundle` the `checkpoint.LoadedBundle` (paths, meta)."""
+    content hash), `device` (str), `sample_rate` (24000), `bundle_path` (the bundle folder). `models`
+    is the loaded `ModelSet`, `bundle` the `checkpoint.Bundle` (paths, meta)."""
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, bundle: Any, models: ModelSet, threads: int) -> None:
+    def __init__(self, bundle: Bundle, models: ModelSet, threads: int) -> None:
         self.bundle, self.models, self.threads = bundle, models, threads
         self.device = str(models.device)
         self.model_hash: str = bundle.model_hash
         self.short_hash: str = bundle.hash
+
+    @property
+    def bundle_path(self) -> Path:
+        """The loaded bundle's folder."""
+        return self.bundle.info.path
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -113,7 +119,6 @@ class MelodyPipeline:
         then CPU). `threads`: torch threads for the DPD/VAE (None: all cores; the app passes one
         less to keep a core for the GUI); `lm_threads`: threads while sampling LM tokens (1 is
         fastest for batch-1 decoding on a CPU; None: same as `threads`)."""
-        from melody_core.checkpoint import BundleError, load_bundle
         from melody_core.config import ConfigError, MelodyConfig
         from melody_core.runtime import resolve_device, tune_malloc
 

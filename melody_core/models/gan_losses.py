@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from melody_core import SAMPLE_RATE
 from melody_core.audio.features import mel_distance, multi_resolution_stft_loss
 from melody_core.models._vae_blocks import SPECTRUM_FLOOR, frame_spectrum
 from melody_core.models.phase_losses import consistency_loss, phase_loss, real_imag_loss
@@ -33,7 +34,7 @@ def reconstruction_loss(
     target: torch.Tensor,
     stft_weight: float = 1.0,
     mel_weight: float = 1.0,
-    sample_rate: int = 24_000,
+    sample_rate: int = SAMPLE_RATE,
 ) -> torch.Tensor:
     """stft_weight · MR-STFT(pred, target) + mel_weight · MR log10-mel L1; (B, T), (B, T) -> scalar."""
     stft = multi_resolution_stft_loss(pred, target)

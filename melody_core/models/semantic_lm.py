@@ -29,7 +29,9 @@ Choices where the paper is silent *(our choice)*:
   values, SwiGLU(0) = 0), so the null prefix needs no parameters and old bundles keep their
   weights. The trainer replaces the prefix by it with probability `prefix_dropout`; decoding with
   `guidance` g != 1 runs a conditional and a null-prefix row per sequence and samples from
-  log p_null + g (log p_cond - log p_null). `text_prefix_prob` (trainer) makes that share of
+  log p_null + g (log p_cond - log p_null). `prefix_dropout` stays in the config: the pipeline reads
+  it to know whether the LM can be guided. `text_prefix_prob` (a trainer option,
+  `train.lm.LMTraining`) makes that share of
   training prefixes the RVQ codes of one of the clip's captions through MuLan's *text* tower (our
   choice: the tiny MuLan's text and audio embeddings are far apart, so an LM trained only on
   audio codes barely reacts to text codes at inference, train/lm.py).
@@ -112,6 +114,8 @@ class LMConfig(BaseConfig):
       total 417,383,424 = 417.4M, -2.8 % of 429.5M (tests check +-10 % under torch.device("meta")).
     """
 
+    MOVED_TO_TRAINER = ("text_prefix_prob",)  # now `train.lm.LMTraining` (BaseConfig.MOVED_TO_TRAINER)
+
     vocab_size: int = 256  # semantic vocabulary = k-means centres (tiny 256, paper 1024)
     n_prefix: int = 12  # MuLan RVQ codebooks = prefix tokens (§5.1)
     prefix_codebook_size: int = 256  # entries per MuLan RVQ codebook (tiny 256, paper 1024)
@@ -124,8 +128,7 @@ class LMConfig(BaseConfig):
     rope_base: float = 10_000.0  # RoPE frequency base
     dropout: float = 0.0  # dropout on attention weights and residual branches (training only)
     norm_eps: float = 1e-6  # RMSNorm epsilon
-    text_prefix_prob: float = 0.0  # trainer: share of crops whose prefix is a caption's text codes
-    prefix_dropout: float = 0.0  # trainer: share of crops with the null prefix (enables LM guidance)
+    prefix_dropout: float = 0.0  # share of training crops with the null prefix: > 0 = the LM can be guided
     bpm_buckets: int = 0  # BPM control: log-spaced tempo buckets over [bpm_min, bpm_max] (0 = off)
     bpm_min: float = 40.0  # lowest BPM bucket's lower edge (slower tempos clamp to bucket 0)
     bpm_max: float = 200.0  # highest bucket's upper edge (faster tempos clamp to the last bucket)
@@ -139,11 +142,8 @@ class LMConfig(BaseConfig):
             raise ValueError(f"max_len must be >= 2, got {self.max_len}")
         if not 1 <= self.window_keep <= self.max_len - 1:
             raise ValueError(f"window_keep must be in [1, max_len - 1], got {self.window_keep}")
-        p_text, p_null = self.text_prefix_prob, self.prefix_dropout
-        if not (0.0 <= p_text <= 1.0 and 0.0 <= p_null <= 1.0 and p_text + p_null <= 1.0):
-            raise ValueError(
-                f"text_prefix_prob ({p_text}) and prefix_dropout ({p_null}) must be in [0, 1], sum <= 1"
-            )
+        if not 0.0 <= self.prefix_dropout <= 1.0:
+            raise ValueError(f"prefix_dropout must be in [0, 1], got {self.prefix_dropout}")
         if self.bpm_buckets < 0:
             raise ValueError(f"bpm_buckets must be >= 0 (0 = no BPM control), got {self.bpm_buckets}")
         if not 0 < self.bpm_min < self.bpm_max:
@@ -197,7 +197,7 @@ class LMConfig(BaseConfig):
 
     @classmethod
     def tiny(cls) -> LMConfig:
-        return cls(text_prefix_prob=0.4, prefix_dropout=0.1)
+        return cls(prefix_dropout=0.1)
 
     @classmethod
     def paper(cls) -> LMConfig:

@@ -54,6 +54,7 @@ class UNet1DConfig(BaseConfig):
     dropout: float = 0.0  # dropout inside residual blocks and attention (training only)
     cfg_dropout: float = 0.1  # p of dropping the semantic condition in training (the trainer applies it)
     cfg_null_film: bool = True  # unconditional FiLM input: learned null vector (True) or zeros
+    train_chunks: int = 4  # M: chunks of a training window, as `DPDConfig.train_chunks` (Eq. 7-10)
 
     @classmethod
     def tiny(cls) -> UNet1DConfig:
@@ -81,6 +82,7 @@ class UNet1DConfig(BaseConfig):
             n_heads=dpd_config.n_heads,
             rope_base=dpd_config.rope_base,
             cfg_dropout=dpd_config.cfg_dropout,
+            train_chunks=dpd_config.train_chunks,
         )
         target = count_parameters(DualPathDiffusion, dpd_config)
         # widths whose bottleneck splits into n_heads even head dims (RoPE) are multiples of `unit`

@@ -68,7 +68,12 @@ class VAEConfig(BaseConfig):
     - MPD (HiFi-GAN plan 32/128/512/1024/1024, k 5, ×5 periods): 5·8.22M = 41.1M (+ weight-norm g);
       MRSD (UnivNet, 32 ch, 3 resolutions): 3·0.09M = 0.28M -> discriminators 41.4M.
     - Total = 30.2 + 26.9 + 41.4 ≈ 98.5M, −1.6 % of 100.1M (`vae_gan_parameter_count`).
+
+    How a run trains (GAN warm-up, frozen encoder, output-gain calibration, latent noise) is not
+    here: those are `melody_core.train.vae.VAETraining`, so they do not change the model hash.
     """
+
+    MOVED_TO_TRAINER = ("adversarial_start_step", "freeze_encoder", "latent_noise", "calibrate_gain")
 
     sample_rate: int = SAMPLE_RATE  # Hz, §5.1
     hop: int = LATENT_HOP  # samples per latent frame (§5.1: 96 -> 250 Hz); = prod of up/down rates
@@ -121,19 +126,12 @@ class VAEConfig(BaseConfig):
     adv_weight: float = 1.0  # adversarial loss (summed over sub-discriminators)
     fm_weight: float = 2.0  # feature matching (HiFi-GAN)
     adversarial_loss: str = "hinge"  # "hinge" | "lsgan"
-    adversarial_start_step: int = 0  # trainer: reconstruction-only warm-up steps before the GAN terms
-    freeze_encoder: bool = False  # trainer: decoder-only fine-tuning (encoder, hence latents, unchanged)
     spectral_weight: float = 0.0  # iSTFT head: L1 of its log-magnitude to the target's STFT in the
     # decoder's own frames (our choice: without a GAN the head otherwise drifts to magnitudes that
     # its phases cancel in the overlap-add; gan_losses.head_spectrum_loss)
     phase_weight: float = 0.0  # APNet anti-wrapping phase losses (IP + GD + IAF) to the target's phase
     ri_weight: float = 0.0  # L1 of the predicted spectrum's real/imag parts to the target's (APNet L_RI)
     consistency_weight: float = 0.0  # STFT consistency of the predicted spectrum (APNet L_C)
-    latent_noise: float = 0.0  # trainer: Gaussian noise on the decoder's input latents, std drawn per
-    # example uniformly in [0, latent_noise] (latent units, after the posterior sample): robustness to
-    # generated latents while clean ones stay in the training distribution
-    calibrate_gain: bool = False  # trainer: at the start, rescale the iSTFT decoder output by the gain
-    # minimising the mel loss on training crops (one-parameter line search; train/vae.py)
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -169,9 +167,8 @@ class VAEConfig(BaseConfig):
             fail(f"phase_head must be one of {PHASE_HEADS}, got {self.phase_head!r}")
         if self.istft_phase not in ISTFT_PHASES:
             fail(f"istft_phase must be one of {ISTFT_PHASES}, got {self.istft_phase!r}")
-        if min(self.phase_blocks, self.phase_weight, self.ri_weight, self.consistency_weight,
-               self.latent_noise) < 0:
-            fail("phase_blocks, phase_weight, ri_weight, consistency_weight and latent_noise must be >= 0")
+        if min(self.phase_blocks, self.phase_weight, self.ri_weight, self.consistency_weight) < 0:
+            fail("phase_blocks, phase_weight, ri_weight and consistency_weight must be >= 0")
         if self.decoder_type == "hifigan":
             if math.prod(self.upsample_rates) != self.hop:
                 fail(f"prod(upsample_rates) = {math.prod(self.upsample_rates)} != hop {self.hop}")
@@ -199,7 +196,8 @@ class VAEConfig(BaseConfig):
           hifigan (128 ch, MRF 3x3, 0.85M) 2333 / 1583 ms; hifigan (128 ch, MRF 2x2, 0.39M) 1099 / 637 ms.
         - train step, batch 8 x 0.5 s, reconstruction + KL: istft 356 / 299 ms; hifigan 0.85M 2299 / 1934 ms.
         - train step with the GAN (D step + G step, MPD x0.125 + MRSD 8 ch): istft 5.5 / 2.3 s;
-          hifigan 9.9 / 6.4 s — the discriminators dominate on CPU (`adversarial_start_step`).
+          hifigan 9.9 / 6.4 s — the discriminators dominate on CPU (the trainer's GAN warm-up,
+          `train.vae.VAETraining.adversarial_start_step`).
         The iSTFT decoder is ~15x faster to decode and ~6x faster to train, so tiny uses it.
         """
         return cls(
@@ -217,9 +215,6 @@ class VAEConfig(BaseConfig):
             istft_phase_iters=8,
             decoder_type="istft",
             decoder_channels=160,
-            # CPU budget: GAN steps are ~10x slower than reconstruction-only ones here (trainer
-            # report: 7.0 vs 0.65 s/step), so the tiny preset warms up without the GAN first
-            adversarial_start_step=4000,
             upsample_rates=(8, 6, 2),
             upsample_kernels=(16, 12, 4),
             resblock_kernels=(3, 7),
@@ -250,9 +245,9 @@ class AudioVAE(nn.Module):
     - `decode_chunk(z (B, n, D), left (B, l, D) | None, right (B, r, D) | None) -> (B, n * hop)`:
       equals `decode(full)[..., chunk]` to float precision when l, r >= `context_frames` (or when a
       None side is the true start/end of the sequence).
-    - `forward(wav (B, T)) -> VAEOutput(recon (B, T), mean, logvar, z)`; z is sampled in training
-      mode (plus Gaussian noise of std up to `latent_noise` on the decoder's input) and equals the
-      mean in eval mode.
+    - `forward(wav (B, T), latent_noise=0.0) -> VAEOutput(recon (B, T), mean, logvar, z)`; z is
+      sampled in training mode (plus Gaussian noise of std up to `latent_noise` on the decoder's input,
+      a trainer option) and equals the mean in eval mode.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -315,12 +310,12 @@ class AudioVAE(nn.Module):
         wav = self.decode(torch.cat(parts, dim=1))  # (B, (l + n + r) * hop)
         return wav[:, n_left * self.hop : (n_left + z.shape[1]) * self.hop]
 
-    def forward(self, wav: torch.Tensor) -> VAEOutput:
+    def forward(self, wav: torch.Tensor, latent_noise: float = 0.0) -> VAEOutput:
         mean, logvar = self.encode(wav)
         z = self.sample(mean, logvar) if self.training else mean
         z_in = z  # (B, L, D) what the decoder sees
-        if self.training and self.config.latent_noise:  # per example, std ~ U(0, latent_noise)
-            level = self.config.latent_noise * torch.rand(z.shape[0], 1, 1, device=z.device, dtype=z.dtype)
+        if self.training and latent_noise:  # per example, std ~ U(0, latent_noise)
+            level = latent_noise * torch.rand(z.shape[0], 1, 1, device=z.device, dtype=z.dtype)
             z_in = z + level * torch.randn_like(z)
         if isinstance(self.decoder, ISTFTDecoder):
             log_mag, phase = self.decoder.spectrum(z_in)

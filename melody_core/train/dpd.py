@@ -41,8 +41,6 @@ from melody_core.train.stage import (
 from melody_core.train.state import encoder_hash
 
 SCALE_FRAMES = 250_000  # latent frames used to estimate latent_scale
-DEFAULT_CHUNKS = 4  # M when the config has no train_chunks field
-DEFAULT_CFG_DROPOUT = 0.1  # §5.1, when the config has no cfg_dropout field
 
 
 class DPDStage(Stage):
@@ -89,8 +87,8 @@ class DPDStage(Stage):
         self.net = ctx.prepare(self.model, find_unused=True)  # all-unconditional batches skip E_ST
         self.opt = adamw([self.model], ctx.hp)
         self.schedules = {"model": LRSchedule(self.opt, ctx.hp.lr, ctx.hp.warmup, ctx.total_steps)}
-        self.chunks = getattr(cfg, "train_chunks", DEFAULT_CHUNKS)
-        self.p_uncond = getattr(cfg, "cfg_dropout", DEFAULT_CFG_DROPOUT)
+        self.chunks = cfg.train_chunks
+        self.p_uncond = cfg.cfg_dropout
         self.crop = crop_units(ctx.hp.crop_seconds, self.unit_seconds, FRAMES_PER_TOKEN)
         if self.crop // FRAMES_PER_TOKEN < self.chunks:
             raise TrainError(f"a {self.crop}-frame window cannot hold {self.chunks} token-aligned chunks")

@@ -6,7 +6,7 @@ through the same RVQ. Tokens (SSL + k-means) and codes (MuLan) come from caches 
 the upstream models (`cache.py`). Crops: `max_len` tokens (250 = 10 s), any token offset.
 Validation: cross-entropy and next-token accuracy on fixed held-out crops.
 
-Prefix mix (our choice, `LMConfig.text_prefix_prob` / `prefix_dropout`; the paper trains on audio
+Prefix mix (our choice, `LMTraining.text_prefix_prob` / `LMConfig.prefix_dropout`; the paper trains on audio
 codes only): each crop's uniform `u` picks its prefix — u < prefix_dropout: the null prefix (LM
 guidance at inference); then a share text_prefix_prob: the RVQ codes of one of the clip's texts
 through MuLan's text tower (which one: the rest of u) — its captions and the short prompts of its
@@ -35,10 +35,13 @@ control tables, which the old LM has not; any other mismatch is an error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from melody_core import SEMANTIC_RATE
+from melody_core.config import BaseConfig, ConfigError
 from melody_core.models.controls import clip_controls
 from melody_core.models.semantic_lm import NULL_CONTROL, NULL_PREFIX, LMConfig, SemanticLM
 from melody_core.train.cache import caption_codes, mulan_codes, semantic_tokens, window_index
@@ -60,8 +63,24 @@ class _LMObjective(nn.Module):
         return self.model.loss(prefix, tokens)
 
 
+@dataclass
+class LMTraining(BaseConfig):
+    """How an LM run trains (flags of `melody train lm`); not part of the model."""
+
+    text_prefix_prob: float = 0.0  # share of crops whose prefix is a caption's text codes (module doc)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.text_prefix_prob <= 1.0:
+            raise ConfigError(f"LMTraining: text_prefix_prob must be in [0, 1], got {self.text_prefix_prob}")
+
+    @classmethod
+    def tiny(cls) -> LMTraining:
+        return cls(text_prefix_prob=0.4)
+
+
 class LMStage(Stage):
     name = component = "lm"
+    training_options = LMTraining
     needs = ("ssl", "kmeans", "mulan")
     metrics = ("loss", "accuracy", "loss_text", "loss_null")
     unit_seconds = 1.0 / SEMANTIC_RATE
@@ -117,7 +136,10 @@ class LMStage(Stage):
         )
         (self.codes, self.valid_codes) = mulan_codes(ctx.cache_dir, up["mulan"], sets, ctx.dist, ctx.device)
         self.window_s = up["mulan"].config.clip_seconds
-        self.p_null, self.p_text = cfg.prefix_dropout, cfg.text_prefix_prob
+        self.p_null, self.p_text = cfg.prefix_dropout, ctx.training.text_prefix_prob
+        if self.p_null + self.p_text > 1.0:
+            raise TrainError(f"prefix_dropout ({self.p_null}) + --text-prefix-prob ({self.p_text}) "
+                             "must be <= 1")
         mulan = up["mulan"].model.to(ctx.device)
         self.captions, self.valid_captions = (caption_codes(mulan, c, ctx.device) for c in sets)
         self.crop = cfg.max_len

@@ -125,8 +125,12 @@ class _Runner:
         upstream = resolve_upstream(opts.upstream, stage.needs, dist.device)
         init = load_component(opts.init_from, stage.component, dist.device) if opts.init_from else None
         config = stage.make_config(opts, hp, upstream, init)
+        resumed = read_run(self.run_dir) if resuming and is_run(self.run_dir) else None
         if resuming:
             self._check_same_run(config.to_dict(), type(config))
+        training, notes = stage.resolve_training(opts, init, resumed)
+        for note in notes:
+            self._log(note)
         total = hp.steps if (opts.steps is not None or opts.minutes is None) else None
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else self.run_dir.parent / ".melody-cache"
         seed_all(opts.seed)
@@ -145,6 +149,7 @@ class _Runner:
             total_steps=total,
             resuming=resuming,
             amp_ok=stage.amp,
+            training=training,
         )
         stage.ctx = ctx
         stage.setup(ctx)
@@ -212,6 +217,7 @@ class _Runner:
             "component": self.stage.component,
             "preset": opts.preset,
             "config": ctx.config.to_dict(),
+            "training": None if ctx.training is None else ctx.training.to_dict(),
             "hyper": asdict(ctx.hp),
             "options": {
                 k: (str(v) if isinstance(v, Path) else v)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,9 @@ class TrainOptions:
     resume: bool = True
     init_from: Path | None = None
     upstream: list[Path] = field(default_factory=list)
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set KEY=VALUE)
+    training: dict[str, Any] = field(default_factory=dict)  # trainer options given explicitly (vae:
+    # --adversarial-start-step, --freeze-encoder, ...; see `Stage.training_options`)
     cache_dir: Path | None = None
     device: str = "auto"
     amp: bool = True
@@ -123,6 +125,7 @@ class StageContext:
     total_steps: int | None  # None: wall-clock budget only
     resuming: bool = False  # a checkpoint will be loaded after setup
     amp_ok: bool = True  # the stage's networks run under bf16 autocast (Stage.amp)
+    training: BaseConfig | None = None  # the stage's trainer options (`Stage.training_options`), resolved
 
     def prepare(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
         """The module the training step calls: DDP-wrapped when distributed, then torch.compile'd
@@ -198,6 +201,9 @@ class Stage:
     one_shot = False  # no step loop: `fit()` does the work
     amp = True  # bf16 autocast allowed on CUDA (--amp)
     unit_seconds = 1.0 / SAMPLE_RATE  # seconds per sampler unit (audio samples by default)
+    # trainer options of the stage (a BaseConfig subclass with presets, e.g. `VAETraining`): how a run
+    # trains, not what the model is, so they are kept in run.json's "training", never in the model config
+    training_options: type[BaseConfig] | None = None
 
     def __init__(self) -> None:
         self.ctx: StageContext | None = None
@@ -225,6 +231,51 @@ class Stage:
             return cfg_cls.from_dict({**base, **opts.overrides, **forced})
         except (ConfigError, TypeError) as exc:
             raise TrainError(f"{self.component} config: {exc}") from None
+
+    def resolve_training(
+        self, opts: TrainOptions, init: Component | None, resumed: dict[str, Any] | None
+    ) -> tuple[BaseConfig | None, list[str]]:
+        """(the trainer options of this run, notes to print). Each option comes from the first of:
+        this invocation (a flag, or the old `--set KEY=VALUE` of a key that left the model config);
+        the run being resumed (its run.json "training", or the model config of a run written before
+        the move); an `--init-from` model config written before the move (so old recipes train as
+        they did); the preset. A resumed run keeps its options: a different explicit value is an error."""
+        cls = self.training_options
+        if cls is None:
+            return None, []
+        names = [f.name for f in fields(cls)]
+        explicit, notes = dict(opts.training), []
+        for key in names:
+            if key in opts.overrides:
+                flag = "--" + key.replace("_", "-")
+                notes.append(f"note: --set {key}=... is deprecated (a trainer option now, out of the model "
+                             f"config and its hash): use {flag}")
+                explicit.setdefault(key, opts.overrides[key])
+        values = cls.preset(opts.preset).to_dict()
+        if init is not None:
+            values.update({k: v for k, v in init.moved_options.items() if k in names})
+        if resumed is not None:
+            cfg_cls, _ = component_classes(self.component)
+            legacy = cfg_cls.moved_to_trainer(resumed.get("config") or {})
+            before = {**legacy, **(resumed.get("training") or {})}
+            before = {k: v for k, v in before.items() if k in names}
+            try:
+                before = cls.from_dict({**values, **before}).to_dict()
+                now = cls.from_dict({**values, **before, **explicit}).to_dict()
+            except (ConfigError, TypeError) as exc:
+                raise TrainError(f"{self.name} trainer options: {exc}") from None
+            differ = sorted(k for k in explicit if now[k] != before[k])
+            if differ:
+                raise TrainError(
+                    f"{opts.out}: trainer option(s) {', '.join(differ)} differ from the run being resumed "
+                    f"({', '.join(f'{k}={before[k]!r}' for k in differ)}; --no-resume to start over)"
+                )
+            values.update(before)
+        values.update(explicit)
+        try:
+            return cls.from_dict(values), notes
+        except (ConfigError, TypeError) as exc:
+            raise TrainError(f"{self.name} trainer options: {exc}") from None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext) -> None:

@@ -43,6 +43,8 @@ class Component:
     hash: str
     source: str
     meta: dict[str, Any] = field(default_factory=dict)  # bundle meta / run export meta
+    moved_options: dict[str, Any] = field(default_factory=dict)  # trainer options its config held before
+    # they left the model config (`BaseConfig.MOVED_TO_TRAINER`; bundles and runs written before that)
 
 
 def is_bundle(path: Path) -> bool:
@@ -89,14 +91,18 @@ def run_component(path: Path, device: torch.device, which: str = "last") -> Comp
     model.load_state_dict(ckpt["models"][name])
     model = model.to(device).eval()
     meta = dict(run.get("export_meta", {}), **ckpt.get("export_meta", {}))
-    return Component(name, model, cfg, module_hash(model), f"run {path} ({which}, step {ckpt['step']})", meta)
+    source = f"run {path} ({which}, step {ckpt['step']})"
+    moved = cfg_cls.moved_to_trainer(run["config"])
+    return Component(name, model, cfg, module_hash(model), source, meta, moved)
 
 
 def bundle_component(path: Path, name: str, device: torch.device) -> Component:
     bundle = load_bundle(path, device=device, components=[name])
     model = bundle.models[name]
+    raw = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8"))["components"][name]["config"]
+    moved = type(bundle.configs[name]).moved_to_trainer(raw)
     return Component(
-        name, model, bundle.configs[name], module_hash(model), f"bundle {path}", dict(bundle.meta)
+        name, model, bundle.configs[name], module_hash(model), f"bundle {path}", dict(bundle.meta), moved
     )
 
 

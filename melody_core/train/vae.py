@@ -1,7 +1,7 @@
 """Stage `vae`: the audio VAE-GAN (§4.1) on random crops of the corpus.
 
 Generator loss = MR-STFT + mel + KL (+ adversarial + feature matching once the step reaches
-`VAEConfig.adversarial_start_step`, a reconstruction-only warm-up); the discriminator (HiFi-GAN MPD
+`VAETraining.adversarial_start_step`, a reconstruction-only warm-up); the discriminator (HiFi-GAN MPD
 + UnivNet MRSD) is trained from that step on. Order per step, as HiFi-GAN: one discriminator update
 on (real, detached reconstruction), then one generator update against the updated discriminator.
 
@@ -9,18 +9,24 @@ on (real, detached reconstruction), then one generator update against the update
 forward per update); in the generator update the discriminator's parameters are frozen and it runs
 unwrapped (no gradient all-reduce for it). AdamW betas (0.8, 0.99) and no gradient clipping, as
 HiFi-GAN. Validation: mel / STFT / KL terms and SI-SDR of the posterior-mean reconstruction.
-`--set freeze_encoder=true` (with `--init-from`) trains only the decoder and discriminators, so the
+`--freeze-encoder` (with `--init-from`) trains only the decoder and discriminators, so the
 latents, and the DPD trained on them, stay valid (export checks the encoder hash).
+
+Trainer options (`VAETraining`: flags of `melody train vae`, kept in run.json's "training") steer the
+run, not the model, so they are out of `VAEConfig` and its hash; `Stage.resolve_training` says where
+each value comes from (old `--set KEY=VALUE` spellings still work, with a deprecation note).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from melody_core import SAMPLE_RATE
 from melody_core.audio.features import mel_distance, si_sdr
+from melody_core.config import BaseConfig, ConfigError
 from melody_core.models._vae_blocks import ISTFTDecoder
 from melody_core.models.discriminators import VAEGANDiscriminator
 from melody_core.models.gan_losses import discriminator_loss, generator_loss_terms
@@ -43,8 +49,32 @@ CALIBRATION_CROP_S = 2.0  # their length in seconds (at most the longest trainin
 GAIN_GRID_DB = tuple(float(db) for db in range(-6, 19))  # candidate output gains, 1 dB apart
 
 
+@dataclass
+class VAETraining(BaseConfig):
+    """How a VAE run trains (flags of `melody train vae`); none of it is part of the model."""
+
+    adversarial_start_step: int = 0  # reconstruction-only warm-up steps before the GAN terms
+    freeze_encoder: bool = False  # decoder-only fine-tuning (encoder, hence latents, unchanged)
+    latent_noise: float = 0.0  # Gaussian noise on the decoder's input latents, std drawn per example
+    # uniformly in [0, latent_noise] (latent units, after the posterior sample): robustness to
+    # generated latents while clean ones stay in the training distribution
+    calibrate_gain: bool = False  # at the start, rescale the iSTFT decoder output by the gain
+    # minimising the mel loss on training crops (one-parameter line search; `_calibrate_gain`)
+
+    def __post_init__(self) -> None:
+        if self.adversarial_start_step < 0 or self.latent_noise < 0:
+            raise ConfigError("VAETraining: adversarial_start_step and latent_noise must be >= 0")
+
+    @classmethod
+    def tiny(cls) -> VAETraining:
+        # CPU budget: GAN steps are ~10x slower than reconstruction-only ones here (trainer
+        # report: 7.0 vs 0.65 s/step), so the tiny preset warms up without the GAN first
+        return cls(adversarial_start_step=4000)
+
+
 class VAEStage(Stage):
     name = component = "vae"
+    training_options = VAETraining
     metrics = ("loss", "stft", "mel", "spec", "phase", "ri", "cons", "kl", "adv", "fm", "disc", "si_sdr")
     valid_key = "mel"
 
@@ -76,14 +106,16 @@ class VAEStage(Stage):
     def setup(self, ctx: StageContext) -> None:
         cfg: VAEConfig = ctx.config  # type: ignore[assignment]
         self.cfg = cfg
+        training: VAETraining = ctx.training  # type: ignore[assignment]
+        self.training_opts = training
         self.vae = AudioVAE(cfg).to(ctx.device)
         self.init_weights(self.vae)
-        if cfg.freeze_encoder:  # decoder-only fine-tuning: the latents (and runs trained on them) stay valid
+        if training.freeze_encoder:  # decoder-only fine-tuning: the latents (and runs on them) stay valid
             if ctx.init is None:
-                raise TrainError("freeze_encoder=true needs --init-from a trained VAE")
+                raise TrainError("--freeze-encoder needs --init-from a trained VAE")
             self.vae.encoder.requires_grad_(False)
         self.calibration: dict[str, float] = {}
-        if cfg.calibrate_gain and not ctx.resuming:
+        if training.calibrate_gain and not ctx.resuming:
             self._calibrate_gain(ctx)
         self.disc = VAEGANDiscriminator(cfg).to(ctx.device)
         self.g = ctx.prepare(self.vae)
@@ -134,13 +166,13 @@ class VAEStage(Stage):
         louder output lowers both its losses (x2-x4: mel distance 0.738 -> 0.647 on 150 training
         crops); a resumed run loads the calibrated weights from its checkpoint over this."""
         if not isinstance(self.vae.decoder, ISTFTDecoder):
-            raise TrainError("calibrate_gain=true needs the iSTFT decoder (decoder_type=istft)")
+            raise TrainError("--calibrate-gain needs the iSTFT decoder (decoder_type=istft)")
         hop = self.cfg.hop
         longest = max(ctx.train.lengths) // hop * hop  # short corpora: crops as long as their longest clip
         crop = min(crop_units(CALIBRATION_CROP_S, 1 / SAMPLE_RATE, hop), longest)
         items = fixed_items(ctx.train.lengths, crop, CALIBRATION_CROPS, ctx.opts.seed + 1, hop)
         if not items:
-            raise TrainError("calibrate_gain needs a training clip of at least one VAE hop")
+            raise TrainError("--calibrate-gain needs a training clip of at least one VAE hop")
         wav = AudioStore(ctx.train).batch(items, crop).to(ctx.device)  # (N, T)
         self.vae.eval()
         rec = torch.cat([self.vae(wav[i : i + 8]).recon.float() for i in range(0, len(wav), 8)])  # (N, T)
@@ -174,10 +206,10 @@ class VAEStage(Stage):
         wav = self.audio.batch(self.sampler.next(), self.crop).to(ctx.device)  # (B, T)
         b = wav.shape[0]
         with ctx.autocast():
-            out = self.g(wav)
+            out = self.g(wav, self.training_opts.latent_noise)
         # losses (STFT, mel, spectrum, KL) in fp32 under --amp
         out = VAEOutput(*(None if t is None else t.float() for t in out))
-        adversarial = step >= cfg.adversarial_start_step
+        adversarial = step >= self.training_opts.adversarial_start_step
         values: dict[str, float] = {}
         disc_real = disc_fake = None
         if adversarial:
