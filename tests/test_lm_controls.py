@@ -120,7 +120,7 @@ def test_bpm_buckets_are_log_spaced_and_clamped() -> None:
     toks = [cfg.bpm_token(b) for b in range(40, 201)]
     assert toks == sorted(toks) and set(toks) == set(range(40))
     assert cfg.control_tokens(None, None) == [NULL_CONTROL]
-    for bad in (dict(bpm_buckets=-1), dict(key_tokens=12), dict(control_dropout=1.5), dict(bpm_min=200)):
+    for bad in (dict(bpm_buckets=-1), dict(key_tokens=12), dict(bpm_min=200)):
         with pytest.raises(ValueError):
             cfg_of(**bad)
 
@@ -287,7 +287,7 @@ def test_init_from_an_lm_without_controls_then_two_steps(runs: Path) -> None:
 
     out = runs / "lm_ctl"
     argv = stage_argv("lm", runs / "corpus", runs / "runs", "--init-from", str(runs / "runs" / "lm"),
-                      "--set", "bpm_buckets=40", "--set", "key_tokens=24", "--set", "control_dropout=0.3",
+                      "--set", "bpm_buckets=40", "--set", "key_tokens=24", "--control-dropout", "0.3",
                       "--steps", "2", "--lr", "1e-12", "--warmup", "0", out=out)
     assert main(argv) == 0
     run = json.loads((out / "run.json").read_text())
@@ -310,9 +310,9 @@ def test_init_from_an_lm_without_controls_then_two_steps(runs: Path) -> None:
 def test_clip_labels_and_control_dropout(runs: Path) -> None:
     from melody_core.data.corpus import read_corpus
     from melody_core.train.data import Item
-    from melody_core.train.lm import LMStage
+    from melody_core.train.lm import LMStage, LMTraining
 
-    cfg = cfg_of(**CTL, control_dropout=0.5)
+    cfg = cfg_of(**CTL)
     records = read_corpus(runs / "corpus")
     labels = LMStage._clip_labels(cfg, records)  # noqa: SLF001
     assert labels.shape == (len(records), 2)
@@ -320,7 +320,8 @@ def test_clip_labels_and_control_dropout(runs: Path) -> None:
     assert labels[1].tolist() == [cfg.bpm_token(96), 13]
     assert labels[3].tolist() == [cfg.bpm_token(105), parse_key(KEYS[3])]
     stage = LMStage()
-    stage.ctx = SimpleNamespace(config=cfg, opts=SimpleNamespace(seed=0), dist=SimpleNamespace(rank=0))
+    stage.ctx = SimpleNamespace(config=cfg, opts=SimpleNamespace(seed=0), dist=SimpleNamespace(rank=0),
+                                training=LMTraining(control_dropout=0.5))
     items = [Item(3, 0, 0.5)] * 64
     audio = [torch.arange(12)] * 63 + [torch.full((12,), NULL_PREFIX)]
     out = torch.stack(stage._controls(items, labels, audio, step=7))  # noqa: SLF001
@@ -369,7 +370,7 @@ def test_a_run_saved_before_the_control_fields_resumes(runs: Path) -> None:
     old = runs / "lm_old"
     shutil.copytree(runs / "runs" / "lm", old)
     run = json.loads((old / "run.json").read_text())
-    for k in ("bpm_buckets", "bpm_min", "bpm_max", "key_tokens", "control_dropout"):
+    for k in ("bpm_buckets", "bpm_min", "bpm_max", "key_tokens"):
         del run["config"][k]
     (old / "run.json").write_text(json.dumps(run))
     assert main(stage_argv("lm", runs / "corpus", runs / "runs", "--steps", "6", out=old)) == 0
@@ -386,7 +387,7 @@ def test_init_weights_from_the_committed_bundle_lm() -> None:
 
     init = load_component(DEFAULT_BUNDLE, "lm", torch.device("cpu"))
     assert init.config.n_controls == 0
-    cfg = LMConfig.from_dict({**init.config.to_dict(), **CTL, "control_dropout": 0.2})
+    cfg = LMConfig.from_dict({**init.config.to_dict(), **CTL})
     model = SemanticLM(cfg)
     stage = LMStage()
     stage.ctx = SimpleNamespace(init=init)
@@ -394,3 +395,15 @@ def test_init_weights_from_the_committed_bundle_lm() -> None:
     new, old = model.state_dict(), init.model.state_dict()
     assert set(new) - set(old) == {"bpm_embed.weight", "key_embed.weight"}
     assert all(torch.equal(new[k], t) for k, t in old.items())
+
+
+def test_control_dropout_is_a_trainer_option() -> None:
+    """`control_dropout` is not part of the LM config (nor its hash); a config written with it loads."""
+    from melody_core.config import ConfigError
+    from melody_core.train.lm import LMTraining
+
+    with pytest.raises(ConfigError):
+        LMTraining(control_dropout=1.5)
+    old = {**LMConfig(**CTL).to_dict(), "control_dropout": 0.2}
+    assert LMConfig.from_dict(old) == LMConfig(**CTL)
+    assert LMConfig.moved_to_trainer(old) == {"control_dropout": 0.2}

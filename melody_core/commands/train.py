@@ -136,9 +136,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "vae":
             _vae_training_args(p)
         if name == "lm":
-            p.add_argument_group("trainer options (not part of the model config or its hash)").add_argument(
-                "--text-prefix-prob", type=float, metavar="P",
-                help="share of crops whose prefix is a caption's text codes (tiny preset: 0.4)")
+            g = p.add_argument_group("trainer options (not part of the model config or its hash)")
+            g.add_argument("--text-prefix-prob", type=float, metavar="P",
+                           help="share of crops whose prefix is a caption's text codes (tiny preset: 0.4)")
+            g.add_argument("--control-dropout", type=float, metavar="P",
+                           help="probability each BPM/key control of a crop is replaced by null (default 0)")
         p.set_defaults(func=run_stage)
     exp = stages.add_parser(
         "export",
@@ -167,7 +169,7 @@ STAGE_ARGS = ("size", "phase", "rho", "teacher_steps", "rounds")  # options of d
 # trainer options (`Stage.training_options`, e.g. train.vae.VAETraining) per stage: given only when
 # typed, so the preset, a resumed run or an old --init-from config fills the rest
 TRAINING_ARGS = {"vae": ("adversarial_start_step", "freeze_encoder", "latent_noise", "calibrate_gain"),
-                 "lm": ("text_prefix_prob",)}
+                 "lm": ("text_prefix_prob", "control_dropout")}
 
 
 def _vae_training_args(p: argparse.ArgumentParser) -> None:

@@ -57,9 +57,9 @@ Choices where the paper is silent *(our choice)*:
   (bpm_buckets = key_tokens = 0, the default): no tables, no extra positions, so existing bundles
   load and run bit for bit as before. The tables are registered after every other parameter, so a
   fresh model with controls draws the old parameters' init exactly as one without. The trainer sets
-  a clip's labels from its corpus attributes and drops each to null with `control_dropout`
-  (train/lm.py); `--init-from` an LM without controls loads every old weight and keeps the fresh
-  N(0, 0.02) init of the new tables (train/lm.py `LMStage.init_weights`).
+  a clip's labels from its corpus attributes and drops each to null with its option
+  `LMTraining.control_dropout` (train/lm.py); `--init-from` an LM without controls loads every
+  old weight and keeps the fresh N(0, 0.02) init of the new tables (`LMStage.init_weights`).
 - Init: N(0, 0.02) for embeddings and linears, output projections of each residual branch
   scaled by 1/sqrt(2 * n_layers) (GPT-2), so the residual stream does not grow with depth.
 
@@ -114,7 +114,8 @@ class LMConfig(BaseConfig):
       total 417,383,424 = 417.4M, -2.8 % of 429.5M (tests check +-10 % under torch.device("meta")).
     """
 
-    MOVED_TO_TRAINER = ("text_prefix_prob",)  # now `train.lm.LMTraining` (BaseConfig.MOVED_TO_TRAINER)
+    # now options of `train.lm.LMTraining` (BaseConfig.MOVED_TO_TRAINER)
+    MOVED_TO_TRAINER = ("text_prefix_prob", "control_dropout")
 
     vocab_size: int = 256  # semantic vocabulary = k-means centres (tiny 256, paper 1024)
     n_prefix: int = 12  # MuLan RVQ codebooks = prefix tokens (§5.1)
@@ -133,7 +134,6 @@ class LMConfig(BaseConfig):
     bpm_min: float = 40.0  # lowest BPM bucket's lower edge (slower tempos clamp to bucket 0)
     bpm_max: float = 200.0  # highest bucket's upper edge (faster tempos clamp to the last bucket)
     key_tokens: int = 0  # key control: KEY_VOCAB (24 = 12 tonics x major/minor) or 0 = off
-    control_dropout: float = 0.0  # trainer: probability each control of a crop is replaced by null
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
@@ -150,8 +150,6 @@ class LMConfig(BaseConfig):
             raise ValueError(f"need 0 < bpm_min < bpm_max, got {self.bpm_min}, {self.bpm_max}")
         if self.key_tokens not in (0, KEY_VOCAB):
             raise ValueError(f"key_tokens must be 0 (off) or {KEY_VOCAB}, got {self.key_tokens}")
-        if not 0.0 <= self.control_dropout <= 1.0:
-            raise ValueError(f"control_dropout must be in [0, 1], got {self.control_dropout}")
 
     @property
     def controls(self) -> tuple[str, ...]:

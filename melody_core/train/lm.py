@@ -22,13 +22,13 @@ Explicit controls (issue 16, `LMConfig.bpm_buckets` / `key_tokens`; off by defau
 labels come from its corpus attributes (`bpm`, `key` of `melody data build`'s captions.jsonl,
 `models.controls.clip_controls`), null where a clip has none (user folders). A crop whose prefix is
 the null prefix gets null controls too (the guidance row is the all-null condition); otherwise
-each control is replaced by null with probability `control_dropout`, independently, drawn from a
+each control is replaced by null with probability `LMTraining.control_dropout`, independently, drawn from a
 generator seeded by (run seed, step, rank), so a resumed run draws the same. With controls on,
 validation also reports `loss_nullctl` (audio prefix, null controls): loss_nullctl - loss is
 what the controls tell the LM beyond the audio prefix.
 
 Adding controls to a trained LM: `melody train lm --init-from RUN_OR_BUNDLE --set bpm_buckets=40
---set key_tokens=24 --set control_dropout=0.2 ...` (the config is the init's with the overrides):
+--set key_tokens=24 --control-dropout 0.2 ...` (the config is the init's with the overrides):
 `init_weights` loads every weight of the old LM and keeps the fresh N(0, 0.02) init of the
 control tables, which the old LM has not; any other mismatch is an error.
 """
@@ -68,10 +68,13 @@ class LMTraining(BaseConfig):
     """How an LM run trains (flags of `melody train lm`); not part of the model."""
 
     text_prefix_prob: float = 0.0  # share of crops whose prefix is a caption's text codes (module doc)
+    control_dropout: float = 0.0  # probability each BPM/key control of a crop is replaced by null
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.text_prefix_prob <= 1.0:
             raise ConfigError(f"LMTraining: text_prefix_prob must be in [0, 1], got {self.text_prefix_prob}")
+        if not 0.0 <= self.control_dropout <= 1.0:
+            raise ConfigError(f"LMTraining: control_dropout must be in [0, 1], got {self.control_dropout}")
 
     @classmethod
     def tiny(cls) -> LMTraining:
@@ -187,9 +190,10 @@ class LMStage(Stage):
         if not cfg.n_controls:
             return prefixes
         ctl = labels[[it.clip for it in items]].clone()  # (B, n_controls)
-        if step is not None and cfg.control_dropout > 0:
+        p_drop = self.ctx.training.control_dropout
+        if step is not None and p_drop > 0:
             seed = (self.ctx.opts.seed * 1_000_003 + step) * 64 + self.ctx.dist.rank
-            drop = torch.rand(ctl.shape, generator=torch.Generator().manual_seed(seed)) < cfg.control_dropout
+            drop = torch.rand(ctl.shape, generator=torch.Generator().manual_seed(seed)) < p_drop
             ctl[drop] = NULL_CONTROL
         out = []
         for p, c in zip(prefixes, ctl):
