@@ -64,9 +64,7 @@ class FakePipeline:
 
     # ---------------------------------------------------------------- helpers
     def _freq(self, prompt: str | None, seed: int) -> float:
-        # 0.01 Hz steps over 220-660 Hz: two seeds give the same tone with p = 1/44,000 (with whole-Hz
-        # steps, 1/440: a regenerate test saw its new take equal to the old one in CI)
-        return 220.0 + (zlib.crc32(f"{prompt or ''}|{seed}".encode()) % 44_000) / 100.0
+        return 220.0 + (zlib.crc32(f"{prompt or ''}|{seed}".encode()) % 440)
 
     def _tone(self, freq: float, start: int, n: int) -> np.ndarray:
         t = (np.arange(start, start + n, dtype=np.float64)) / self.sample_rate
