@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.store import Take
+from app.views.take_table import TakeTableSelection
 
 BUTTONS_PER_ROW = 3
 COLUMNS = ("Time", "Rating", "Prompt", "Seed", "Steps", "CFG", "Length", "Kind")
@@ -25,7 +26,7 @@ FILTERS = (("All takes", 0), ("★ and up", 1), ("★★ and up", 2), ("★★�
            ("★★★★★ only", 5))
 
 
-class HistoryPanel(QWidget):
+class HistoryPanel(TakeTableSelection, QWidget):
     play_take = Signal(int)
     compare = Signal(int, int)
     switch_ab = Signal()
@@ -92,21 +93,6 @@ class HistoryPanel(QWidget):
             if take.id in selected:
                 self.table.selectRow(r)
         self._update_buttons()
-
-    def selected_ids(self) -> list[int]:
-        rows = sorted({i.row() for i in self.table.selectedIndexes()})
-        return [int(self.table.item(r, 0).data(Qt.ItemDataRole.UserRole)) for r in rows]
-
-    def _emit_one(self, signal: Signal) -> None:
-        ids = self.selected_ids()
-        if ids:
-            signal.emit(ids[0])
-
-    def _compare(self) -> None:
-        ids = self.selected_ids()
-        if len(ids) == 2:
-            self.compare.emit(ids[0], ids[1])
-            self.buttons["switch"].setEnabled(True)
 
     def _update_buttons(self) -> None:
         n = len(self.selected_ids())

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from app.store import Take
 from app.variations import DEFAULT_COUNT, MAX_COUNT, Variation
 from app.views.segments import StarRating
+from app.views.take_table import TakeTableSelection
 
 COLUMNS = ("#", "Seed", "Length", "Rating")  # "Length" says the state until the take is ready
 RATING_COLUMN = 3
@@ -26,7 +27,7 @@ STATE_TEXT = {"queued": "queued", "generating": "generating…", "done": "ready"
 BUTTONS_PER_ROW = 3
 
 
-class VariationsPanel(QWidget):
+class VariationsPanel(TakeTableSelection, QWidget):
     generate = Signal(int)  # count
     cancel = Signal()
     play = Signal(int)  # take id
@@ -114,22 +115,6 @@ class VariationsPanel(QWidget):
                             (f"{done} of {len(items)} takes ready: select to play, A/B, rate or keep"
                              if items else ""))
         self._update_buttons()
-
-    def selected_ids(self) -> list[int]:
-        rows = sorted({i.row() for i in self.table.selectedIndexes()})
-        ids = [self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in rows]
-        return [int(i) for i in ids if i is not None]
-
-    def _emit_one(self, signal: Signal) -> None:
-        ids = self.selected_ids()
-        if ids:
-            signal.emit(ids[0])
-
-    def _compare(self) -> None:
-        ids = self.selected_ids()
-        if len(ids) == 2:
-            self.compare.emit(ids[0], ids[1])
-            self.buttons["switch"].setEnabled(True)
 
     def _update_buttons(self) -> None:
         n = len(self.selected_ids())
