@@ -23,8 +23,8 @@ from melody_core.data.captions import symbolic_captions, tempo_words
 from melody_core.data.catalog import COLLECTION_BY_NAME, WorkRef
 from melody_core.data.clips import PEAK_DBFS, ClipSpec, cut_clips, normalize_peak
 from melody_core.data.corpus import ClipRecord, split_of
-from melody_core.data.midi import end_seconds, write_midi
-from melody_core.data.render import KEEP_TAIL_S, Renderer, RenderError, render_midi
+from melody_core.data.midi import end_seconds
+from melody_core.data.render import Renderer, RenderError, render_tracks
 from melody_core.data.symbolic import ScoreFacts, extract_facts, load_score
 from melody_core.data.variations import (
     ENSEMBLE_BY_NAME,
@@ -39,7 +39,6 @@ SHORT_DECODE_FRACTION = 0.001  # a recorded file may decode this share of frames
 CLIP_EXT = ".flac"
 TMP_DIR = ".tmp"
 SCORE_SOUNDFONT_LICENSES = {"FluidR3_GM": "MIT"}  # licence of the score renders' default soundfont
-STOP_MARGIN_S = 0.5  # "all sound off" this long after the kept tail (the render is trimmed anyway)
 
 
 @dataclass(frozen=True)
@@ -129,17 +128,11 @@ def _render_variation(job: SymbolicJob, facts: ScoreFacts, index: int, result: J
         result.skipped.append(f"{work.id} v{index}: only {expected:.1f} s of music")
         return
     stem = f"{safe_name(work.id)}-v{index}"
-    tmp = out / TMP_DIR
-    midi, wav = tmp / f"{stem}.mid", tmp / f"{stem}.wav"
     try:
-        write_midi(midi, tracks, var.qpm, stop_after_s=KEEP_TAIL_S + STOP_MARGIN_S)
-        audio = render_midi(job.renderer, midi, wav, expected)
+        audio = render_tracks(job.renderer, tracks, var.qpm, out / TMP_DIR / stem, expected)
     except RenderError as exc:
         result.skipped.append(f"{work.id} v{index}: {exc}")
         return
-    finally:
-        midi.unlink(missing_ok=True)
-        wav.unlink(missing_ok=True)
     audio = normalize_peak(audio, PEAK_DBFS[var.dynamics])
     attrs = symbolic_attributes(work, facts, var)
     clips = cut_clips(audio, job.spec)
@@ -284,17 +277,12 @@ def run_arrangement(job: ArrangementJob) -> JobResult:
     sf_name, sf_file, sf_license = job.soundfonts[mix.soundfont]
     renderer = Renderer(binary=job.binary, soundfont=sf_file, options=mix.options())
     expected = end_seconds(arr.tracks, plan.qpm)
-    out, tmp = Path(job.out), Path(job.out) / TMP_DIR
-    midi, wav = tmp / f"{plan.id}.mid", tmp / f"{plan.id}.wav"
+    out = Path(job.out)
     try:
-        write_midi(midi, arr.tracks, plan.qpm, stop_after_s=KEEP_TAIL_S + STOP_MARGIN_S)
-        audio = render_midi(renderer, midi, wav, expected)
+        audio = render_tracks(renderer, arr.tracks, plan.qpm, out / TMP_DIR / plan.id, expected)
     except RenderError as exc:
         result.skipped.append(f"{plan.id}: {exc}")
         return result
-    finally:
-        midi.unlink(missing_ok=True)
-        wav.unlink(missing_ok=True)
     audio_np = tilt_eq(audio.numpy(), mix.tilt_db, SAMPLE_RATE)
     clips = cut_clips(torch.from_numpy(audio_np), job.spec)
     if not clips:

@@ -1,8 +1,12 @@
-"""FluidSynth rendering of MIDI files, always under a guard.
+"""FluidSynth rendering of MIDI files: in this process through libfluidsynth (`synth.py`, each
+soundfont loaded once per process) when the renderer is the default `fluidsynth` and the library
+loads, else by running the binary, always under a guard.
 
-A score with a stuck voice makes `fluidsynth -F` render forever (and long releases make it run
-on for many seconds: the builder's MIDI ends with "all sound off" for that), so every render runs
-in its own process group with two limits: a wall-clock timeout (`timeout_for`) and a size watchdog that kills
+In process, a render stops at the expected length plus `TAIL_S` (a stuck voice cannot make it run
+on). As a process, a score with a stuck voice makes `fluidsynth -F` render forever (and long
+releases make it run on for many seconds: the builder's MIDI ends with "all sound off" for that),
+so every render runs in its own process group with two limits: a wall-clock timeout
+(`timeout_for`) and a size watchdog that kills
 the renderer as soon as its output file is longer than the expected duration plus a tail. The
 rendered length is checked again after loading. Failures raise `RenderError` (one line); the
 builder logs and skips them.
@@ -21,6 +25,8 @@ import torch
 
 from melody_core import SAMPLE_RATE
 from melody_core.audio import AudioError, load_audio
+from melody_core.data import synth
+from melody_core.data.midi import Track, midi_bytes
 
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 SOUNDFONT_CANDIDATES = (
@@ -42,6 +48,7 @@ WAV_HEADER_BYTES = 44
 RENDER_CHANNELS = 2  # fluidsynth writes stereo
 RENDER_BYTES_PER_SAMPLE = 2  # s16
 SIZE_SLACK_S = 2.0  # extra seconds allowed by the size watchdog beyond expected + tail
+STOP_MARGIN_S = 0.5  # "all sound off" this long after the kept tail (the render is trimmed anyway)
 
 
 class RenderError(RuntimeError):
@@ -57,6 +64,10 @@ class Renderer:
     sample_rate: int = SAMPLE_RATE
     gain: float = DEFAULT_GAIN
     options: tuple[str, ...] = ()  # extra FluidSynth settings, "key=value" (passed as -o)
+    library: bool = True  # in this process (synth.py) when `binary` is "fluidsynth" and the library loads
+
+    def in_process(self) -> bool:
+        return self.library and self.binary == "fluidsynth" and synth.available()
 
     def command(self, midi: Path, wav: Path) -> list[str]:
         opts = [arg for o in self.options for arg in ("-o", o)]
@@ -142,10 +153,47 @@ def render_midi(renderer: Renderer, midi: Path, wav: Path, expected_s: float) ->
         audio = load_audio(wav, SAMPLE_RATE, max_seconds=limit_s)
     except AudioError as exc:
         raise RenderError(f"unreadable render ({exc.reason})") from None
+    return _checked(audio, expected_s)
+
+
+def _checked(audio: torch.Tensor, expected_s: float) -> torch.Tensor:
     got = audio.numel() / SAMPLE_RATE
     if got < expected_s - SHORT_SLACK_S or got > expected_s + TAIL_S:
         raise RenderError(f"rendered {got:.1f} s, expected {expected_s:.1f} s (+ up to {TAIL_S:g} s tail)")
     return trim_tail(audio, expected_s)
+
+
+def render_in_process(renderer: Renderer, midi: bytes, expected_s: float) -> torch.Tensor:
+    """`render_midi` for MIDI data, through libfluidsynth in this process (`synth.render`)."""
+    if renderer.sample_rate != SAMPLE_RATE:
+        raise RenderError(f"in-process renders are at {SAMPLE_RATE} Hz, not {renderer.sample_rate}")
+    try:
+        audio, finished = synth.render(midi, renderer.soundfont, renderer.sample_rate, renderer.gain,
+                                       renderer.options, expected_s + TAIL_S)  # fmt: skip
+    except synth.SynthError as exc:
+        raise RenderError(str(exc)) from None
+    if not finished:
+        raise RenderError("render ran past the expected length (stuck notes?)")
+    return _checked(torch.from_numpy(audio), expected_s)
+
+
+def render_tracks(
+    renderer: Renderer, tracks: list[Track], qpm: float, tmp_stem: Path, expected_s: float
+) -> torch.Tensor:
+    """Render `tracks` at `qpm` (MIDI ending with "all sound off" STOP_MARGIN_S after the kept
+    tail) -> mono float32 (T,) cut KEEP_TAIL_S after `expected_s`. In process when
+    `renderer.in_process()`, else through tmp_stem.mid / .wav (removed afterwards)."""
+    data = midi_bytes(tracks, qpm, stop_after_s=KEEP_TAIL_S + STOP_MARGIN_S)
+    if renderer.in_process():
+        return render_in_process(renderer, data, expected_s)
+    midi, wav = tmp_stem.with_name(tmp_stem.name + ".mid"), tmp_stem.with_name(tmp_stem.name + ".wav")
+    try:
+        midi.parent.mkdir(parents=True, exist_ok=True)
+        midi.write_bytes(data)
+        return render_midi(renderer, midi, wav, expected_s)
+    finally:
+        midi.unlink(missing_ok=True)
+        wav.unlink(missing_ok=True)
 
 
 def trim_tail(audio: torch.Tensor, expected_s: float) -> torch.Tensor:
