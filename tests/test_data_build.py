@@ -168,3 +168,20 @@ def test_missing_or_corrupt_soundfont_is_a_one_line_error(tmp_path, content):
     msg = str(info.value)
     assert "bad.sf2" in msg and "\n" not in msg
     assert not (tmp_path / "out").exists()
+
+
+def _die(job):  # runs in a spawned worker: as a crash in libfluidsynth would end it
+    import os
+
+    os._exit(3)
+
+
+def test_a_worker_that_dies_is_a_one_line_error_not_a_hang():
+    from melody_core.data import build as build_mod
+    from melody_core.data.clips import ClipSpec
+    from melody_core.data.jobs import ArrangementJob
+
+    jobs = iter([ArrangementJob(0, i, "/nonexistent", ClipSpec(), 10.0, ()) for i in range(3)])
+    with pytest.raises(BuildError) as info:
+        list(build_mod._results(jobs, 2, {}, run=_die))
+    assert "worker died while running arr:0" in str(info.value) and "\n" not in str(info.value)

@@ -21,6 +21,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -177,20 +179,24 @@ def _job_key(job) -> str:
 
 
 def _results(
-    jobs: Iterator, workers: int, done: dict[str, JobResult]
+    jobs: Iterator, workers: int, done: dict[str, JobResult], run: Callable | None = None
 ) -> Iterator[tuple[str, JobResult, bool]]:
     """(key, result, fresh) in job order; jobs whose key is in `done` (the journal of an interrupted
-    build) are not run again. Up to IN_FLIGHT_PER_WORKER jobs per worker are submitted ahead."""
+    build) are not run again. Up to IN_FLIGHT_PER_WORKER jobs per worker are submitted ahead.
+    A worker process that dies (renders run in it through libfluidsynth) is a BuildError, not a
+    hang: the pool is a ProcessPoolExecutor, which notices dead workers. `run`: run_job (tests)."""
+    run = run or run_job
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file and not os.path.exists(main_file):  # e.g. `python - <script`: spawn cannot re-import it
         workers = 1
     if workers <= 1:
         for job in jobs:
             key = _job_key(job)
-            yield (key, done[key], False) if key in done else (key, run_job(job), True)
+            yield (key, done[key], False) if key in done else (key, run(job), True)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, MAX_WORKERS), initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(min(workers, MAX_WORKERS), mp_context=ctx, initializer=_init_worker)
+    try:
         pending: deque = deque()
         it = iter(jobs)
         while True:
@@ -199,11 +205,21 @@ def _results(
                 if job is None:
                     break
                 key = _job_key(job)
-                pending.append((key, None if key in done else pool.apply_async(run_job, (job,))))
+                pending.append((key, None if key in done else pool.submit(run, job)))
             if not pending:
                 return
             key, handle = pending.popleft()
-            yield (key, done[key], False) if handle is None else (key, handle.get(), True)
+            if handle is None:
+                yield key, done[key], False
+                continue
+            try:
+                res = handle.result()
+            except BrokenProcessPool:
+                raise BuildError(f"a render worker died while running {key}; run the same command again "
+                                 "to continue the build") from None  # fmt: skip
+            yield key, res, True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running jobs finish; queued ones are dropped
 
 
 @dataclass
