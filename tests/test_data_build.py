@@ -54,6 +54,7 @@ def test_micro_build_is_a_valid_corpus(micro):
     assert manifest["totals"]["clips"] == len(records)
     assert manifest["sources"]["music21:bach"]["license"].startswith("music: public domain")
     assert manifest["versions"]["music21"] and manifest["versions"]["fluidsynth"]
+    assert manifest["versions"]["libfluidsynth"].startswith("2.")  # rendered in process
     assert manifest["versions"]["soundfont"]["bytes"] > 0
     assert "essenFolksong" in manifest["excluded_collections"] and manifest["seed"] == 0
     assert not (out / ".tmp").exists()

@@ -381,6 +381,9 @@ def _versions(renderer: Renderer | None) -> dict:
         v["music21"] = music21.__version__
     except ImportError:
         pass
+    from melody_core.data.synth import library_version
+
+    v["libfluidsynth"] = library_version()  # "" = renders ran the command line
     if renderer is not None:
         sf = Path(renderer.soundfont)
         v["fluidsynth"] = fluidsynth_version(renderer.binary)
