@@ -74,16 +74,13 @@ class ClipCache:
 
 
 def build_cache(
-    cache_dir: Path,
-    kind: str,
-    key_parts: list[str],
+    cache: ClipCache,
     clips: list[ClipSet],
     extract: Extractor,
     dist: DistContext,
     describe: dict,
 ) -> list[list[dict[str, torch.Tensor]]]:
     """Build (if needed) and load a cache for several clip sets; returns one list per set."""
-    cache = ClipCache(cache_dir, kind, combine_hashes(kind, *key_parts))
     out = []
     for clip_set in clips:
         cache.build(clip_set, extract, dist, describe)
@@ -159,16 +156,27 @@ def window_index(center_seconds: float, window_seconds: float, n_windows: int) -
 
 
 # --------------------------------------------------------------------------- stage-facing builders
+def tokens_cache(cache_dir: Path, ssl, kmeans) -> ClipCache:
+    """Where the semantic tokens of `ssl` + `kmeans` (upstream Components) are cached."""
+    parts = [ssl.hash, kmeans.hash, f"layer={kmeans.model.config.layer}"]
+    return ClipCache(
+        cache_dir, "tokens", combine_hashes("tokens", *parts, f"win={SSL_WINDOW_FRAMES}/{SSL_CONTEXT_FRAMES}")
+    )
+
+
+def latents_cache(cache_dir: Path, vae) -> ClipCache:
+    """Where the latents of `vae` (an upstream Component) are cached."""
+    key = combine_hashes("latents", vae.hash, f"win={VAE_WINDOW_FRAMES}/{VAE_CONTEXT_FRAMES}")
+    return ClipCache(cache_dir, "latents", key)
+
+
 def semantic_tokens(
     cache_dir: Path, ssl, kmeans, clip_sets: list[ClipSet], dist: DistContext, device: torch.device
 ) -> list[list[torch.Tensor]]:
     """(T // 960,) int64 tokens per clip, for each clip set (SSL + k-means upstream)."""
     layer = kmeans.model.config.layer
-    parts = [ssl.hash, kmeans.hash, f"layer={layer}", f"win={SSL_WINDOW_FRAMES}/{SSL_CONTEXT_FRAMES}"]
     sets = build_cache(
-        cache_dir,
-        "tokens",
-        parts,
+        tokens_cache(cache_dir, ssl, kmeans),
         clip_sets,
         token_extractor(ssl.model, kmeans.model, device),
         dist,
@@ -181,9 +189,12 @@ def vae_latents(
     cache_dir: Path, vae, clip_sets: list[ClipSet], dist: DistContext, device: torch.device
 ) -> list[list[torch.Tensor]]:
     """(L, D) float32 posterior means per clip, for each clip set (VAE upstream)."""
-    parts = [vae.hash, f"win={VAE_WINDOW_FRAMES}/{VAE_CONTEXT_FRAMES}"]
     sets = build_cache(
-        cache_dir, "latents", parts, clip_sets, latent_extractor(vae.model, device), dist, {"vae": vae.source}
+        latents_cache(cache_dir, vae),
+        clip_sets,
+        latent_extractor(vae.model, device),
+        dist,
+        {"vae": vae.source},
     )
     return [[d["latents"] for d in s] for s in sets]
 
@@ -194,9 +205,7 @@ def mulan_codes(
     """(n_windows, n_q) int64 RVQ codes of consecutive clip_seconds windows per clip (MuLan upstream)."""
     parts = [mulan.hash, f"clip={mulan.model.config.clip_seconds}"]
     sets = build_cache(
-        cache_dir,
-        "mulan",
-        parts,
+        ClipCache(cache_dir, "mulan", combine_hashes("mulan", *parts)),
         clip_sets,
         mulan_extractor(mulan.model, device),
         dist,
