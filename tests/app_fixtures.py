@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -107,3 +110,81 @@ def generate(qtbot, studio: Studio, prompt: str = "calm piano", seconds: float =
     panel.length.setValue(seconds)
     panel.steps.setValue(steps)
     return run_job(qtbot, studio, studio.window.generate)
+
+
+# ------------------------------------------------------------------ keep playing (lead gate tests)
+class HalfSecond(FakePipeline):
+    chunk_seconds = 0.5  # a "window hop" of 0.5 s; each chunk takes ~2 ms x steps: far faster than real time
+
+
+def keep_playing_studio(make_studio: Callable[..., Studio], backend: Any,
+                        pipeline: type[FakePipeline]) -> tuple[Studio, list[Any]]:
+    """A studio on `backend` and a fake `pipeline`, and the list its live chunks are copied into."""
+    studio = make_studio(backend=backend, factory=fake_factory(pipeline))
+    chunks: list[Any] = []
+    studio.controller.live_chunk.connect(lambda pcm, start: chunks.append(pcm.copy()))
+    return studio, chunks
+
+
+def start_keep_playing(studio: Studio, prompt: str = "ambient pad", steps: int = 2) -> Any:
+    """Keep playing `prompt`; returns the job's lead gate (its record: leads, waits, heard, markers)."""
+    w = studio.window
+    w.panel.prompt.setPlainText(prompt)
+    w.panel.steps.setValue(steps)
+    w.keep_playing()
+    return studio.controller._job.gate  # noqa: SLF001 - the tests read the gate's record
+
+
+def steer(studio: Studio, prompt: str) -> None:
+    """Edit the prompt while keep playing runs, as the user does, without waiting for the debounce."""
+    studio.window.panel.prompt.setPlainText(prompt)
+    studio.window.panel._steer_timer.timeout.emit()  # noqa: SLF001 - skip the debounce
+
+
+# ------------------------------------------------- capture at the ALSA `type file` device (subprocess)
+TESTS = Path(__file__).parent
+CAPTURE_SETUP = """
+import os, sys, time, numpy as np
+sys.path.insert(0, {tests!r})
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.studio import Studio, open_backend
+from app_fixtures import fake_factory
+from app_fake_pipeline import FakePipeline
+
+class Loud(FakePipeline):  # decoder overshoot: a tone at 1.5 x full scale
+    def _tone(self, freq, start, n):
+        return 5 * super()._tone(freq, start, n)
+
+studio = Studio.create({data!r}, fake_factory(Loud), None, threads=1)
+done = []
+studio.controller.job_finished.connect(lambda kind, tid: done.append(tid))
+while studio.controller.engine is None:
+    app.processEvents()
+studio.window.panel.prompt.setPlainText({prompt!r})
+studio.window.panel.length.setValue({seconds!r})
+studio.window.generate()
+while not done or studio.controller.busy:
+    app.processEvents()
+backend, reason = open_backend("auto")  # PortAudio on the ALSA default device (the capture file)
+assert backend is not None, reason
+studio.player.set_backend(backend)
+"""
+
+
+def run_capture(tmp_path: Path, prompt: str, seconds: float, body: str, timeout: float,
+                **values: Any) -> Path:
+    """In a subprocess whose ALSA default device is a `type file` capture (tests/asound_capture.conf):
+    CAPTURE_SETUP (a studio with a loud fake pipeline, one take of `prompt` generated, the player on
+    PortAudio), then `body`. Both are formatted with `values`, `tests`, `data` (the studio's folder),
+    `capture` (the file the device writes float32 samples to) and `sr`. Returns the capture's path."""
+    capture = tmp_path / "played.raw"
+    env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{TESTS / 'asound_capture.conf'}",
+           "MELODY_CAPTURE_FILE": str(capture), "QT_QPA_PLATFORM": "offscreen",
+           "PYTHONPATH": str(TESTS.parent)}
+    script = (CAPTURE_SETUP + body).format(tests=str(TESTS), data=str(tmp_path / "data"), prompt=prompt,
+                                           seconds=seconds, capture=str(capture), sr=24000, **values)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=TESTS.parent, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return capture

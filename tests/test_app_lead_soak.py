@@ -12,8 +12,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from app_fake_audio import FakeBackend
-from app_fake_pipeline import FakePipeline
-from app_fixtures import WAIT_MS, fake_factory, make_studio, run_job  # noqa: F401
+from app_fixtures import (  # noqa: F401
+    WAIT_MS,
+    HalfSecond,
+    keep_playing_studio,
+    make_studio,
+    run_job,
+    start_keep_playing,
+    steer,
+)
 
 from melody_core.audio.levels import LIVE_MARGIN_DB, LevelSettings
 
@@ -24,8 +31,7 @@ SPEED = 30.0  # the fake device plays 30x real time
 OVERSHOOT = 1.25  # peak of the fake "decoder" output: above full scale, as real decoders do
 
 
-class LoudHalfSecond(FakePipeline):
-    chunk_seconds = 0.5
+class LoudHalfSecond(HalfSecond):
     step_delay = 0.001
 
     def _tone(self, freq: float, start: int, n: int) -> np.ndarray:
@@ -41,19 +47,13 @@ def test_three_minutes_of_keep_playing_with_an_edit_stay_within_the_lead_bound(q
 
     monkeypatch.setattr(LeadGate, "clock", staticmethod(lambda: time.perf_counter() * SPEED))
     backend = FakeBackend(speed=SPEED, block=1200)
-    studio = make_studio(backend=backend, factory=fake_factory(LoudHalfSecond))
-    w, c = studio.window, studio.controller
+    studio, chunks = keep_playing_studio(make_studio, backend, LoudHalfSecond)
+    w = studio.window
     assert w.levels_action.isChecked()  # levelled, as a user hears it
-    chunks: list[np.ndarray] = []
-    c.live_chunk.connect(lambda pcm, start: chunks.append(pcm.copy()))
-    w.panel.prompt.setPlainText("ambient pad")
-    w.panel.steps.setValue(2)
-    w.keep_playing()
-    gate = c._job.gate  # noqa: SLF001 - the test reads the gate's record
+    gate = start_keep_playing(studio, "ambient pad")
     qtbot.waitUntil(lambda: gate.heard >= EDIT_AT_S * SR, timeout=120_000)
     heard_at_edit = gate.heard
-    w.panel.prompt.setPlainText("ambient pad with bells")
-    w.panel._steer_timer.timeout.emit()  # noqa: SLF001 - skip the debounce
+    steer(studio, "ambient pad with bells")
     qtbot.waitUntil(lambda: len(gate.markers) == 1, timeout=WAIT_MS)
     marker = gate.markers[0].sample
     qtbot.waitUntil(lambda: gate.heard > marker, timeout=WAIT_MS)  # first audio of the new prompt heard

@@ -5,45 +5,14 @@ sample goes above the ceiling although the take overshoots full scale."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
+from app_fixtures import run_capture
 
 from melody_core.audio.levels import LIVE_MARGIN_DB, LevelSettings
 
 SR = 24000
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
 
-SCRIPT = """
-import os, sys, time, numpy as np
-sys.path.insert(0, {tests!r})
-from PySide6.QtWidgets import QApplication
-app = QApplication([])
-from app.studio import Studio, open_backend
-from app_fixtures import fake_factory
-from app_fake_pipeline import FakePipeline
-
-class Loud(FakePipeline):  # decoder overshoot: a tone at 1.5 x full scale
-    def _tone(self, freq, start, n):
-        return 5 * super()._tone(freq, start, n)
-
-studio = Studio.create({data!r}, fake_factory(Loud), None, threads=1)
-done = []
-studio.controller.job_finished.connect(lambda kind, tid: done.append(tid))
-while studio.controller.engine is None:
-    app.processEvents()
-studio.window.panel.prompt.setPlainText("loop me")
-studio.window.panel.length.setValue(3.0)
-studio.window.generate()
-while not done or studio.controller.busy:
-    app.processEvents()
-backend, reason = open_backend("auto")  # PortAudio on the ALSA default device (the capture file)
-assert backend is not None, reason
-studio.player.set_backend(backend)
+BODY = """
 studio.window.arrangement.set_selection((1.0, 2.0))
 studio.window.transport.loop.setChecked(True)
 studio.playback.toggle()  # plays the loop
@@ -63,14 +32,7 @@ studio.close()
 
 
 def test_loop_playback_at_the_alsa_device_is_periodic_and_under_the_ceiling(tmp_path):
-    capture = tmp_path / "played.raw"
-    env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{TESTS / 'asound_capture.conf'}",
-           "MELODY_CAPTURE_FILE": str(capture), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT)}
-    script = SCRIPT.format(tests=str(TESTS), data=str(tmp_path / "data"), capture=str(capture), sr=SR,
-                           loop=str(tmp_path / "loop.npy"))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    capture = run_capture(tmp_path, "loop me", 3.0, BODY, timeout=180, loop=str(tmp_path / "loop.npy"))
     loop = np.load(tmp_path / "loop.npy")
     n = len(loop)
     assert n == SR  # a one-second selection inside the take: the loop keeps its length

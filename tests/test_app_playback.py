@@ -7,22 +7,15 @@ through the in-process fake device."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 from app_fake_audio import FakeBackend
-from app_fixtures import WAIT_MS, generate, make_studio  # noqa: F401
+from app_fixtures import WAIT_MS, generate, make_studio, run_capture  # noqa: F401
 
 from app.audio.player import Player, State
 from app.audio.ring import RingBuffer
 from melody_core import SAMPLE_RATE
 
 SR = SAMPLE_RATE
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
 
 
 def _find(haystack: np.ndarray, needle: np.ndarray, atol: float = 0.0) -> int:
@@ -120,33 +113,8 @@ def test_no_audio_device_still_generates_and_exports(qtbot, make_studio, tmp_pat
     assert studio.window.export_to(str(tmp_path / "out.wav")) is not None
 
 
-CAPTURE_SCRIPT = """
-import sys, numpy as np
-sys.path.insert(0, {tests!r})
-from PySide6.QtWidgets import QApplication
-app = QApplication([])
-from app.studio import Studio, open_backend
-from app_fixtures import fake_factory
-from app_fake_pipeline import FakePipeline
+CAPTURE_BODY = """
 from melody_core.audio.levels import master
-
-class Loud(FakePipeline):  # decoder overshoot: a tone at 1.5 x full scale
-    def _tone(self, freq, start, n):
-        return 5 * super()._tone(freq, start, n)
-
-studio = Studio.create({data!r}, fake_factory(Loud), None, threads=1)
-done = []
-studio.controller.job_finished.connect(lambda kind, tid: done.append(tid))
-while studio.controller.engine is None:
-    app.processEvents()
-studio.window.panel.prompt.setPlainText("capture me")
-studio.window.panel.length.setValue(1.25)
-studio.window.generate()
-while not done or studio.controller.busy:
-    app.processEvents()
-backend, reason = open_backend("auto")  # PortAudio on the ALSA default device (the capture file)
-assert backend is not None, reason
-studio.player.set_backend(backend)
 studio.playback.play_segment(0)
 while studio.player.state.value != "stopped":
     app.processEvents()
@@ -160,14 +128,8 @@ studio.close()
 
 
 def test_alsa_file_device_captures_exact_levelled_segment_samples(tmp_path):
-    capture = tmp_path / "played.raw"
-    env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{TESTS / 'asound_capture.conf'}",
-           "MELODY_CAPTURE_FILE": str(capture), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT)}
-    script = CAPTURE_SCRIPT.format(tests=str(TESTS), data=str(tmp_path / "data"),
-                                   expected=str(tmp_path / "expected.npy"))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    capture = run_capture(tmp_path, "capture me", 1.25, CAPTURE_BODY, timeout=120,
+                          expected=str(tmp_path / "expected.npy"))
     expected = np.load(tmp_path / "expected.npy")
     assert len(expected) == int(1.25 * SR)  # segment playback: fits the 1.5 s ring
     played = np.fromfile(capture, dtype=np.float32)  # playing the levelled segment: bit-exact

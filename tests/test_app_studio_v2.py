@@ -9,8 +9,16 @@ import sys
 
 import numpy as np
 from app_fake_audio import FakeBackend
-from app_fake_pipeline import FakePipeline
-from app_fixtures import WAIT_MS, fake_factory, generate, make_studio, run_job  # noqa: F401
+from app_fixtures import (  # noqa: F401
+    WAIT_MS,
+    HalfSecond,
+    generate,
+    keep_playing_studio,
+    make_studio,
+    run_job,
+    start_keep_playing,
+    steer,
+)
 from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtWidgets import QMessageBox, QWidget
 
@@ -19,25 +27,15 @@ from melody_core import SAMPLE_RATE
 SR = SAMPLE_RATE
 
 
-class HalfSecond(FakePipeline):
-    chunk_seconds = 0.5  # a "window hop" of 0.5 s; each chunk takes ~2 ms x steps: far faster than real time
-
-
 def test_keep_playing_lead_bounded_stop_keeps_exactly_the_heard_samples(qtbot, make_studio):  # noqa: F811
     backend = FakeBackend(speed=1.0)
-    studio = make_studio(backend=backend, factory=fake_factory(HalfSecond))
-    w, c = studio.window, studio.controller
+    studio, chunks = keep_playing_studio(make_studio, backend, HalfSecond)
+    w = studio.window
     w.levels_action.setChecked(False)  # compare raw samples with the device capture
-    chunks: list[np.ndarray] = []
-    c.live_chunk.connect(lambda pcm, start: chunks.append(pcm.copy()))
-    w.panel.prompt.setPlainText("ambient pad")
-    w.panel.steps.setValue(2)
-    w.keep_playing()
-    gate = c._job.gate  # noqa: SLF001 - the test reads the gate's record
+    gate = start_keep_playing(studio, "ambient pad")
     qtbot.waitUntil(lambda: len(gate.leads) >= 4 and gate.waits > 0, timeout=WAIT_MS)
     heard_at_edit = gate.heard
-    w.panel.prompt.setPlainText("ambient pad with bells")
-    w.panel._steer_timer.timeout.emit()  # noqa: SLF001 - skip the debounce
+    steer(studio, "ambient pad with bells")
     qtbot.waitUntil(lambda: len(w.arrangement.live_markers) == 1, timeout=WAIT_MS)
     marker_sample = gate.markers[0].sample
     qtbot.waitUntil(lambda: gate.heard > marker_sample + SR // 4, timeout=WAIT_MS)  # the new prompt is heard
