@@ -55,13 +55,15 @@ def _script(home: Path, out: Path, *train_args: str, **env: str) -> subprocess.P
 
 
 def test_latent_coding_is_within_half_a_step() -> None:
-    z = torch.randn(333, 16) * torch.linspace(0.1, 3.0, 16) + 2.0  # (L, D)
+    torch.manual_seed(0)
+    # (L, D): slowly varying channels of different scales, as VAE latents (lag-1 correlation ~0.9)
+    z = torch.cumsum(torch.randn(333, 16) * 0.1, 0) * torch.linspace(0.1, 3.0, 16) + 2.0
     blob, bounds = devpack.encode_latents(z)
     back = devpack.decode_latents(blob, bounds, len(z))
     step = (bounds[1] - bounds[0]) / 255
     assert back.shape == z.shape and back.dtype == torch.float32
     assert ((back - z).abs() <= step / 2 + 1e-5).all()
-    assert len(blob) < z.numel()  # under one byte a value
+    assert len(blob) < 0.8 * z.numel()  # delta coding + LZMA: under a byte a value
 
 
 def test_pack_fills_the_budget_and_refuses_other_upstream(home: Path) -> None:

@@ -151,12 +151,6 @@ def build_pack(
     rounding (relative 2^-9) is below one optimizer step at lr 3e-4. The device trains fp32 master
     weights from them and returns fp32. `measure` prints the validation loss of both, and of
     float vs quantised latents, on the pack's validation windows (CPU)."""
-    from melody_core.config import component_classes
-    from melody_core.train.cache import semantic_tokens, vae_latents
-    from melody_core.train.data import ClipSet, fixed_items, load_clips
-    from melody_core.train.dist import DistContext
-    from melody_core.train.upstream import resolve_upstream
-
     run_dir, corpus, out, repo = Path(run_dir), Path(corpus), Path(out), Path(repo).resolve()
     if weights not in ("bf16", "fp32"):
         raise TrainError(f"weights must be bf16 or fp32, got {weights!r}")
@@ -168,6 +162,22 @@ def build_pack(
             raise TrainError(f"{out}: exists and is not a device pack; choose an empty folder")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build(run, run_dir, corpus, out, repo, window_seconds, weights, data_mib, limit_mib, wheels,
+                      cache_dir, seed, measure, log)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # no half-written pack
+        raise
+
+
+def _build(run, run_dir, corpus, out, repo, window_seconds, weights, data_mib, limit_mib, wheels, cache_dir,
+           seed, measure, log) -> dict[str, Any]:
+    from melody_core.config import component_classes
+    from melody_core.train.cache import semantic_tokens, vae_latents
+    from melody_core.train.data import ClipSet, fixed_items, load_clips
+    from melody_core.train.dist import DistContext
+    from melody_core.train.upstream import resolve_upstream
+
     ckpt = load_state(run_dir / CKPT_DIR / "last.pt")
     state = ckpt["models"]["dpd"]
     cfg_cls, model_cls = component_classes("dpd")
