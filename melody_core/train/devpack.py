@@ -487,9 +487,11 @@ def _write_init(pack: Path, meta: dict, dst: Path) -> None:
 
 
 # ------------------------------------------------------------------------- export / import
-def export_weights(run_dir: Path, out: Path, done: dict[str, float] | None = None) -> list[str]:
+def export_weights(run_dir: Path, out: Path, done: dict[str, float] | None = None,
+                   about: dict[str, Any] | None = None) -> list[str]:
     """Shards of the run's last/best DPD weights (fp32) in `out` when newer than in `done`
-    ({which: mtime}, updated); plus metrics.csv and device.json. Returns what was written."""
+    ({which: mtime}, updated); plus metrics.csv and device.json (the run's run.json, what was
+    exported, and `about`). Returns what was written."""
     run_dir, out = Path(run_dir), Path(out)
     done = {} if done is None else done
     wrote = []
@@ -510,7 +512,7 @@ def export_weights(run_dir: Path, out: Path, done: dict[str, float] | None = Non
         if (run_dir / RUN_FILE).is_file():
             exported = {k: _shard_meta(out, f"dpd-{k}") for k in ("last", "best")
                         if (out / f"dpd-{k}.0.safetensors").is_file()}
-            write_json(out / "device.json", {"run": read_run(run_dir), "exported": exported})
+            write_json(out / "device.json", {"run": read_run(run_dir), "exported": exported, **(about or {})})
     return wrote
 
 
@@ -590,11 +592,16 @@ def import_weights(device_out: Path, home: Path, into: Path, which: str = "best"
     device = {}
     if (Path(device_out) / "device.json").is_file():
         device = json.loads((Path(device_out) / "device.json").read_text(encoding="utf-8"))
+    packed_at = device.get("pack", {}).get("home_step")
+    if packed_at is not None and packed_at != state["step"]:
+        log(f"note: the home run is at step {state['step']}, the pack was built at step {packed_at}: the "
+            f"copy keeps the home position but its weights are the device's, trained from step {packed_at}")
     into.mkdir(parents=True, exist_ok=True)
     run["device_training"] = {
-        "weights": which if meta["which"] == which else meta["which"],
+        "weights": meta["which"],
         "device_step": int(meta["step"]),
-        "device_wall_s": float(meta["wall_s"]),
+        "device_wall_s": float(device.get("exported", {}).get("last", meta).get("wall_s", 0.0)),
+        "pack": device.get("pack"),
         "hardware": device.get("run", {}).get("hardware"),
         "hyper": device.get("run", {}).get("hyper"),
         "from": str(Path(device_out).resolve()),
@@ -673,6 +680,9 @@ def _train(pack, out, repo, work, minutes, ckpt_minutes, extra, poll_s, started,
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     done: dict[str, float] = {}
+    pmeta = json.loads((Path(pack) / "pack.json").read_text(encoding="utf-8"))
+    keys = ("home_run", "home_step", "weights", "train_seconds", "window_seconds", "seed")
+    about = {"pack": {k: pmeta[k] for k in keys} | {"train_windows": len(pmeta["windows"]["train"])}}
     last_report = 0.0
     caches = {p.name for p in (work / "cache").iterdir()}
     stray: set[str] = set()
@@ -685,7 +695,7 @@ def _train(pack, out, repo, work, minutes, ckpt_minutes, extra, poll_s, started,
                     "the checkout's upstream models differ from the pack's; stopping it")
                 child.kill()
                 break
-            for name in export_weights(run_dir, out, done):
+            for name in export_weights(run_dir, out, done, about):
                 log(f"devpack: exported {name}")
             if time.monotonic() - last_report >= 30:
                 last_report = time.monotonic()
@@ -697,7 +707,7 @@ def _train(pack, out, repo, work, minutes, ckpt_minutes, extra, poll_s, started,
     if stray:
         child.wait()
         return 3
-    for name in export_weights(run_dir, out, done):
+    for name in export_weights(run_dir, out, done, about):
         log(f"devpack: exported {name}")
     _progress(run_dir, pack, started, log, seen)
     rc = child.wait()
