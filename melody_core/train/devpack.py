@@ -16,8 +16,9 @@ $OUT. With the checkout itself at ~38 MiB, a *pack* is the compact carry of one 
 so the device runs the unchanged `melody train dpd` (same loss, sampler, validation, latent scale
 and checkpoint code as at home). The corpus holds silent stand-in FLAC files of each window's
 length: the trainer reads only their headers, since every latent and token comes from the cache,
-whose entries are written under the names `train.cache` gives them (and checked complete before
-the trainer starts: a missing entry would otherwise be encoded from silence). `train` runs the
+whose entries are written under the names `train.cache` gives them. Features encoded from the
+stand-ins would be silence: unpacking refuses a checkout whose VAE/SSL/k-means differ from the pack's
+(their hashes name the cache), and `train` stops a trainer that starts a cache folder of its own. It runs the
 trainer under a time cap and, after every checkpoint, `export`s the weights into $OUT as
 safetensors shards under 16 MiB (a killed run still returns its last checkpoint). `import` makes
 a home run folder from them: a copy of the home run whose weights are the device's, which
@@ -147,10 +148,11 @@ def build_pack(
     same audio. Budget: `limit_mib` minus what the checkout sends, the weights, wheels, upstream
     copies and a margin (or `data_mib`, if smaller).
 
-    Weights *(our choice)*: bf16 halves the 22.7 MB of DPD v2 and doubles the audio that fits; the
-    rounding (relative 2^-9) is below one optimizer step at lr 3e-4. The device trains fp32 master
-    weights from them and returns fp32. `measure` prints the validation loss of both, and of
-    float vs quantised latents, on the pack's validation windows (CPU)."""
+    Weights *(our choice)*: bf16 halves the 22.7 MB of DPD v2 and so doubles the audio that fits.
+    Measured with `measure` (the DPD stage's validation on the pack's 16 validation crops, CPU, same
+    noise) for DPD v2 at step 1265 on corpus v2: v-MSE 0.32657 with fp32 weights and float latents,
+    0.32660 with bf16 weights, 0.32662 with bf16 weights and uint8 latents. The device trains fp32
+    weights from them and returns fp32."""
     run_dir, corpus, out, repo = Path(run_dir), Path(corpus), Path(out), Path(repo).resolve()
     if weights not in ("bf16", "fp32"):
         raise TrainError(f"weights must be bf16 or fp32, got {weights!r}")
@@ -323,8 +325,8 @@ def _build(run, run_dir, corpus, out, repo, window_seconds, weights, data_mib, l
     meta_sizes = {"pack_bytes": size, "checkout_bytes": travel, "limit_bytes": int(limit_mib * MIB)}
     if travel + size > limit_mib * MIB:
         raise TrainError(f"{out}: {size / MIB:.2f} MiB + checkout {travel / MIB:.2f} MiB > {limit_mib:g} MiB")
-    log(f"pack {out}: {len(windows['train'])} train windows ({train_s / 60:.1f} min of audio from "
-        f"{len(train)} clips, {train_s / 3600 / max(train.hours, 1e-9) * 100:.1f} % of the train hours), "
+    log(f"pack {out}: {len(windows['train'])} train windows of {len(train)} train clips ({train_s / 60:.1f} "
+        f"min of audio, {train_s / 3600 / max(train.hours, 1e-9) * 100:.1f} % of the train hours), "
         f"{len(windows['valid'])} valid windows; weights {weights} (step {ckpt['step']})")
     feat, init_b = (out / "features.safetensors").stat().st_size, (out / "init.safetensors").stat().st_size
     log(f"sizes: pack {size / MIB:.2f} MiB (features {feat / MIB:.2f}, weights {init_b / MIB:.2f}) "
