@@ -139,3 +139,24 @@ def test_a_killed_script_leaves_its_last_checkpoint(home: Path, tmp_path: Path) 
     weights, meta = devpack.read_shards(out, "last")
     assert int(meta["step"]) >= 2 and int(meta["step"]) % 2 == 0
     assert set(weights) == set(load_state(home / "runs" / "dpd" / "checkpoints" / "last.pt")["models"]["dpd"])
+
+
+@pytest.mark.slow
+def test_a_trainer_that_encodes_features_of_its_own_is_stopped(home: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _pack(home)
+    real = devpack.unpack_pack
+
+    def unpack_then_lose_an_entry(pack, work, repo, log=print):  # noqa: ANN001
+        paths = real(pack, work, repo, log=log)
+        next((work / "cache").glob("latents-*/*.safetensors")).unlink()  # the trainer would encode silence
+        return paths
+
+    monkeypatch.setattr(devpack, "unpack_pack", unpack_then_lose_an_entry)
+    lines: list[str] = []
+    rc = devpack.train_on_device(home / "checkout" / ".devpack", tmp_path / "out", repo=REPO,
+                                 work=tmp_path / "work", minutes=3, poll_s=0.2, log=lines.append,
+                                 extra=["--device", "cpu", "--threads", "1", "--steps", "100000"])
+    assert rc == 3, "\n".join(lines[-20:])
+    assert any("encoding features of its own" in line for line in lines)
+    assert not list((tmp_path / "out").glob("dpd-*.safetensors"))  # nothing trained on silence comes back

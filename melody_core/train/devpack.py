@@ -18,7 +18,7 @@ and checkpoint code as at home). The corpus holds silent stand-in FLAC files of 
 length: the trainer reads only their headers, since every latent and token comes from the cache,
 whose entries are written under the names `train.cache` gives them. Features encoded from the
 stand-ins would be silence: unpacking refuses a checkout whose VAE/SSL/k-means differ from the pack's
-(their hashes name the cache), and `train` stops a trainer that starts a cache folder of its own. It runs the
+(their hashes name the cache), and `train` stops a trainer that writes into the cache. It runs the
 trainer under a time cap and, after every checkpoint, `export`s the weights into $OUT as
 safetensors shards under 16 MiB (a killed run still returns its last checkpoint). `import` makes
 a home run folder from them: a copy of the home run whose weights are the device's, which
@@ -686,15 +686,15 @@ def _train(pack, out, repo, work, minutes, ckpt_minutes, extra, poll_s, started,
     keys = ("home_run", "home_step", "weights", "train_seconds", "window_seconds", "seed")
     about = {"pack": {k: pmeta[k] for k in keys} | {"train_windows": len(pmeta["windows"]["train"])}}
     last_report = 0.0
-    caches = {p.name for p in (work / "cache").iterdir()}
+    cached = {str(p) for p in (work / "cache").rglob("*")}
     stray: set[str] = set()
     try:
         while child.poll() is None:
             time.sleep(poll_s)
-            stray = {p.name for p in (work / "cache").iterdir()} - caches
+            stray = {str(p) for p in (work / "cache").rglob("*")} - cached
             if stray:  # features encoded from the silent stand-ins: never train on them
-                log(f"error: the trainer built a feature cache of its own ({', '.join(sorted(stray))}): "
-                    "the checkout's upstream models differ from the pack's; stopping it")
+                log(f"error: the trainer is encoding features of its own ({min(stray)}): the checkout's "
+                    "upstream models or the stand-in files differ from the pack's; stopping it")
                 child.kill()
                 break
             for name in export_weights(run_dir, out, done, about):
