@@ -37,7 +37,7 @@ args=(build "$RUN_DIR" "$CORPUS" "$PACK" --repo "$PWD" --wheels "$WHEELS"
       --window-seconds "${WINDOW_SECONDS:-12}" --weights "${WEIGHTS:-bf16}")
 [ -n "${DATA_MIB:-}" ] && args+=(--data-mib "$DATA_MIB")
 [ -n "${MEASURE:-}" ] && args+=(--measure)
-nice -n "${NICE:-10}" "$PY" -m melody_core.train.devpack "${args[@]}"
+nice -n "${NICE:-10}" "$PY" -m melody_core.train.devrun "${args[@]}"
 
 timeout=$(( ${MINUTES%.*} * 60 + 75 ))
 cat <<EOT
@@ -45,5 +45,5 @@ cat <<EOT
 Device call (one; what comes back lands under the reply's files_at):
   run(command="MINUTES=$MINUTES bash packaging/device_train.sh $rel", carry=["$rel"], timeout_s=$timeout)
 Then bring the weights home (packaging/README.md, "Training on a lent GPU"):
-  python -m melody_core.train.devpack import FILES_AT --home $RUN_DIR --into NEW_RUN_DIR
+  python -m melody_core.train.devrun import FILES_AT --home $RUN_DIR --into NEW_RUN_DIR
 EOT

@@ -41,7 +41,7 @@ fi
 THREADS=${THREADS:-$(nproc)}
 left=$("$PY" -c "print(max(0.2, $MINUTES - ($(date +%s) - $start) / 60))")
 set -x
-"$PY" -m melody_core.train.devpack train "$PACK" --out "$OUT_DIR" --minutes "$left" \
+"$PY" -m melody_core.train.devrun train "$PACK" --out "$OUT_DIR" --minutes "$left" \
     --ckpt-minutes "${CKPT_MINUTES:-2}" --work "${WORK:-/tmp/melody-devtrain}" -- \
     --device "${DEVICE:-auto}" --threads "$THREADS" --batch-size "${BATCH_SIZE:-32}" --lr "${LR:-3e-4}" \
     --warmup "${WARMUP:-100}" --valid-every "${VALID_EVERY:-100}" --ckpt-every 100000 --log-every 10 \

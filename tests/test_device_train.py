@@ -16,7 +16,7 @@ import torch
 
 from melody_core.commands.train import main
 from melody_core.commands.train_smoke import stage_argv
-from melody_core.train import devpack
+from melody_core.train import devpack, devrun
 from melody_core.train.data import write_synthetic_corpus
 from melody_core.train.state import load_state
 from melody_core.train.upstream import TrainError
@@ -98,12 +98,12 @@ def test_device_script_trains_returns_shards_and_resumes_home(home: Path, tmp_pa
     proc = _script(home, out, "--steps", "6", "--ckpt-every", "3")
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-3000:]
-    assert "gpu none (CPU run)" in log and "devpack: exported dpd-last.0.safetensors" in log
+    assert "gpu none (CPU run)" in log and "devrun: exported dpd-last.0.safetensors" in log
     files = sorted(p.name for p in out.iterdir())
     assert files == ["device.json", "dpd-best.0.safetensors", "dpd-last.0.safetensors", "metrics.csv",
                      "train.log"]
-    assert all((out / f).stat().st_size < devpack.RETURN_FILE_LIMIT for f in files)
-    weights, meta = devpack.read_shards(out, "last")
+    assert all((out / f).stat().st_size < devrun.RETURN_FILE_LIMIT for f in files)
+    weights, meta = devrun.read_shards(out, "last")
     device_run = tmp_path / "out-work" / "run"
     ckpt = load_state(device_run / "checkpoints" / "last.pt")
     assert meta["step"] == "6" == str(ckpt["step"])
@@ -114,7 +114,7 @@ def test_device_script_trains_returns_shards_and_resumes_home(home: Path, tmp_pa
         (home / "runs" / "dpd" / "run.json").read_text())["export_meta"]["latent_scale"]
 
     into = tmp_path / "home-with-device-weights"
-    devpack.import_weights(out, home / "runs" / "dpd", into, "last", log=lambda *_: None)
+    devrun.import_weights(out, home / "runs" / "dpd", into, "last", log=lambda *_: None)
     state = load_state(into / "checkpoints" / "last.pt")
     assert state["step"] == 4  # the home run's position, with the device's weights
     assert all(torch.equal(state["models"]["dpd"][k], v) for k, v in weights.items())
@@ -136,7 +136,7 @@ def test_a_killed_script_leaves_its_last_checkpoint(home: Path, tmp_path: Path) 
     os.killpg(proc.pid, signal.SIGKILL)  # as the device call's limit does: everything at once
     log, _ = proc.communicate(timeout=60)
     assert shard.is_file(), log[-3000:]
-    weights, meta = devpack.read_shards(out, "last")
+    weights, meta = devrun.read_shards(out, "last")
     assert int(meta["step"]) >= 2 and int(meta["step"]) % 2 == 0
     assert set(weights) == set(load_state(home / "runs" / "dpd" / "checkpoints" / "last.pt")["models"]["dpd"])
 
@@ -154,7 +154,7 @@ def test_a_trainer_that_encodes_features_of_its_own_is_stopped(home: Path, tmp_p
 
     monkeypatch.setattr(devpack, "unpack_pack", unpack_then_lose_an_entry)
     lines: list[str] = []
-    rc = devpack.train_on_device(home / "checkout" / ".devpack", tmp_path / "out", repo=REPO,
+    rc = devrun.train_on_device(home / "checkout" / ".devpack", tmp_path / "out", repo=REPO,
                                  work=tmp_path / "work", minutes=3, poll_s=0.2, log=lines.append,
                                  extra=["--device", "cpu", "--threads", "1", "--steps", "100000"])
     assert rc == 3, "\n".join(lines[-20:])
