@@ -271,7 +271,8 @@ def _build(run, run_dir, corpus, out, repo, window_seconds, weights, data_mib, l
             break
         used += cost
     if not windows["train"]:
-        raise TrainError(f"no training window fits the {budget / MIB:.2f} MiB data budget")
+        raise TrainError(f"no training window fits the {budget / MIB:.2f} MiB data budget "
+                         f"({used / MIB:.2f} MiB go to the {len(windows['valid'])} validation windows)")
 
     tensors: dict[str, torch.Tensor] = {}
     for split, items in blobs.items():
