@@ -160,3 +160,16 @@ def test_a_trainer_that_encodes_features_of_its_own_is_stopped(home: Path, tmp_p
     assert rc == 3, "\n".join(lines[-20:])
     assert any("encoding features of its own" in line for line in lines)
     assert not list((tmp_path / "out").glob("dpd-*.safetensors"))  # nothing trained on silence comes back
+
+
+def test_command_line_errors_are_one_line(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    runs = home / "runs"
+    cases = [["import", str(tmp_path / "empty"), "--home", str(runs / "dpd"), "--into", str(tmp_path / "x")],
+             ["build", str(home / "runs" / "vae"), str(home / "corpus"), str(tmp_path / "p"),
+              "--repo", str(home / "checkout")]]
+    for argv in cases:
+        assert devrun.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "p").exists()  # nothing half-written
