@@ -108,6 +108,76 @@ def test_decoding_with_controls_matches_full_forward_across_rebuilds_and_guidanc
         lm.step(plain, tokens[:, j])
 
 
+ECHO = dict(CTL, beat_echo=3)
+
+
+def test_beat_echo_is_zero_at_init_and_reads_the_tokens_whole_beats_back() -> None:
+    torch.manual_seed(5)
+    plain = SemanticLM(cfg_of(**CTL)).eval()
+    torch.manual_seed(5)
+    echo = SemanticLM(cfg_of(**ECHO, max_len=80, window_keep=40)).eval()
+    old, new = plain.state_dict(), echo.state_dict()
+    assert set(new) == set(old) | {"echo_proj"} and not new["echo_proj"].any()
+    for k, t in old.items():  # drawn after the other parameters, without a draw: old init unchanged
+        assert torch.equal(new[k], t), k
+    cfg = echo.config
+    prefix = torch.randint(0, 32, (2, cfg.n_prefix))
+    cond = torch.cat([prefix, torch.tensor([[cfg.bpm_token(120), 3], [NULL_CONTROL, 3]])], 1)
+    lags = echo.echo_lags(cond)
+    beat = 60 * 25 / cfg.bpm_of_token(cfg.bpm_token(120))  # tokens per beat at the bucket centre
+    assert lags[0].tolist() == [round(beat), round(2 * beat), round(4 * beat)] and not lags[1].any()
+    tokens = torch.randint(0, 64, (2, 70))
+    with torch.no_grad():
+        base = echo(cond, tokens)
+        torch.testing.assert_close(echo(cond, tokens)[:, :16], plain(cond, tokens[:, :16]), atol=1e-6, rtol=0)
+        echo.echo_proj.normal_(0, 0.3)
+        moved = echo(cond, tokens)
+    lag = int(lags[0, 0])
+    # row 0 (120 BPM): slots before the first whole beat see no echo, later ones do
+    torch.testing.assert_close(moved[0, :lag], base[0, :lag], atol=1e-6, rtol=0)
+    assert (moved[0, lag:] - base[0, lag:]).abs().max() > 1e-3
+    torch.testing.assert_close(moved[1], base[1], atol=1e-6, rtol=0)  # null BPM: no echo
+    # the echo of the slot predicting u_j reads u_{j - lag}: changing that token changes it
+    j = lag + 5
+    other = tokens.clone()
+    other[0, j - lag] = (other[0, j - lag] + 1) % 64
+    with torch.no_grad():
+        changed = echo(cond, other)
+    assert (changed[0, j] - moved[0, j]).abs().max() > 1e-4
+
+
+def test_beat_echo_decoding_matches_full_forward_across_rebuilds_and_guidance() -> None:
+    cfg = cfg_of(**ECHO, max_len=60, window_keep=30)
+    lm = SemanticLM(cfg).eval()
+    with torch.no_grad():
+        lm.echo_proj.normal_(0, 0.3)
+    controls = torch.tensor([[cfg.bpm_token(170), 2], [5, 14]])
+    prefix = torch.cat([torch.randint(0, 32, (2, cfg.n_prefix)), controls], 1)
+    tokens = torch.randint(0, 64, (2, 140))
+
+    def full_next(p: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return lm(p, torch.cat([window, window[:, :1]], 1))[:, window.shape[1]]
+
+    g = 2.0
+    state = lm.start(prefix, prompt_tokens=tokens[:, :20], guidance=g)
+    null = torch.full_like(prefix, -1)
+    for j in range(20, 140):
+        window = state.window[:2]
+        cond = torch.log_softmax(full_next(prefix, window), -1)
+        uncond = torch.log_softmax(full_next(null, window), -1)
+        torch.testing.assert_close(state.next_logits(), uncond + g * (cond - uncond), atol=1e-4, rtol=0)
+        lm.step(state, tokens[:, j])
+    assert state.n_rebuilds >= 3
+
+
+def test_beat_echo_needs_the_bpm_control() -> None:
+    with pytest.raises(ValueError, match="BPM control"):
+        cfg_of(beat_echo=2)
+    with pytest.raises(ValueError, match="beat_echo"):
+        cfg_of(**dict(CTL, beat_echo=5))
+
+
 def test_bpm_buckets_are_log_spaced_and_clamped() -> None:
     cfg = cfg_of(bpm_buckets=40)
     width = (cfg.bpm_max / cfg.bpm_min) ** (1 / 40)
@@ -305,6 +375,16 @@ def test_init_from_an_lm_without_controls_then_two_steps(runs: Path) -> None:
     bad = stage_argv("lm", runs / "corpus", runs / "runs", "--init-from", str(out), "--set", "bpm_buckets=20",
                      "--steps", "1", out=runs / "lm_bad")
     assert main(bad) == 2
+    # beat echo added to an LM with controls: its projections start at zero, every old weight loads
+    echo_out = runs / "lm_echo"
+    argv = stage_argv("lm", runs / "corpus", runs / "runs", "--init-from", str(out),
+                      "--set", "bpm_buckets=40", "--set", "key_tokens=24", "--set", "beat_echo=2",
+                      "--steps", "1", "--lr", "1e-12", "--warmup", "0", out=echo_out)
+    assert main(argv) == 0
+    echoed = _lm_state(echo_out)
+    assert set(echoed) == set(new) | {"echo_proj"} and echoed["echo_proj"].abs().max() < 1e-6
+    for k, t in new.items():
+        assert torch.allclose(echoed[k], t, atol=1e-6), k
 
 
 def test_clip_labels_and_control_dropout(runs: Path) -> None:

@@ -60,6 +60,19 @@ Choices where the paper is silent *(our choice)*:
   a clip's labels from its corpus attributes and drops each to null with its option
   `LMTraining.control_dropout` (train/lm.py); `--init-from` an LM without controls loads every
   old weight and keeps the fresh N(0, 0.02) init of the new tables (`LMStage.init_weights`).
+- Beat echo *(beyond the paper, issue 16; our choice, CPU preset)*: `beat_echo` = K > 0 adds to
+  the input at the slot that predicts u_j the projected embeddings of the tokens one, two, four ...
+  (2^k, k < K) beats earlier, u_{j - L_k}, with L_k = round(2^k * 60 * 25 / bpm) tokens at the BPM
+  control's bucket centre (nothing where the BPM is null or j - L_k < 0):
+      x_slot = E[u_{j-1}] + sum_k W_k E[u_{j - L_k}]      (W_k: (D, D), `echo_proj`, zero at init)
+  so an LM told the tempo can copy what happened one beat or one bar ago instead of learning to
+  count 8..38 tokens per beat in its attention. Measured before it (session 13, cand3): with the
+  BPM only as a condition token the generated tempo was within 4 % of the asked one in 4 % of 24
+  clips and the estimate was independent of the ask, while the DPD rendering the clips' true
+  tokens kept the tempo in 66 %: the LM was where tempo was lost. Zero-init W_k: an LM without it
+  loads (`--init-from`) and starts as it was. The window after a slide has no tokens before its
+  start, so early slots of a rebuilt window echo nothing (as at the start of a training crop).
+  Off (0, the default and both presets): no parameter, bit for bit as before.
 - Init: N(0, 0.02) for embeddings and linears, output projections of each residual branch
   scaled by 1/sqrt(2 * n_layers) (GPT-2), so the residual stream does not grow with depth.
 
@@ -83,6 +96,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from melody_core import SEMANTIC_RATE
 from melody_core.config import BaseConfig
 from melody_core.models.sampling import sample_next
 from melody_core.modules import Attention, KVCache, RMSNorm, SwiGLU
@@ -134,6 +148,7 @@ class LMConfig(BaseConfig):
     bpm_min: float = 40.0  # lowest BPM bucket's lower edge (slower tempos clamp to bucket 0)
     bpm_max: float = 200.0  # highest bucket's upper edge (faster tempos clamp to the last bucket)
     key_tokens: int = 0  # key control: KEY_VOCAB (24 = 12 tonics x major/minor) or 0 = off
+    beat_echo: int = 0  # echo inputs 1, 2, 4 ... beats back at the BPM control's tempo (0 = off)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
@@ -150,6 +165,10 @@ class LMConfig(BaseConfig):
             raise ValueError(f"need 0 < bpm_min < bpm_max, got {self.bpm_min}, {self.bpm_max}")
         if self.key_tokens not in (0, KEY_VOCAB):
             raise ValueError(f"key_tokens must be 0 (off) or {KEY_VOCAB}, got {self.key_tokens}")
+        if not 0 <= self.beat_echo <= 4:
+            raise ValueError(f"beat_echo must be in [0, 4] (0 = off), got {self.beat_echo}")
+        if self.beat_echo and not self.bpm_buckets:
+            raise ValueError("beat_echo needs the BPM control (bpm_buckets > 0)")
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -342,6 +361,12 @@ class DecodeCache:
         table = model.token_embed.weight
         norm_col = table.new_full((table.shape[0], 1), math.sqrt(cfg.d_model * model.norm.eps))
         self.embedding = torch.cat([table, norm_col], dim=1).to(dtype)  # (V, D + 1): x ⊕ c per token
+        # beat echo: E W_k per lag, with a zero last row for "no echo" (id -1)
+        self.echo = None
+        if model.echo_proj is not None:
+            ew = torch.einsum("vd,kde->kve", table, model.echo_proj)  # (K, V, D)
+            zero = ew.new_zeros(ew.shape[0], 1, ew.shape[2])
+            self.echo = torch.cat([ew, zero], dim=1).to(dtype)  # (K, V + 1, D)
 
     def load(self, caches: list[KVCache]) -> None:
         """Copy the keys/values of a full forward, (B, H, T, hd) per layer, into the buffers."""
@@ -350,9 +375,13 @@ class DecodeCache:
             self.keys_t[layer][:, :, :t] = c.k.reshape(b * h, t, hd).transpose(1, 2)  # (BH, hd, T)
             self.values[layer][:, :t] = c.v.reshape(b * h, t, hd)  # (BH, T, hd)
 
-    def decode(self, token: torch.Tensor, pos: int) -> torch.Tensor:
-        """Token ids (B,) at position `pos` -> (B, V) next-token logits."""
+    def decode(self, token: torch.Tensor, pos: int, echo: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B,) at position `pos` -> (B, V) next-token logits; `echo` (B, K): the beat-echo
+        token ids of this slot (-1 = none), for an LM with a beat echo."""
         x = F.embedding(token, self.embedding)  # (B, D + 1)
+        if self.echo is not None and echo is not None:
+            k = torch.arange(self.echo.shape[0], device=echo.device)  # (K,)
+            x[:, :-1] += self.echo[k, echo].sum(dim=1)  # (B, K, D) -> (B, D); -1 = the zero row
         for i, w in enumerate(self.layers):
             x = DecoderLayer.decode_one(x, w, self.keys_t[i], self.values[i], self.rope, pos)
         return (x @ self.head).div_(_norm(x))  # (B, V)
@@ -378,6 +407,7 @@ class LMState:
     n_rebuilds: int = 0
     guidance: float = 1.0  # LM guidance scale g; != 1: rows [B:] are the null-prefix copies
     rows: int = 0  # sequences B (the batch is 2B when guided)
+    lags: torch.Tensor | None = None  # (B', K) beat-echo lags in tokens (0 = none), None = no echo
     _guided_of: torch.Tensor | None = None  # the logits `_guided_scores` were computed from
     _guided_scores: torch.Tensor | None = None
 
@@ -436,12 +466,15 @@ class SemanticLM(nn.Module):
         # parameters' draws in `_init_weights` are the same as without controls (module docstring)
         self.bpm_embed = _uninit_embedding(cfg.bpm_buckets, cfg.d_model) if cfg.bpm_buckets else None
         self.key_embed = _uninit_embedding(cfg.key_tokens, cfg.d_model) if cfg.key_tokens else None
+        # beat echo projections W_k (module docstring), zero at init: no random draw
+        d = cfg.d_model
+        self.echo_proj = nn.Parameter(torch.zeros(cfg.beat_echo, d, d)) if cfg.beat_echo else None
         self._init_weights()
 
     def _init_weights(self) -> None:
         residual_std = INIT_STD / math.sqrt(2 * self.config.n_layers)
         for name, p in self.named_parameters():
-            if p.dim() < 2:  # RMSNorm gains stay at 1
+            if p.dim() < 2 or name == "echo_proj":  # RMSNorm gains stay at 1, echo projections at 0
                 continue
             is_residual_out = name.endswith("attn.out.weight") or name.endswith("ffn.w2.weight")
             nn.init.normal_(p, mean=0.0, std=residual_std if is_residual_out else INIT_STD)
@@ -450,6 +483,36 @@ class SemanticLM(nn.Module):
 
     def _control_tables(self) -> list[nn.Embedding]:
         return [t for t in (self.bpm_embed, self.key_embed) if t is not None]
+
+    def echo_lags(self, cond: torch.Tensor) -> torch.Tensor | None:
+        """(B, n_cond) condition -> (B, K) beat-echo lags in tokens (0 = none: null BPM), or None
+        when the LM has no beat echo."""
+        cfg = self.config
+        if not cfg.beat_echo:
+            return None
+        ids = cond[:, cfg.n_prefix]  # (B,) BPM column (the first control)
+        centres = torch.tensor([cfg.bpm_of_token(i) for i in range(cfg.bpm_buckets)], dtype=torch.float64)
+        period = 60.0 * SEMANTIC_RATE / centres[ids.clamp(min=0).cpu()]  # (B,) tokens per beat
+        mult = 2.0 ** torch.arange(cfg.beat_echo, dtype=torch.float64)  # (K,)
+        lags = torch.round(period.unsqueeze(1) * mult).long()  # (B, K)
+        return lags.masked_fill((ids < 0).cpu().unsqueeze(1), 0).to(cond.device)
+
+    def _echo(self, lags: torch.Tensor, seq: torch.Tensor, n: int) -> torch.Tensor:
+        """Echo input of slots 0..n-1 (slot i holds seq[:, i] and predicts seq[:, i + 1]):
+        sum_k W_k E[seq[:, i + 1 - L_k]] -> (B, n, D); lags (B, K), seq (B, >= n)."""
+        b, k = lags.shape
+        src = torch.arange(1, n + 1, device=seq.device).view(1, 1, n) - lags.unsqueeze(-1)  # (B, K, n)
+        ok = (lags.unsqueeze(-1) > 0) & (src >= 0)  # (B, K, n)
+        tok = seq.gather(1, src.clamp(0, seq.shape[1] - 1).view(b, k * n)).view(b, k, n)  # (B, K, n)
+        e = self.token_embed(tok) * ok.unsqueeze(-1)  # (B, K, n, D)
+        return torch.einsum("bknd,kde->bne", e, self.echo_proj)  # (B, n, D)
+
+    def _embed_tokens(self, cond: torch.Tensor, seq: torch.Tensor, n: int) -> torch.Tensor:
+        """Input embeddings of the first n tokens of seq (B, >= n) after condition `cond`, with the
+        beat echo when the LM has one -> (B, n, D)."""
+        x = self.token_embed(seq[:, :n])  # (B, n, D)
+        lags = self.echo_lags(cond)
+        return x if lags is None or n == 0 else x + self._echo(lags, seq, n)
 
     def condition(self, prefix: torch.Tensor) -> torch.Tensor:
         """Check a (B, n_prefix) or (B, n_cond) condition and return it as (B, n_cond): missing
@@ -504,7 +567,8 @@ class SemanticLM(nn.Module):
         if tokens.dim() != 2 or not 1 <= tokens.shape[1] <= self.config.max_len:
             shape = tuple(tokens.shape)
             raise ValueError(f"tokens must be (B, T), 1 <= T <= {self.config.max_len}; got {shape}")
-        x = torch.cat([self.embed_prefix(prefix), self.token_embed(tokens[:, :-1])], dim=1)  # (B, P+T-1, D)
+        emb = self._embed_tokens(prefix, tokens, tokens.shape[1] - 1)  # (B, T-1, D)
+        x = torch.cat([self.embed_prefix(prefix), emb], dim=1)  # (B, P+T-1, D)
         logits = self._run(x)  # (B, P+T-1, V), P = n_cond
         return logits[:, self.config.n_cond - 1 :]  # (B, T, V): position P-1+j predicts u_j
 
@@ -540,7 +604,8 @@ class SemanticLM(nn.Module):
                 raise ValueError(f"prompt_tokens must be ({b}, n), got {tuple(prompt_tokens.shape)}")
             window = prompt_tokens[:, -self.config.window :].to(prefix)
         buffer = prefix.new_zeros(b, self.config.window)
-        state = LMState(prefix, buffer, cache, prefix.new_zeros(0), guidance=float(guidance), rows=rows)
+        state = LMState(prefix, buffer, cache, prefix.new_zeros(0), guidance=float(guidance), rows=rows,
+                        lags=self.echo_lags(prefix))
         self._rebuild(state, window)
         state.n_consumed, state.n_rebuilds = window.shape[1], 0
         return state
@@ -548,7 +613,8 @@ class SemanticLM(nn.Module):
     def _rebuild(self, state: LMState, window: torch.Tensor) -> None:
         """Refill the cache from prefix + window (B, n) in one causal forward (Attention + KVCache)."""
         caches = [KVCache() for _ in self.layers]
-        x = torch.cat([self.embed_prefix(state.prefix), self.token_embed(window)], dim=1)  # (B, P+n, D)
+        emb = self._embed_tokens(state.prefix, window, window.shape[1])  # (B, n, D)
+        x = torch.cat([self.embed_prefix(state.prefix), emb], dim=1)  # (B, P+n, D)
         state.logits = self._run(x, caches)[:, -1]  # (B, V)
         state.cache.load(caches)
         state.tokens[:, : window.shape[1]] = window
@@ -575,8 +641,13 @@ class SemanticLM(nn.Module):
                 window = window[:, -min(cfg.window, max(cfg.window_keep, n)) :]
             self._rebuild(state, window)
             return state.next_logits()
-        state.logits = state.cache.decode(tokens[:, 0], pos=cfg.n_cond + n_window)  # (B', V)
         state.tokens[:, n_window] = tokens[:, 0]
+        echo = None
+        if state.lags is not None:  # the tokens L_k before the one this slot predicts (n_window + 1)
+            src = n_window + 1 - state.lags  # (B', K)
+            none = (state.lags <= 0) | (src < 0)
+            echo = state.tokens.gather(1, src.clamp(0, n_window)).masked_fill(none, -1)  # (B', K)
+        state.logits = state.cache.decode(tokens[:, 0], pos=cfg.n_cond + n_window, echo=echo)  # (B', V)
         state.n_window += 1
         return state.next_logits()
 

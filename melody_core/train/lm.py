@@ -160,11 +160,12 @@ class LMStage(Stage):
         return {"lm": self.model}
 
     def init_weights(self, model: nn.Module) -> None:
-        """--init-from: every weight of the init LM; control tables it lacks keep their fresh init."""
+        """--init-from: every weight of the init LM; control tables and beat-echo projections it lacks
+        keep their fresh init."""
         ctx = self.ctx
         if ctx is None or ctx.init is None:
             return
-        fresh = {"bpm_embed.weight", "key_embed.weight"}
+        fresh = {"bpm_embed.weight", "key_embed.weight", "echo_proj"}
         try:
             missing, unexpected = model.load_state_dict(ctx.init.model.state_dict(), strict=False)
         except RuntimeError as exc:  # a shape mismatch (e.g. another bucket count)
