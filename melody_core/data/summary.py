@@ -148,6 +148,47 @@ def write_histograms(folder: str | Path, out_dir: str | Path) -> list[Path]:
 
 SHEET_N_FFT = 1024
 SHEET_HOP = 256
+SHEET_COLS = 4  # panels per row
+SHEET_DB_RANGE = 80.0  # dB shown below each panel's loudest bin
+
+
+def spectrogram_grid(panels: list[tuple[object, str]], out_png: str | Path, dpi: int = 50,
+                     title_size: float = 8.0) -> Path:
+    """A PNG grid (`SHEET_COLS` per row) of dB STFT magnitude spectrograms (Hann `SHEET_N_FFT`, hop
+    `SHEET_HOP`, `SHEET_DB_RANGE` below each panel's peak) of (T,) 24 kHz waveforms, each panel
+    titled with its text: (waveform, title) per panel. The corpus sheet and `melody eval listen`
+    draw with it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from melody_core import SAMPLE_RATE
+
+    rows = max(1, -(-len(panels) // SHEET_COLS))
+    fig, axes = plt.subplots(rows, SHEET_COLS, figsize=(4 * SHEET_COLS, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    window = torch.hann_window(SHEET_N_FFT)
+    for ax, (wav, title) in zip(axes.flat, panels):
+        wav = torch.as_tensor(wav, dtype=torch.float32)  # (T,)
+        spec = torch.stft(wav, SHEET_N_FFT, SHEET_HOP, window=window, return_complex=True)
+        db = 20 * torch.log10(spec.abs() + 1e-5)  # (freq, frames)
+        top = float(db.max())
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", vmin=top - SHEET_DB_RANGE, vmax=top,
+                  extent=(0, wav.numel() / SAMPLE_RATE, 0, SAMPLE_RATE / 2000), cmap="magma")  # fmt: skip
+        ax.set_title(title, fontsize=title_size)
+        ax.axis("on")
+        ax.set_xlabel("s", fontsize=7)
+        ax.set_ylabel("kHz", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
 
 
 def write_spectrogram_sheet(
@@ -155,12 +196,6 @@ def write_spectrogram_sheet(
 ) -> Path:
     """A grid of log-magnitude spectrograms of the first `seconds` of `n` clips, one per genre (or
     source) where there are enough, titled with genre, BPM, key and soundfont."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
     from melody_core import SAMPLE_RATE
     from melody_core.audio import load_audio
 
@@ -171,29 +206,11 @@ def write_spectrogram_sheet(
         if group not in seen and len(picked) < n:
             seen.add(group)
             picked.append(rec)
-    cols = 4
-    rows = max(1, -(-len(picked) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, rec in zip(axes.flat, picked):
+    panels = []
+    for rec in picked:
         wav = load_audio(Path(folder) / rec.path)[: int(seconds * SAMPLE_RATE)]
-        window = torch.hann_window(SHEET_N_FFT)
-        spec = torch.stft(wav, SHEET_N_FFT, SHEET_HOP, window=window, return_complex=True)
-        db = 20 * torch.log10(spec.abs() + 1e-5)  # (freq, frames)
-        ax.imshow(db.numpy(), origin="lower", aspect="auto", vmin=float(db.max()) - 80, vmax=float(db.max()),
-                  extent=(0, wav.numel() / SAMPLE_RATE, 0, SAMPLE_RATE / 2000), cmap="magma")  # fmt: skip
         a = rec.attributes
         title = a.get("genre") or rec.source.split(":")[-1]
         head = f"{title} {a.get('bpm', '')} bpm, {a.get('key', '')}"
-        ax.set_title(f"{head}\n{a.get('soundfont', '')}", fontsize=8)
-        ax.axis("on")
-        ax.set_xlabel("s", fontsize=7)
-        ax.set_ylabel("kHz", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=50)
-    plt.close(fig)
-    return out
+        panels.append((wav, f"{head}\n{a.get('soundfont', '')}"))
+    return spectrogram_grid(panels, out_png)
