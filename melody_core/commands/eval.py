@@ -2,7 +2,8 @@
 (`melody_core.eval.card`): VAE reconstruction, DPD validation velocity MSE, LM validation
 perplexity and MuLan retrieval on a corpus's held-out split, plus three generated samples with
 their spectrograms. `melody eval reconstruct DIR` scores the bundle's VAE round trip
-(`melody_core.eval.reconstruct`) on any folder of audio."""
+(`melody_core.eval.reconstruct`) on any folder of audio. `melody eval listen` writes the listening
+sheet (`melody_core.eval.listen`): 16 prompts as FLAC, spectrograms, tempo and hiss per clip."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import math
 import sys
 
-from melody_core.commands import CLIError, eval_ablation, eval_suite
+from melody_core.commands import CLIError, eval_ablation, eval_listen, eval_suite
 
 MAX_CARD_SECONDS = 60.0  # longest crop / sample of `eval card`
 MAX_RECONSTRUCT_SECONDS = 600.0  # longest crop of `eval reconstruct` (load_audio's file limit)
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_reconstruct(what)
     eval_ablation.add_parser(what)
     eval_suite.add_parser(what)
+    eval_listen.add_parser(what)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -9,7 +9,8 @@ valleys between its harmonics; hiss lifts them toward the level of the harmonics
    in `BAND_HZ` (100 Hz - 8 kHz: where sustained notes have their partials and hiss is heard).
 2. Sustained tonal frames: band power within `ENERGY_RANGE_DB` of the clip's loudest frame (no
    silence, no fade tails), and spectral flux (`metrics.spectral_flux`, the onset measure of the
-   tempo estimator, on the same frames) at or below the median flux of those frames: the steadier
+   tempo estimator, on the same frames), taken as its maximum over +-`ONSET_SPREAD` frames (every
+   frame whose window still holds an onset), at or below the median of those frames: the steadier
    half, which leaves out drum hits and note onsets (broadband by nature, not hiss).
 3. Harmonic peaks of a frame: bins that are the maximum within +-`PEAK_HALF_WIDTH` bins and at least
    `PEAK_PROMINENCE_DB` above the frame's median band power. Between-harmonic ("valley") bins: the
@@ -43,6 +44,7 @@ from melody_core.eval.metrics import spectral_flux
 
 N_FFT = 2048  # STFT window (samples)
 HOP = 512  # STFT hop (samples)
+ONSET_SPREAD = N_FFT // (2 * HOP) + 1  # frames either side an onset's flux counts (its window span)
 BAND_HZ = (100.0, 8000.0)  # analysed band
 ENERGY_RANGE_DB = 30.0  # frames within this of the loudest frame's band power
 STEADY_QUANTILE = 0.5  # frames with flux <= this quantile of the energetic frames' flux
@@ -88,6 +90,8 @@ def hiss_db(wav: Tensor | np.ndarray, sample_rate: int) -> HissMeasure:
         return HissMeasure(math.nan, 0, n_frames)
     loud = frame_power >= top * 10 ** (-ENERGY_RANGE_DB / 10)
     flux, _ = spectral_flux(x, sample_rate, n_fft=N_FFT, hop=HOP)  # (N,) on the same frames
+    flux = torch.nn.functional.max_pool1d(flux.view(1, 1, -1), 2 * ONSET_SPREAD + 1, 1,
+                                          ONSET_SPREAD).view(-1)  # (N,) nearest onsets' flux
     steady = loud & (flux <= torch.quantile(flux[loud], STEADY_QUANTILE))
     band = band[:, steady]  # (B, n)
     band = torch.maximum(band, band.amax(dim=0, keepdim=True) * 10 ** (-FLOOR_DB / 10))
