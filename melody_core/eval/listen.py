@@ -54,6 +54,7 @@ LISTEN_PROMPTS: tuple[str, ...] = (
 MAX_FLAC_BYTES = 10_000_000  # all FLACs together (committed under docs/)
 FLAC_OVERHEAD_BYTES = 16_384  # per file on top of 16-bit PCM: tags, seek table, frame headers
 PCM_BYTES_PER_SECOND = SAMPLE_RATE * 2  # 16-bit mono
+MIN_SECONDS = 1.0  # shortest clip (the hiss and tempo measures need a few frames)
 SLUG_CHARS = 40  # longest file-name slug
 SHEET_DPI = 72  # 4 x 4 panels of 4 x 2.4 inches: 1152 x 691 px (~0.9 MB PNG for 16 noise clips)
 TITLE_CHARS = 48  # characters per panel title line
@@ -96,8 +97,8 @@ def check_options(opts: ListenOptions) -> None:
     """ListenError (one line) for options that cannot give a sheet within the limits."""
     if not 1 <= opts.count <= len(LISTEN_PROMPTS):
         raise ListenError(f"--count must be 1..{len(LISTEN_PROMPTS)}, got {opts.count}")
-    if not (math.isfinite(opts.seconds) and opts.seconds > 0):
-        raise ListenError(f"--seconds must be a positive number, got {opts.seconds}")
+    if not (math.isfinite(opts.seconds) and opts.seconds >= MIN_SECONDS):
+        raise ListenError(f"--seconds must be at least {MIN_SECONDS:g}, got {opts.seconds}")
     if flac_bound(opts.count, opts.seconds) > MAX_FLAC_BYTES:
         raise ListenError(
             f"{opts.count} clips of {opts.seconds:g} s can take up to "
