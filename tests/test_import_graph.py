@@ -43,7 +43,9 @@ ORDERS = {
     "melody_core.generation": (
         "types", "plan", "validation", "decode", "models", "engine", "jobs", "pipeline",
     ),
-    "melody_core.eval.suite": ("options", "sets", "compare", "gen", "control", "plots", "report", "run"),
+    "melody_core.eval.suite": (
+        "options", "sets", "compare", "targets", "gen", "control", "judges", "plots", "report", "run",
+    ),
 }
 FORBIDDEN_IN_CORE = ("PySide6", "PyQt5", "PyQt6", "app", "superqt")
 

@@ -2,7 +2,8 @@
 `melody_core.eval.suite`).
 
 Bad input is one `error:` line with exit status 2 (`CLIError`). `--report-only` rewrites README.md
-and the plots from an existing results.json (no bundle, no corpus).
+and the plots from an existing results.json (no bundle, no corpus); with `--baseline` it first adds
+that baseline (and the recomputed targets) to results.json.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def add_parser(what: argparse._SubParsersAction) -> None:
     a.add_argument("--ablation-work", metavar="DIR", help="ablation work folder (default: user cache dir)")
     a.add_argument("--reuse-ablation", action="store_true",
                    help="reuse finished ablation arms with the same settings instead of retraining them")
+    a.add_argument("--baseline", metavar="RESULTS_JSON",
+                   help="results.json of the earlier bundle's run on the same reference set: the FAD target "
+                        "is half its 10-step FAD (with --report-only: added to --out/results.json)")
     a.add_argument("--skip", default="", metavar="LIST", help=f"sections to skip: {','.join(SKIPPABLE)}")
     a.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     a.add_argument("--device", default="cpu", help="cpu (default), auto, cuda[:N] or mps")
@@ -82,7 +86,8 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
         return SuiteOptions(clips=args.clips, seconds=args.seconds, seed=args.seed,
                             steps=_int_list(args.steps, "--steps"), ablation_minutes=args.ablation_minutes,
                             ablation_work=args.ablation_work,
-                            reuse_ablation=args.reuse_ablation, skip=skip, device=args.device)  # fmt: skip
+                            reuse_ablation=args.reuse_ablation, skip=skip, device=args.device,
+                            baseline=args.baseline)  # fmt: skip
     except SuiteError as exc:
         raise CLIError(f"--skip: {exc}") from None
 
@@ -109,6 +114,8 @@ def command_line(args: argparse.Namespace, opts: SuiteOptions) -> str:
         parts += ["--device", args.device]
     if opts.reuse_ablation:
         parts.append("--reuse-ablation")
+    if opts.baseline:
+        parts += ["--baseline", opts.baseline]
     return shlex.join(parts)
 
 
@@ -127,6 +134,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.report_only:
         return _report_only(out, args)
     opts = options_from_args(args)
+    _baseline(args)  # a bad baseline file: one line before the bundle loads
     if not args.data:
         from melody_core.data.build import default_out
 
@@ -162,6 +170,25 @@ def _report_only(out: Path, args: argparse.Namespace) -> int:
         raise CLIError(f"{path}: cannot read results ({exc})") from None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise CLIError(f"{path}: not a results file of `melody eval all`")
+    if args.baseline:
+        from melody_core.eval.suite.targets import targets
+        from melody_core.train.state import write_json
+
+        results["baseline"] = _baseline(args)
+        results["targets"] = targets(results)
+        write_json(path, results)
     write_report(out, results)
     print(json.dumps(results, indent=2, sort_keys=True) if args.json else f"wrote {out / 'README.md'}")
     return 0
+
+
+def _baseline(args: argparse.Namespace) -> dict | None:
+    """`targets.read_baseline` of --baseline (CLIError: one line); None without it."""
+    from melody_core.eval.suite.targets import read_baseline
+
+    if not args.baseline:
+        return None
+    try:
+        return read_baseline(args.baseline)
+    except SuiteError as exc:
+        raise CLIError(str(exc)) from None

@@ -14,7 +14,9 @@ class SuiteError(ValueError):
 
 
 RESULTS_FORMAT = "melody-eval-suite"
-SECTIONS = ("reference", "reconstruction", "grid", "tempo", "instrument", "pair", "seams", "ablation")
+SECTIONS = (
+    "reference", "reconstruction", "grid", "tempo", "instrument", "pair", "judges", "seams", "ablation",
+)  # fmt: skip
 SKIPPABLE = SECTIONS[1:]
 Log = Callable[[str], None]
 
@@ -35,6 +37,8 @@ class SuiteOptions:
     tempo_seconds: float | None = None  # length of the tempo clips (None: `seconds`)
     family_seeds: int = 3  # seeds per instrument family
     pair_seeds: int = 12  # seeds per prompt of the piano vs quartet test (2 x 12 = 24 clips >= 20)
+    judge_genres: int = 16  # genre prompts of the judges section: the first n of sets.JUDGE_PROMPTS (16)
+    judge_seeds: int = 3  # seeds per genre prompt (16 x 3 = 48 clips)
     seam_clips: int = 4  # long generations for the seam metric
     seam_seconds: float = 30.0  # their length (several continuation windows)
     ablation_minutes: float = 8.0  # training budget per ablation arm
@@ -42,6 +46,7 @@ class SuiteOptions:
     reuse_ablation: bool = False  # reuse finished ablation arms with the same settings
     skip: frozenset[str] = field(default_factory=frozenset)  # sections not run (SKIPPABLE)
     device: str = "cpu"  # device of the musicnn embedder (the pipeline is loaded by the caller)
+    baseline: str | None = None  # results.json of another run: its FAD is the FAD target's baseline
 
     def __post_init__(self) -> None:
         if self.tempo_seconds is None:

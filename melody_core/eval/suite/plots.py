@@ -21,6 +21,7 @@ PLOTS = {  # key -> file name
     "instrument": "instrument_confusion.png",
     "ablation": "ablation_arch.png",
     "seams": "seams.png",
+    "judges": "judges_per_genre.png",
 }
 FIGURE_DPI = 100
 WIDE = (10.0, 4.0)  # inches: two panels side by side
@@ -243,9 +244,38 @@ def plot_seams(r: dict, path: Path) -> bool:
     return True
 
 
+JUDGE_BARS = (  # per-genre key, legend label, colour
+    ("mulan", "MuLan genre", "tab:blue"), ("musicnn_genre", "musicnn genre tags", "tab:purple"),
+    ("tempo_ours", "tempo ±4 % (ours)", "tab:orange"), ("tempo_librosa", "tempo ±4 % (librosa)", "tab:green"),
+    ("key", "key exact", "tab:red"),
+)  # fmt: skip
+
+
+def plot_judges(r: dict, path: Path) -> bool:
+    """Share of each genre's clips every judge passes (grouped bars; a missing bar = not judged)."""
+    j = _section(r, "judges")
+    pg = (j or {}).get("generated", {}).get("per_genre") or {}
+    if not pg:
+        return False
+    genres = list(pg)
+    fig, ax = _plt().subplots(figsize=(max(WIDE[0], 0.75 * len(genres)), WIDE[1]))
+    width = 0.8 / len(JUDGE_BARS)
+    for k, (key, label, color) in enumerate(JUDGE_BARS):
+        x = [i + (k - (len(JUDGE_BARS) - 1) / 2) * width for i in range(len(genres))]
+        ax.bar(x, _none_to_nan([pg[g].get(key) for g in genres]), width, color=color, label=label)
+    ax.set_xticks(range(len(genres)), genres, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of the genre's clips")
+    ax.set_title("Independent judges per genre (generated clips)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=len(JUDGE_BARS), loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    _save(fig, path)
+    return True
+
+
 DRAW: dict[str, Callable[[dict, Path], bool]] = {
     "fad_mcc": plot_fad_mcc, "speed": plot_speed, "tempo": plot_tempo, "instrument": plot_instrument,
-    "ablation": plot_ablation, "seams": plot_seams,
+    "ablation": plot_ablation, "seams": plot_seams, "judges": plot_judges,
 }  # fmt: skip
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from melody_core import LATENT_HOP, SAMPLE_RATE, __version__
-from melody_core.eval.suite import control, gen
+from melody_core.eval.suite import control, gen, judges
 from melody_core.eval.suite.compare import f_min
 from melody_core.eval.suite.options import RESULTS_FORMAT, Log, SuiteOptions, default_ablation_work
 from melody_core.eval.suite.report import write_report
 from melody_core.eval.suite.sets import chunk_joins_s, family_labels, family_templates, load_reference
+from melody_core.eval.suite.targets import read_baseline, targets
 from melody_core.train.state import write_json
 
 # Cost model (measured on the reference 2-core CPU with the bundled tiny model, 2 threads, while the
@@ -33,6 +34,11 @@ GEN_STEP_S = 0.22  # seconds per DPD step on one full window (CFG batch of 2)
 SCORE_S = 0.8  # seconds to embed and score one generated 10 s clip (musicnn, MuLan)
 REF_CLIP_S = 1.0  # seconds per 10 s reference clip (load, musicnn, MuLan, tempo)
 RECON_CLIP_S = 0.2  # seconds per 10 s reference clip for the VAE round trip
+# The judges on the reference CPU (measured, 2 threads, two training jobs beside): librosa's beat tracker
+# 0.16 s and chroma_cqt 0.53 s per 10 s clip once warm; librosa's first beat_track in a process
+# compiles its numba kernels (~12 s with a warm numba cache, ~50 s on a first-ever run).
+JUDGE_CLIP_S = 0.8  # seconds per 10 s clip for the beat tracker, the key finder and our estimator
+JUDGE_WARMUP_S = 15.0  # librosa / numba warm-up, once per run
 ABLATION_EXTRA_S = 300.0  # ablation besides the two training budgets (caches on a first run, evaluation)
 HOUR_S = 3600.0  # the documented budget of a default run
 CALIBRATION_STEPS = 10  # one timed generation of `seconds` at these steps scales the cost model
@@ -56,6 +62,7 @@ def estimate_seconds(
     def gen(seconds: float, steps: int) -> float:
         return scale * (generation_cost(layout, seconds, steps) + SCORE_S * seconds / 10)
 
+    n_judge = opts.judge_genres * opts.judge_seeds
     n_tempo = min(opts.tempo_templates, max(n_templates, 1)) * len(opts.tempo_bpms) * opts.tempo_seeds
     est = {
         "reference": scale * opts.clips * REF_CLIP_S * opts.seconds / 10,
@@ -64,6 +71,8 @@ def estimate_seconds(
         "tempo": n_tempo * gen(opts.tempo_seconds or opts.seconds, opts.control_steps),
         "instrument": n_families * opts.family_seeds * gen(opts.seconds, opts.control_steps),
         "pair": 2 * opts.pair_seeds * gen(opts.seconds, opts.control_steps),
+        "judges": n_judge * (gen(opts.seconds, opts.control_steps) + scale * JUDGE_CLIP_S * opts.seconds / 10)
+        + scale * (opts.clips * (JUDGE_CLIP_S + SCORE_S) * opts.seconds / 10 + JUDGE_WARMUP_S),
         "seams": opts.seam_clips * gen(opts.seam_seconds, opts.control_steps),
         "ablation": 2 * opts.ablation_minutes * 60 + ABLATION_EXTRA_S,
     }
@@ -114,7 +123,9 @@ def git_info() -> dict[str, Any] | None:
 
 
 def bundle_info(pipe: Any) -> dict[str, Any]:
+    folder = Path(pipe.bundle.info.path)
     return {
+        "bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else None,
         "path": str(pipe.bundle.info.path),
         "hash": pipe.model_hash,
         "short_hash": pipe.short_hash,
@@ -195,6 +206,8 @@ def run_suite(
         write_json(out / "results.json", sanitize(results))
         return value
 
+    if opts.baseline:  # a bad baseline fails before any work
+        results["baseline"] = read_baseline(opts.baseline)
     out.mkdir(parents=True, exist_ok=True)
     clips, data = load_reference(root, opts.clips, opts.seconds, log)  # bad corpus: fail before any work
     templates, labels = family_templates(root), family_labels(root)
@@ -222,6 +235,7 @@ def run_suite(
     section("tempo", lambda: control.measure_tempo(pipe, templates, clips, opts, log))
     section("instrument", lambda: control.measure_instrument(pipe, templates, labels, clips, opts, log))
     section("pair", lambda: control.measure_pair(pipe, root, clips, opts, log))
+    section("judges", lambda: judges.measure_judges(pipe, clips, embedder, opts, log))
     section("seams", lambda: gen.measure_seams(pipe, prompts[: opts.seam_clips], opts, log))
     section(
         "ablation", lambda: _ablation(root, Path(pipe.bundle.info.path), opts, pipe.threads, log, ablation)
@@ -229,6 +243,7 @@ def run_suite(
     results["machine"]["load_avg_end"] = gen.load_avg()
     results["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
     results["complete"] = True
+    results["targets"] = targets(sanitize(results))
     write_json(out / "results.json", sanitize(results))
     clean = json.loads((out / "results.json").read_text(encoding="utf-8"))
     write_report(out, clean)  # from results.json alone

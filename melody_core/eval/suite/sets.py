@@ -10,6 +10,13 @@
   short fallback phrase (`fallback_caption`) in the same tag style.
 - Templates *(our choice)*: the first clip (by id) of each instrument family, families ordered by
   clip count (most common first, then by name), so the prompts describe what the model saw most.
+- Judge prompts (`JUDGE_PROMPTS`, the "judges" section): one prompt per arranger genre (16 of the
+  corpus's 19: folk waltz, jazz ballad and chiptune left out as near neighbours of kept ones), each
+  in the arranger's own caption phrasing (`data.captions.arrangement_captions`'s sentence "A {word}
+  {genre} beat at {bpm} BPM in {key}, led by {lead} with {kit} drums."; `JUDGE_TEMPLATE`), with the
+  genre's caption label and words, a tempo inside its BPM range, a lead instrument and drum kit it
+  draws from, and for half of them a key (spelled as the captions spell it), so a prompt is
+  in-distribution for a bundle trained on the corpus.
 - Seams: where the continuation windows of a long generation join, from the pipeline's own window
   plan (`generation.plan.generation_windows`): each window after the first starts generating new
   frames at the previous window's end. Control positions for the same metric are random times at
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 
 from melody_core import LATENT_HOP, SAMPLE_RATE, SEMANTIC_RATE, TOKEN_SAMPLES
 from melody_core.data.captions import symbolic_captions, tempo_words
+from melody_core.data.genres import DRUM_KIT_NAMES, GENRE_BY_NAME, gm_family, gm_name
 from melody_core.eval.suite.options import SuiteError
 
 MIN_CROP_SECONDS = 1.0  # shorter held-out clips are skipped
@@ -169,6 +177,68 @@ def tempo_items(
             for s in range(n_seeds):
                 items.append({"family": fam, "asked_bpm": float(bpm), "prompt": prompt, "seed_index": s})
     return items
+
+
+# ------------------------------------------------------------------------------------ judge prompts
+JUDGE_TEMPLATE = "{intro} {label} {beat} at {bpm} BPM{key}, led by {lead}{drums}."
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    """One genre prompt of the judges section (module docstring: Judge prompts)."""
+
+    genre: str  # arranger genre id (`data.genres.GENRES`)
+    word: str  # one of the genre's caption words
+    bpm: int  # asked tempo, inside the genre's BPM range
+    key: str | None  # asked key as the captions spell it ("B-flat major"); None: no key asked
+    lead: int  # GM program of the lead, one of the genre's lead programs
+    kit: int | None  # GM drum kit, one of the genre's kits (None: a genre without drums)
+
+    @property
+    def label(self) -> str:
+        return GENRE_BY_NAME[self.genre].label
+
+    @property
+    def family(self) -> str:
+        """Instrument family of the lead (`data.genres.gm_family`, as the corpus's `instrument_family`)."""
+        return gm_family(self.lead)
+
+    @property
+    def text(self) -> str:
+        intro = ("An " if self.word[:1].lower() in "aeiou" else "A ") + self.word
+        drums = f" with {DRUM_KIT_NAMES[self.kit]} drums" if self.kit is not None else ""
+        return JUDGE_TEMPLATE.format(intro=intro, label=self.label, beat="beat" if self.kit is not None
+                                     else "track", bpm=self.bpm, key=f" in {self.key}" if self.key else "",
+                                     lead=gm_name(self.lead), drums=drums)  # fmt: skip
+
+
+JUDGE_PROMPTS: tuple[JudgePrompt, ...] = (
+    JudgePrompt("lofi", "dusty", 80, "C minor", 11, 32),
+    JudgePrompt("trap", "dark", 140, "F minor", 80, 25),
+    JudgePrompt("boom_bap", "gritty", 90, None, 61, 8),
+    JudgePrompt("house", "groovy", 122, "A minor", 81, 24),
+    JudgePrompt("techno", "hypnotic", 130, None, 81, 25),
+    JudgePrompt("dnb", "rolling", 174, None, 80, 24),
+    JudgePrompt("pop", "catchy", 110, "C major", 0, 0),
+    JudgePrompt("rock", "driving", 128, None, 30, 16),
+    JudgePrompt("funk", "tight", 108, "E minor", 56, 0),
+    JudgePrompt("disco", "glittering", 118, None, 49, 0),
+    JudgePrompt("jazz_swing", "swinging", 160, "B-flat major", 65, 32),
+    JudgePrompt("bossa_nova", "breezy", 130, "D minor", 24, 40),
+    JudgePrompt("reggae", "laid-back", 76, None, 16, 0),
+    JudgePrompt("ambient", "dreamy", 70, None, 8, None),
+    JudgePrompt("cinematic", "epic", 100, "G minor", 60, 48),
+    JudgePrompt("synthwave", "neon", 100, None, 81, 24),
+)
+
+
+def genre_class_texts(genre: str) -> list[str]:
+    """Texts whose mean MuLan embedding stands for a genre in the zero-shot genre judge *(our choice,
+    as `family_class_texts`)*: the caption label, "<label> beat" (or "track" without drums) and the
+    label after each of its first two caption words."""
+    g = GENRE_BY_NAME[genre]
+    return list(dict.fromkeys([g.label, f"{g.label} {'beat' if g.groove else 'track'}",
+                               *(f"{w} {g.label}" for w in g.words[:2])]))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- seams
