@@ -28,6 +28,7 @@ from melody_core.audio import save_audio
 from melody_core.checkpoint import random_bundle
 from melody_core.commands import CLIError, eval_suite
 from melody_core.data.corpus import ClipRecord, write_records
+from melody_core.eval.musicnn import TAGS as MUSICNN_TAGS
 from melody_core.eval.suite import run as suite
 from melody_core.eval.suite.compare import comparisons, f_fad, f_hz, f_mcc, f_num, f_pct
 from melody_core.eval.suite.options import SECTIONS, SuiteOptions
@@ -87,6 +88,7 @@ def _fake_modules() -> dict[str, types.ModuleType]:
     recon.round_trip = lambda vae, crop: crop
     musicnn = types.ModuleType("melody_core.eval.musicnn")
     musicnn.MusicnnEmbedder = types.SimpleNamespace(load=lambda path=None, device="cpu": FakeEmbedder())
+    musicnn.TAGS = MUSICNN_TAGS  # the tag names (eval.judges); the fake embedder has no taggram
     return {m.__name__: m for m in (metrics, tempo, recon, musicnn)}
 
 
@@ -149,7 +151,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, MelodyP
 def _small(tmp: Path, **changes) -> SuiteOptions:
     base = dict(clips=3, seconds=2.0, steps=(1, 2), control_steps=2, tempo_bpms=(100,), tempo_templates=2,
                 tempo_seeds=1, tempo_seconds=3.0, family_seeds=1, pair_seeds=1, seam_clips=1,
-                seam_seconds=3.0, ablation_minutes=0.5, ablation_work=str(tmp / "ablation"))  # fmt: skip
+                seam_seconds=3.0, ablation_minutes=0.5, ablation_work=str(tmp / "ablation"), judge_genres=2,
+                judge_seeds=1)  # fmt: skip
     return SuiteOptions(**{**base, **changes})
 
 
@@ -275,7 +278,8 @@ def test_suite_end_to_end_with_fakes(setup, tmp_path, monkeypatch) -> None:
     assert "**Disagree** (" in text and "SI-SNRi than UNet-1D" in text  # fake DPD loses on SI-SNRi
     assert {p.name for p in out.glob("*.png")} == {"fad_mcc_vs_steps.png", "speed_vs_steps.png",
                                                    "tempo_scatter.png", "instrument_confusion.png",
-                                                   "ablation_arch.png", "seams.png"}  # fmt: skip
+                                                   "ablation_arch.png", "seams.png",
+                                                   "judges_per_genre.png"}  # fmt: skip
 
 
 def test_suite_with_the_real_metric_modules(setup, tmp_path) -> None:
@@ -312,7 +316,8 @@ def test_cli_runs_and_rewrites_the_report(setup, tmp_path, monkeypatch, capsys) 
         monkeypatch.setitem(sys.modules, name, module)
     out = tmp_path / "cli"
     args = _parse("--bundle", str(bundle), "--data", str(corpus), "--out", str(out), "--clips", "2",
-                  "--seconds", "2", "--steps", "2,1", "--skip", "tempo,instrument,pair,seams,ablation", "-q")
+                  "--seconds", "2", "--steps", "2,1", "--skip", "tempo,instrument,pair,judges,seams,ablation",
+                  "-q")
     assert args.func(args) == 0
     assert "wrote" in capsys.readouterr().out
     r = json.loads((out / "results.json").read_text())

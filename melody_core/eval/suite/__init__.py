@@ -21,7 +21,7 @@ Sections, in order (each timed; results.json is rewritten after each, README.md 
 Budget: `estimate_seconds` models the wall time from per-step costs measured on the reference
 2-core CPU with the bundled tiny model, scaled by a warm-up generation timed on this machine; it is
 printed at the start and stored. With the defaults (32 clips x 10 s, 8 min per ablation arm) the
-estimate there is about 40 minutes.
+estimate there is about 46 minutes (the judges' 48 clips about 5 of them).
 Modules (each imports only those before it; tests/test_import_graph.py checks it): `options`
 (SuiteOptions, sections; no torch), `sets` (reference set, prompts, join positions), `compare`
 (formats, the paper's numbers, computed disagreements), `targets` (the issue-16 targets table),

@@ -87,24 +87,24 @@ def _judge_rows(r: dict) -> list[dict]:
             x = x.get(p, {}) if isinstance(x, dict) else {}
         return f"held-out clips: {f_pct(x.get(field))} of {x.get('n', 0)}" if x.get("n") else ""
 
-    pct = f"{TEMPO_TARGET:.0%}"
+    pct = f"≥ {f_pct(TEMPO_TARGET)}"
     return [
-        _share_row("Tempo within ±4 % of the asked BPM (our estimator)", f"≥ {pct}", TEMPO_TARGET,
+        _share_row("Tempo within ±4 % of the asked BPM (our estimator)", pct, TEMPO_TARGET,
                    tempo.get("ours") and {**tempo["ours"], "accuracy": tempo["ours"]["accuracy1"]}, why,
                    ref_note("tempo", "ours", field="accuracy1")),
-        _share_row("Tempo within ±4 % of the asked BPM (librosa beat tracker)", f"≥ {pct}", TEMPO_TARGET,
+        _share_row("Tempo within ±4 % of the asked BPM (librosa beat tracker)", pct, TEMPO_TARGET,
                    tempo.get("librosa") and {**tempo["librosa"], "accuracy": tempo["librosa"]["accuracy1"]},
                    why, ref_note("tempo", "librosa", field="accuracy1")),
-        _share_row("Genre, zero-shot with the bundle's MuLan (16 genres)", f"≥ {GENRE_TARGET:.0%}",
+        _share_row("Genre, zero-shot with the bundle's MuLan (16 genres)", f"≥ {f_pct(GENRE_TARGET)}",
                    GENRE_TARGET, g.get("mulan_genre"), why, ref_note("mulan_genre")),
         _share_row("musicnn top-5 tags agree with the prompt's instrument family (guitar, synth)",
-                   f"≥ {TAGGER_TARGET:.0%}", TAGGER_TARGET, mus.get("family"), mus_why,
+                   f"≥ {f_pct(TAGGER_TARGET)}", TAGGER_TARGET, mus.get("family"), mus_why,
                    ref_note("musicnn", "family")),
         _share_row("musicnn top-5 genre tags agree with the prompt's genre (our addition)",
-                   f"≥ {TAGGER_TARGET:.0%}", TAGGER_TARGET, mus.get("genre"), mus_why,
+                   f"≥ {f_pct(TAGGER_TARGET)}", TAGGER_TARGET, mus.get("genre"), mus_why,
                    ref_note("musicnn", "genre")),
         _share_row("Key matches exactly (prompts that name a key; Krumhansl–Kessler on chroma)",
-                   f"≥ {KEY_TARGET:.0%}", KEY_TARGET, g.get("key"), why, ref_note("key")),
+                   f"≥ {f_pct(KEY_TARGET)}", KEY_TARGET, g.get("key"), why, ref_note("key")),
     ]  # fmt: skip
 
 
