@@ -460,21 +460,31 @@ def test_a_run_saved_before_the_control_fields_resumes(runs: Path) -> None:
 
 
 def test_init_weights_from_the_committed_bundle_lm() -> None:
-    """The committed bundle's LM (no controls) into an LM with controls: every old weight loaded."""
+    """The committed bundle's LM (v2: BPM / key controls and the beat echo) continues training: its
+    weights load into its own config, and an LM without the echo loads into one with it (fresh zero
+    projections), as `--init-from` does."""
     from melody_core.generation.pipeline import DEFAULT_BUNDLE
     from melody_core.train.lm import LMStage
     from melody_core.train.upstream import load_component
 
     init = load_component(DEFAULT_BUNDLE, "lm", torch.device("cpu"))
-    assert init.config.n_controls == 0
-    cfg = LMConfig.from_dict({**init.config.to_dict(), **CTL})
-    model = SemanticLM(cfg)
+    assert init.config.controls == ("bpm", "key") and init.config.beat_echo > 0
     stage = LMStage()
     stage.ctx = SimpleNamespace(init=init)
+    model = SemanticLM(init.config)
     stage.init_weights(model)
-    new, old = model.state_dict(), init.model.state_dict()
-    assert set(new) - set(old) == {"bpm_embed.weight", "key_embed.weight"}
-    assert all(torch.equal(new[k], t) for k, t in old.items())
+    old = init.model.state_dict()
+    assert set(model.state_dict()) == set(old)
+    assert all(torch.equal(model.state_dict()[k], t) for k, t in old.items())
+    # the same LM without the echo, as an init for one with it
+    plain_cfg = LMConfig.from_dict({**init.config.to_dict(), "beat_echo": 0})
+    plain = SemanticLM(plain_cfg)
+    plain.load_state_dict({k: t for k, t in old.items() if k != "echo_proj"})
+    stage.ctx = SimpleNamespace(init=SimpleNamespace(model=plain))
+    echo = SemanticLM(init.config)
+    stage.init_weights(echo)
+    assert not echo.state_dict()["echo_proj"].any()
+    assert all(torch.equal(echo.state_dict()[k], t) for k, t in plain.state_dict().items())
 
 
 def test_control_dropout_is_a_trainer_option() -> None:

@@ -117,19 +117,21 @@ def test_apnet_decode_chunk_matches_full_decode() -> None:
 
 
 @pytest.mark.skipif(not (BUNDLE / "config.json").is_file(), reason="committed bundle not present")
-def test_default_config_decodes_the_committed_bundle_as_before() -> None:
-    """Golden values from the decoder before phase_head / istft_phase existed (commit a922acd)."""
+def test_committed_bundle_decodes_as_when_it_was_committed() -> None:
+    """Golden values of the committed bundle's decoder (v2 bundle a90a818bb0b2: APNet phase head, no
+    Griffin-Lim projections), written when it was committed; the first bundle's values (linear head,
+    commit a922acd) were checked here until it was replaced."""
     from melody_core.checkpoint import load_bundle
 
     vae = load_bundle(BUNDLE, components=["vae"]).models["vae"]
-    assert vae.config.phase_head == "linear" and vae.config.istft_phase == "head"
+    assert vae.config.phase_head == "apnet" and vae.config.istft_phase == "head"
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1, 120, 16, generator=g)
     with torch.no_grad():
         out = vae.decode(z)[0]
-    assert float(out.pow(2).mean().sqrt()) == pytest.approx(0.053711701184511185, rel=1e-4)
-    expected = [0.043136946856975555, -0.010741214267909527, 0.01680380292236805, -0.12928280234336853,
-                -0.007774712517857552, -0.035583291202783585, -0.002396778902038932, 0.046855825930833817]
+    assert float(out.pow(2).mean().sqrt()) == pytest.approx(0.163871631026268, rel=1e-4)
+    expected = [0.017885467037558556, 0.04866275563836098, 0.020194394513964653, 0.03958078846335411,
+                0.007802668958902359, -0.09986592084169388, -0.005649238359183073, -0.02988218516111374]
     torch.testing.assert_close(out[::1500], torch.tensor(expected), rtol=1e-4, atol=1e-5)
 
 
